@@ -1,0 +1,260 @@
+//! The `registrar` command line: argument definitions and dispatch. Each subcommand is a
+//! thin shell over the library modules.
+
+use crate::db::{self, DbOptions};
+use crate::privacy::keys::KeyOpts;
+use crate::{runs, status, vocab};
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+mod privacy;
+
+const ABOUT: &str = "registrar builds and feeds a pseudonymised OMOP CDM 5.4 research registry \
+for multi-institutional breast-cancer research.";
+
+const LONG_ABOUT: &str = "registrar builds and feeds a pseudonymised OMOP CDM 5.4 research registry \
+for multi-institutional breast-cancer research: it pulls hospital exports (CSV, spreadsheets, FHIR, \
+DICOM), pseudonymises them with a keyed hash, maps them into the `cdm` schema and keeps a \
+tamper-evident audit log for the privacy officer.
+
+DATABASE: with DATABASE_URL (or --database-url) set, registrar uses that PostgreSQL server and \
+never starts its own. Without it, registrar runs a private PostgreSQL cluster from the installed \
+server binaries, in --data-dir (default ~/.local/share/registrar/pgdata; for root \
+/var/lib/registrar/pgdata), listening on a unix socket only. `registrar db stop` stops it.";
+
+#[derive(Debug, Parser)]
+#[command(name = "registrar", version, about = ABOUT, long_about = LONG_ABOUT)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOpts,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GlobalOpts {
+    /// PostgreSQL URL of the registry (postgres://user@host:port/db). When unset, the
+    /// embedded cluster is used.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Data directory of the embedded cluster (ignored when DATABASE_URL is set).
+    #[arg(long, env = "REGISTRAR_DATA_DIR", global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(flatten)]
+    pub keys: KeyOpts,
+}
+
+impl GlobalOpts {
+    pub(crate) fn db(&self) -> DbOptions {
+        DbOptions {
+            database_url: self.database_url.clone(),
+            data_dir: self.data_dir.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, inspect, reset or stop the registry database.
+    #[command(subcommand)]
+    Db(DbCommand),
+    /// Load OMOP standardised vocabularies (an Athena download).
+    #[command(subcommand)]
+    Vocab(VocabCommand),
+    /// Run the main job on sample data in the embedded registry and show what it holds.
+    ///
+    /// Migrates the registry (the embedded cluster unless DATABASE_URL is set) and prints its
+    /// status. As importers land, the demo grows into the whole nightly pipeline on
+    /// synthetic sample data.
+    Demo,
+    /// Create keys, rotate them, and see which keys the person map uses.
+    #[command(subcommand)]
+    Key(crate::cli::privacy::KeyCommand),
+    /// Re-identify by recomputation (needs the key; every lookup is audited).
+    #[command(subcommand)]
+    Pseudonym(crate::cli::privacy::PseudonymCommand),
+    /// The privacy officer's audit log: checkpoints, verification, reports.
+    #[command(subcommand)]
+    Audit(crate::cli::privacy::AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Apply pending migrations (creates the `cdm` and `registry` schemas on a new database).
+    Migrate,
+    /// Show migrations, table row counts and the last import run.
+    Status,
+    /// Drop everything registrar created and migrate again. All registry data is lost.
+    Reset {
+        /// Confirm that all data in the registry database may be destroyed.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Revert every migration (drops the `cdm` and `registry` schemas). Needs --yes.
+    Down {
+        /// Confirm that all data in the registry database may be destroyed.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Stop the embedded PostgreSQL cluster (no effect with DATABASE_URL).
+    Stop,
+    /// Print the connection string, e.g. for `psql "$(registrar db url)"`.
+    Url,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VocabCommand {
+    /// Load CONCEPT.csv, CONCEPT_RELATIONSHIP.csv, ... from an Athena download directory.
+    ///
+    /// Files are tab-delimited with a header row, as Athena ships them. Every file found
+    /// replaces its table (binary COPY), all in one transaction: re-running with the same
+    /// download is harmless, and a malformed line (reported with file and line) loads nothing.
+    Load {
+        /// The unzipped Athena download.
+        dir: PathBuf,
+    },
+}
+
+/// Run a parsed command line.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Db(cmd) => db_command(g, cmd),
+        Command::Vocab(VocabCommand::Load { dir }) => {
+            let target = g.db().resolve()?;
+            let mut conn = target.diesel()?;
+            db::migrate(&mut conn)?;
+            let run_id = runs::start(&mut conn, "vocab load", None)?;
+            let mut client = target.client()?;
+            match vocab::load_dir(&mut client, &dir) {
+                Ok(report) => {
+                    let rows: i64 = report.tables.iter().map(|t| t.rows as i64).sum();
+                    let counts = runs::Counts {
+                        rows_in: rows,
+                        rows_loaded: rows,
+                        ..Default::default()
+                    };
+                    runs::finish(&mut conn, run_id, "succeeded", counts, None)?;
+                    if g.json {
+                        println!("{}", serde_json::to_string_pretty(&report)?);
+                    } else {
+                        for t in &report.tables {
+                            println!("{:<28} -> cdm.{:<22} {:>10} rows", t.file, t.table, t.rows);
+                        }
+                        for f in &report.ignored {
+                            println!("{f:<28}    skipped: not an Athena vocabulary table");
+                        }
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    runs::finish(
+                        &mut conn,
+                        run_id,
+                        "failed",
+                        runs::Counts::default(),
+                        Some(&msg),
+                    )?;
+                    Err(e)
+                }
+            }
+        }
+        Command::Demo => crate::demo::run(&g.db(), g.json),
+        Command::Key(cmd) => privacy::key_command(g, cmd),
+        Command::Pseudonym(cmd) => privacy::pseudonym_command(g, cmd),
+        Command::Audit(cmd) => privacy::audit_command(g, cmd),
+    }
+}
+
+fn db_command(g: &GlobalOpts, cmd: DbCommand) -> Result<ExitCode> {
+    match cmd {
+        DbCommand::Migrate => {
+            let target = g.db().resolve()?;
+            let applied = db::migrate(&mut target.diesel()?)?;
+            if g.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "database": target.redacted(), "applied": applied })
+                );
+            } else if applied.is_empty() {
+                println!("{}: up to date", target.redacted());
+            } else {
+                for v in &applied {
+                    println!("applied {v}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DbCommand::Status => {
+            let target = g.db().resolve()?;
+            let s = status::collect(&target)?;
+            if g.json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                print!("{}", status::render(&s));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DbCommand::Reset { yes } | DbCommand::Down { yes } if !yes => {
+            bail!(
+                "this destroys every table registrar created in the registry database, with all \
+                 its data; run again with --yes to confirm"
+            )
+        }
+        DbCommand::Reset { .. } => {
+            let target = g.db().resolve()?;
+            let mut conn = target.diesel()?;
+            let reverted = db::revert_all(&mut conn)?;
+            let applied = db::migrate(&mut conn)?;
+            println!(
+                "{}: reverted {} and re-applied {} migrations",
+                target.redacted(),
+                reverted.len(),
+                applied.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        DbCommand::Down { .. } => {
+            let target = g.db().resolve()?;
+            let reverted = db::revert_all(&mut target.diesel()?)?;
+            println!(
+                "{}: reverted {} migrations",
+                target.redacted(),
+                reverted.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        DbCommand::Stop => {
+            if g.database_url.as_deref().is_some_and(|u| !u.is_empty()) {
+                println!(
+                    "DATABASE_URL is set: registrar does not manage that server; nothing to stop"
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            let cluster = g.db().embedded()?;
+            if cluster.stop()? {
+                println!(
+                    "stopped the embedded cluster in {}",
+                    cluster.data_dir().display()
+                );
+            } else {
+                println!(
+                    "the embedded cluster in {} is not running",
+                    cluster.data_dir().display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DbCommand::Url => {
+            let target = g.db().resolve()?;
+            println!("{}", target.conninfo());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! `registrar key`, `registrar pseudonym` and `registrar audit`.
+
+use super::GlobalOpts;
+use crate::db;
+use crate::privacy::{audit, persons, report};
+use anyhow::{bail, Context, Result};
+use chrono::{NaiveDate, TimeZone, Utc};
+use clap::{Subcommand, ValueEnum};
+use registrar_anonymizer::key::Key;
+use registrar_anonymizer::pseudonym::IdentifierType;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Write a new random 256-bit key to FILE (mode 0600) and print its key id.
+    ///
+    /// Keep the key off the database host and out of its backups; whoever holds it can
+    /// recompute pseudonyms. The key id (derived from the key) is what the registry records.
+    New {
+        /// Where to write the key (must not exist).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Record a key rotation (from --previous-key-file to --key-file) in the audit log.
+    ///
+    /// Procedure: (1) `registrar key new --out new.key`; (2) `registrar key rotate --key-file
+    /// new.key --previous-key-file old.key`; (3) run imports with both options until `registrar
+    /// key status` shows every person reached under the new key: each import pseudonymises
+    /// the source identifiers with both keys and bridges the new pseudonyms to the existing
+    /// person_id; (4) retire the old key. person_ids never change.
+    Rotate,
+    /// Show the person map per key, domain and identifier type, and rotation progress.
+    Status,
+    /// Print the key id of --key-file.
+    Id,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PseudonymCommand {
+    /// Recompute the pseudonym of an identifier and find its person_id.
+    ///
+    /// Needs the key, a reason, and writes an audit entry. There is no table of original
+    /// identifiers: this is the only way back from a person to the registry.
+    Lookup {
+        /// The identifier (use `-` to read it from standard input, keeping it out of the
+        /// process list and shell history).
+        #[arg(long)]
+        identifier: String,
+        /// Identifier type.
+        #[arg(long = "type", value_enum)]
+        id_type: IdType,
+        /// Why the lookup is needed (recorded in the audit log; no identifying values).
+        #[arg(long)]
+        why: String,
+    },
+}
+
+/// Identifier types on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum IdType {
+    Niss,
+    Mrn,
+    StudySubject,
+}
+
+impl From<IdType> for IdentifierType {
+    fn from(t: IdType) -> Self {
+        match t {
+            IdType::Niss => IdentifierType::Niss,
+            IdType::Mrn => IdentifierType::Mrn,
+            IdType::StudySubject => IdentifierType::StudySubject,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Format {
+    Text,
+    Csv,
+    Json,
+    Html,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Write the head of the audit log (sequence, hash and fingerprints of every entry) to
+    /// FILE, for the privacy officer to keep outside the database.
+    Checkpoint {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Recompute the hash chain and check every kept checkpoint is still a prefix.
+    ///
+    /// Catches edited, deleted, inserted and truncated entries, and a rewrite that recomputed
+    /// every hash (through the checkpoints). Names the first bad entry. Exit code 0 when the
+    /// log is intact, 1 when it is not.
+    Verify {
+        /// Checkpoint files written earlier by `audit checkpoint`.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Vec<PathBuf>,
+    },
+    /// What was pseudonymised, when, with which key, how many values each rule removed,
+    /// rejects and lookups.
+    Report {
+        /// First day to include (YYYY-MM-DD, UTC).
+        #[arg(long)]
+        since: Option<NaiveDate>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+        /// Write to FILE instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+}
+
+pub fn key_command(g: &GlobalOpts, cmd: KeyCommand) -> Result<ExitCode> {
+    match cmd {
+        KeyCommand::New { out } => {
+            let key = Key::write_new(&out).context("cannot create the key file")?;
+            if g.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "key_id": key.key_id().as_str(), "file": out })
+                );
+            } else {
+                println!("wrote a new key to {} (mode 0600)", out.display());
+                println!("key id: {}", key.key_id());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        KeyCommand::Id => {
+            let keys = g.keys.load()?;
+            println!("{}", keys.current.key_id());
+            Ok(ExitCode::SUCCESS)
+        }
+        KeyCommand::Rotate => {
+            let keys = g.keys.load()?;
+            if keys.previous.is_empty() {
+                bail!("name the key being replaced with --previous-key-file OLD (and the new one with --key-file)");
+            }
+            let target = g.db().resolve()?;
+            db::migrate(&mut target.diesel()?)?;
+            let mut client = target.client()?;
+            let old: Vec<&str> = keys.previous.iter().map(|p| p.key_id().as_str()).collect();
+            let (seq, _) = audit::append_now(
+                &mut client,
+                &audit::Record {
+                    action: audit::action::KEY_ROTATION,
+                    run_id: None,
+                    locator_hash: None,
+                    key_id: Some(keys.current.key_id().as_str()),
+                    detail: serde_json::json!({
+                        "old_key_id": old.join(","),
+                        "new_key_id": keys.current.key_id().as_str(),
+                        "domain": keys.current.domain(),
+                    }),
+                },
+            )?;
+            println!(
+                "recorded the rotation from {} to {} (audit entry #{seq}).\n\
+                 Run imports with --key-file (new) and --previous-key-file (old) until \
+                 `registrar key status` shows every person under the new key.",
+                old.join(", "),
+                keys.current.key_id()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        KeyCommand::Status => {
+            let target = g.db().resolve()?;
+            let mut c = target.client()?;
+            let rows = c.query(
+                "SELECT key_id, domain, identifier_type, count(*)::int8, count(DISTINCT person_id)::int8
+                   FROM registry.person_map GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+                &[],
+            )?;
+            let persons: i64 = c
+                .query_one(
+                    "SELECT count(DISTINCT person_id) FROM registry.person_map",
+                    &[],
+                )?
+                .get(0);
+            println!("{persons} persons in the person map");
+            println!(
+                "{:<22} {:<16} {:<14} {:>12} {:>10}",
+                "key id", "domain", "type", "pseudonyms", "persons"
+            );
+            for r in &rows {
+                println!(
+                    "{:<22} {:<16} {:<14} {:>12} {:>10}",
+                    r.get::<_, String>(0),
+                    r.get::<_, String>(1),
+                    r.get::<_, String>(2),
+                    r.get::<_, i64>(3),
+                    r.get::<_, i64>(4)
+                );
+            }
+            if let Ok(keys) = g.keys.load() {
+                let reached: i64 = c
+                    .query_one(
+                        "SELECT count(DISTINCT person_id) FROM registry.person_map WHERE key_id = $1",
+                        &[&keys.current.key_id().as_str()],
+                    )?
+                    .get(0);
+                println!(
+                    "under the current key {}: {reached} of {persons} persons",
+                    keys.current.key_id()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub fn pseudonym_command(g: &GlobalOpts, cmd: PseudonymCommand) -> Result<ExitCode> {
+    let PseudonymCommand::Lookup {
+        identifier,
+        id_type,
+        why,
+    } = cmd;
+    if why.trim().len() < 5 {
+        bail!(
+            "--why must say why this re-identification is needed (it is recorded in the audit log)"
+        );
+    }
+    let keys = g.keys.load()?;
+    let identifier = if identifier == "-" {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        line.trim_end_matches(['\n', '\r']).to_string()
+    } else {
+        identifier
+    };
+    let ty: IdentifierType = id_type.into();
+    let target = g.db().resolve()?;
+    let mut c = target.client()?;
+    let mut tx = c.transaction()?;
+    let (pseudonym, person_id) = persons::lookup_person(&mut tx, &keys, ty, &identifier)?;
+    audit::append(
+        &mut tx,
+        &audit::Record {
+            action: audit::action::LOOKUP,
+            run_id: None,
+            locator_hash: None,
+            key_id: Some(keys.current.key_id().as_str()),
+            detail: serde_json::json!({
+                "why": why.trim(),
+                "identifier_type": ty.as_str(),
+                "domain": keys.current.domain(),
+                "found": person_id.is_some(),
+                "person_id": person_id,
+            }),
+        },
+    )?;
+    tx.commit()?;
+    if g.json {
+        println!(
+            "{}",
+            serde_json::json!({ "pseudonym": pseudonym.as_str(), "person_id": person_id })
+        );
+    } else {
+        println!("pseudonym: {pseudonym}");
+        match person_id {
+            Some(id) => println!("person_id: {id}"),
+            None => println!("person_id: none (this person is not in the registry)"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn audit_command(g: &GlobalOpts, cmd: AuditCommand) -> Result<ExitCode> {
+    let target = g.db().resolve()?;
+    let mut c = target.client()?;
+    match cmd {
+        AuditCommand::Checkpoint { out } => {
+            let cp = audit::checkpoint(&mut c)?;
+            audit::write_checkpoint(&out, &cp)?;
+            audit::append_now(
+                &mut c,
+                &audit::Record {
+                    action: audit::action::CHECKPOINT,
+                    run_id: None,
+                    locator_hash: None,
+                    key_id: None,
+                    detail: serde_json::json!({ "checkpoint_seq": cp.seq, "checkpoint_hash": cp.entry_hash }),
+                },
+            )?;
+            if g.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "seq": cp.seq, "entry_hash": cp.entry_hash, "file": out })
+                );
+            } else {
+                println!(
+                    "checkpoint of entry #{} ({}) written to {}; keep it outside the database",
+                    cp.seq,
+                    cp.entry_hash,
+                    out.display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Verify { checkpoint } => {
+            let cps = checkpoint
+                .iter()
+                .map(|p| audit::read_checkpoint(p))
+                .collect::<Result<Vec<_>>>()?;
+            let r = audit::verify(&mut c, cps)?;
+            if g.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else if r.is_ok() {
+                match &r.head {
+                    Some((seq, hash)) => println!(
+                        "audit log intact: {} entries, head #{seq} {hash}; {} checkpoint(s) verified",
+                        r.entries,
+                        checkpoint.len()
+                    ),
+                    None => println!("audit log is empty"),
+                }
+            } else {
+                let first = r.first_problem().expect("a problem");
+                println!(
+                    "AUDIT LOG ALTERED: first bad entry #{}: {}",
+                    first.seq, first.message
+                );
+                for p in r.problems.iter().skip(1) {
+                    println!("  also #{}: {}", p.seq, p.message);
+                }
+            }
+            Ok(if r.is_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        AuditCommand::Report { since, format, out } => {
+            let since = since.map(|d| Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).unwrap()));
+            let mut entries = Vec::new();
+            audit::for_each_entry(&mut c, since, |e| {
+                entries.push(e);
+                Ok(())
+            })?;
+            let r = report::build(entries, since)?;
+            let text = match format {
+                Format::Text => report::text(&r),
+                Format::Csv => report::csv(&r),
+                Format::Json => serde_json::to_string_pretty(&r)? + "\n",
+                Format::Html => report::html(&r),
+            };
+            match out {
+                Some(p) => {
+                    std::fs::write(&p, text)
+                        .with_context(|| format!("cannot write {}", p.display()))?;
+                    println!("wrote {}", p.display());
+                }
+                None => print!("{text}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! # registrar-etl
+//!
+//! Everything between a hospital's export and the registry: where the database is
+//! ([`db`], including the private [`db::embedded`] cluster), the one load path every source
+//! shares ([`load`]), reference data ([`vocab`]), bookkeeping of runs ([`runs`]) and the
+//! `registrar` command line ([`cli`]).
+//!
+//! Data flows one way: source -> pseudonymise (the `registrar-anonymizer` crate) -> map ->
+//! load. No identifying value is ever written to the registry or a log.
+
+pub mod cli;
+pub mod db;
+pub mod demo;
+pub mod load;
+pub mod privacy;
+pub mod progress;
+pub mod runs;
+pub mod status;
+pub mod vocab;

@@ -1,0 +1,3 @@
+//! Loading into PostgreSQL: the one path every source shares.
+
+pub mod copy;

@@ -1,0 +1,248 @@
+//! The person map: keyed pseudonyms -> stable integer `person_id`s.
+//!
+//! A source row names a person by one or more identifiers (NISS, MRN, a study subject
+//! number). Each is pseudonymised with the current key; a person already known under any of
+//! those pseudonyms keeps their `person_id`, and the pseudonyms not yet in the map are added
+//! to it, so the same person arriving through two sources, or with a second identifier,
+//! stays one person.
+//!
+//! Key rotation: with previous keys configured, an identifier whose current pseudonym is
+//! unknown is also pseudonymised with each previous key; if that finds the person, the new
+//! pseudonym is bridged to the same `person_id`. Nothing else is ever needed, because no
+//! identifier is stored: the bridge is built from the identifiers the sources deliver.
+//!
+//! The date shift of a person is keyed on the pseudonym of the row's *first* identifier (the
+//! source's primary identifier, the MRN for hospital sources, as in DICOM PatientID).
+
+use super::keys::Keys;
+use anyhow::{Context, Result};
+use postgres::GenericClient;
+use registrar_anonymizer::dateshift::DatePolicy;
+use registrar_anonymizer::pseudonym::{IdentifierType, NormaliseError, Pseudonym};
+use std::collections::HashMap;
+
+/// A resolved person.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub person_id: i32,
+    /// Pseudonym of the primary identifier (fits `person_source_value`).
+    pub pseudonym: Pseudonym,
+    /// Days to add to every date of this person (0 when true dates are kept).
+    pub shift_days: i32,
+    /// Whether this call created the person.
+    pub created: bool,
+}
+
+/// Why a row's person could not be resolved (never contains the identifier).
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("no identifier: the row names no person")]
+    NoIdentifier,
+    #[error("{0}: {1}")]
+    Invalid(IdentifierType, NormaliseError),
+    #[error(
+        "identifiers disagree: this {0} and this {1} belong to two different persons in the \
+         registry (person_id {2} and {3}); fix the source"
+    )]
+    Conflict(IdentifierType, IdentifierType, i32, i32),
+    #[error("database error: {0:#}")]
+    Db(anyhow::Error),
+}
+
+/// Counters for the audit log.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct PersonCounts {
+    pub identifiers_pseudonymised: u64,
+    pub persons_created: u64,
+    pub pseudonyms_added: u64,
+    pub bridged_from_previous_key: u64,
+}
+
+/// Resolves identifiers to persons within one import run, caching the map.
+pub struct PersonResolver<'k> {
+    keys: &'k Keys,
+    policy: DatePolicy,
+    run_id: Option<i64>,
+    cache: HashMap<String, i32>,
+    pub counts: PersonCounts,
+}
+
+impl<'k> PersonResolver<'k> {
+    pub fn new(keys: &'k Keys, policy: DatePolicy, run_id: Option<i64>) -> Self {
+        Self {
+            keys,
+            policy,
+            run_id,
+            cache: HashMap::new(),
+            counts: PersonCounts::default(),
+        }
+    }
+
+    pub fn policy(&self) -> &DatePolicy {
+        &self.policy
+    }
+
+    fn lookup(&mut self, db: &mut impl GenericClient, pseudonym: &str) -> Result<Option<i32>> {
+        if let Some(&id) = self.cache.get(pseudonym) {
+            return Ok(Some(id));
+        }
+        let row = db.query_opt(
+            "SELECT person_id FROM registry.person_map WHERE pseudonym = $1",
+            &[&pseudonym],
+        )?;
+        let id = row.map(|r| r.get::<_, i32>(0));
+        if let Some(id) = id {
+            self.cache.insert(pseudonym.to_string(), id);
+        }
+        Ok(id)
+    }
+
+    fn insert(
+        &mut self,
+        db: &mut impl GenericClient,
+        pseudonym: &str,
+        person_id: i32,
+        ty: IdentifierType,
+    ) -> Result<()> {
+        let cur = &self.keys.current;
+        db.execute(
+            "INSERT INTO registry.person_map (pseudonym, person_id, identifier_type, key_id, domain, first_run_id)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (pseudonym) DO NOTHING",
+            &[
+                &pseudonym,
+                &person_id,
+                &ty.as_str(),
+                &cur.key_id().as_str(),
+                &cur.domain(),
+                &self.run_id,
+            ],
+        )
+        .context("could not write the person map")?;
+        self.cache.insert(pseudonym.to_string(), person_id);
+        self.counts.pseudonyms_added += 1;
+        Ok(())
+    }
+
+    /// Resolve a row's identifiers (primary first) to one person, creating it if new.
+    pub fn resolve(
+        &mut self,
+        db: &mut impl GenericClient,
+        ids: &[(IdentifierType, &str)],
+    ) -> Result<Resolved, ResolveError> {
+        let present: Vec<(IdentifierType, &str)> = ids
+            .iter()
+            .copied()
+            .filter(|(_, v)| !v.trim().is_empty())
+            .collect();
+        if present.is_empty() {
+            return Err(ResolveError::NoIdentifier);
+        }
+        let mut pseudos = Vec::with_capacity(present.len());
+        for (ty, raw) in &present {
+            let p = self
+                .keys
+                .current
+                .person(*ty, raw)
+                .map_err(|e| ResolveError::Invalid(*ty, e))?;
+            self.counts.identifiers_pseudonymised += 1;
+            pseudos.push((*ty, p, *raw));
+        }
+        let db_err = ResolveError::Db;
+        let mut found: Option<(IdentifierType, i32)> = None;
+        let mut missing = Vec::new();
+        for (ty, p, raw) in &pseudos {
+            match self.lookup(db, p.as_str()).map_err(db_err)? {
+                Some(id) => match found {
+                    Some((fty, fid)) if fid != id => {
+                        return Err(ResolveError::Conflict(fty, *ty, fid, id))
+                    }
+                    _ => found = Some((*ty, id)),
+                },
+                None => missing.push((*ty, p.clone(), *raw)),
+            }
+        }
+        // Key rotation: look the unknown identifiers up under the previous keys.
+        if !missing.is_empty() && !self.keys.previous.is_empty() {
+            for (ty, _, raw) in &missing {
+                for prev in &self.keys.previous {
+                    let Ok(old) = prev.person(*ty, raw) else {
+                        continue;
+                    };
+                    if let Some(id) = self.lookup(db, old.as_str()).map_err(ResolveError::Db)? {
+                        match found {
+                            Some((fty, fid)) if fid != id => {
+                                return Err(ResolveError::Conflict(fty, *ty, fid, id))
+                            }
+                            None => {
+                                self.counts.bridged_from_previous_key += 1;
+                                found = Some((*ty, id));
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        let (person_id, created) = match found {
+            Some((_, id)) => (id, false),
+            None => {
+                let id: i32 = db
+                    .query_one("SELECT nextval('registry.seq_person_id')::int4", &[])
+                    .map_err(|e| ResolveError::Db(e.into()))?
+                    .get(0);
+                self.counts.persons_created += 1;
+                (id, true)
+            }
+        };
+        for (ty, p, _) in &missing {
+            self.insert(db, p.as_str(), person_id, *ty)
+                .map_err(ResolveError::Db)?;
+        }
+        let primary = pseudos.swap_remove(0).1;
+        let shift_days = self.keys.current.date_shift_days(&self.policy, &primary);
+        Ok(Resolved {
+            person_id,
+            pseudonym: primary,
+            shift_days,
+            created,
+        })
+    }
+
+    /// Forget cached lookups (after a rolled-back transaction, the cache may name rows that
+    /// were never committed).
+    pub fn clear_cache(&mut self) {
+        self.cache.clear();
+    }
+}
+
+/// Re-identification by recomputation: the `person_id` an identifier maps to, if any.
+pub fn lookup_person(
+    db: &mut impl GenericClient,
+    keys: &Keys,
+    ty: IdentifierType,
+    raw: &str,
+) -> Result<(Pseudonym, Option<i32>)> {
+    let p = keys
+        .current
+        .person(ty, raw)
+        .map_err(|e| anyhow::anyhow!("{ty}: {e}"))?;
+    let row = db.query_opt(
+        "SELECT person_id FROM registry.person_map WHERE pseudonym = $1",
+        &[&p.as_str()],
+    )?;
+    if let Some(r) = row {
+        return Ok((p, Some(r.get(0))));
+    }
+    for prev in &keys.previous {
+        let old = prev
+            .person(ty, raw)
+            .map_err(|e| anyhow::anyhow!("{ty}: {e}"))?;
+        if let Some(r) = db.query_opt(
+            "SELECT person_id FROM registry.person_map WHERE pseudonym = $1",
+            &[&old.as_str()],
+        )? {
+            return Ok((p, Some(r.get(0))));
+        }
+    }
+    Ok((p, None))
+}

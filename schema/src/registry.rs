@@ -1,0 +1,139 @@
+//! Diesel definitions of the `registry` schema (see `migrations/*_registry/up.sql`).
+
+diesel::table! {
+    registry.import_run (run_id) {
+        run_id -> Int8,
+        command -> Text,
+        started_at -> Timestamptz,
+        finished_at -> Nullable<Timestamptz>,
+        status -> Text,
+        actor_os_user -> Text,
+        actor_db_role -> Text,
+        key_id -> Nullable<Text>,
+        registrar_version -> Text,
+        rows_in -> Int8,
+        rows_loaded -> Int8,
+        rows_rejected -> Int8,
+        rows_skipped -> Int8,
+        message -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    registry.source_file (source_file_id) {
+        source_file_id -> Int8,
+        source_kind -> Text,
+        locator_hash -> Text,
+        content_sha256 -> Text,
+        byte_size -> Int8,
+        mapping_name -> Nullable<Text>,
+        run_id -> Int8,
+        status -> Text,
+        rows_in -> Int8,
+        rows_loaded -> Int8,
+        rows_rejected -> Int8,
+        rows_skipped -> Int8,
+        reason -> Nullable<Text>,
+        seen_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    registry.reject (reject_id) {
+        reject_id -> Int8,
+        run_id -> Int8,
+        source_file_id -> Nullable<Int8>,
+        row_number -> Nullable<Int8>,
+        column_name -> Nullable<Text>,
+        reason_code -> Text,
+        reason -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    registry.lineage (cdm_table, cdm_row_id) {
+        cdm_table -> Text,
+        cdm_row_id -> Int8,
+        source_file_id -> Int8,
+        source_row -> Nullable<Int8>,
+        source_key -> Nullable<Text>,
+        run_id -> Int8,
+    }
+}
+
+diesel::table! {
+    registry.person_map (pseudonym) {
+        pseudonym -> Text,
+        person_id -> Int4,
+        identifier_type -> Text,
+        key_id -> Text,
+        domain -> Text,
+        first_run_id -> Nullable<Int8>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    registry.audit_log (seq) {
+        seq -> Int8,
+        logged_at -> Timestamptz,
+        actor_os_user -> Text,
+        actor_db_role -> Text,
+        action -> Text,
+        run_id -> Nullable<Int8>,
+        locator_hash -> Nullable<Text>,
+        key_id -> Nullable<Text>,
+        detail -> Text,
+        prev_hash -> Text,
+        entry_hash -> Text,
+    }
+}
+
+diesel::joinable!(source_file -> import_run (run_id));
+diesel::joinable!(reject -> import_run (run_id));
+diesel::joinable!(lineage -> source_file (source_file_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    import_run,
+    source_file,
+    reject,
+    lineage,
+    person_map,
+    audit_log,
+);
+
+/// Every registry column, described through its diesel type (see [`crate::introspect`]).
+pub fn columns() -> Vec<crate::introspect::ColumnInfo> {
+    use crate::introspect::describe;
+    macro_rules! cols {
+        ($table:ident: $($col:ident),+ $(,)?) => {
+            vec![$(describe::<$table::$col>(stringify!($table))),+]
+        };
+    }
+    let mut v = Vec::new();
+    v.extend(
+        cols!(import_run: run_id, command, started_at, finished_at, status, actor_os_user,
+        actor_db_role, key_id, registrar_version, rows_in, rows_loaded, rows_rejected,
+        rows_skipped, message),
+    );
+    v.extend(
+        cols!(source_file: source_file_id, source_kind, locator_hash, content_sha256,
+        byte_size, mapping_name, run_id, status, rows_in, rows_loaded, rows_rejected,
+        rows_skipped, reason, seen_at),
+    );
+    v.extend(
+        cols!(reject: reject_id, run_id, source_file_id, row_number, column_name,
+        reason_code, reason, created_at),
+    );
+    v.extend(cols!(lineage: cdm_table, cdm_row_id, source_file_id, source_row, source_key, run_id));
+    v.extend(
+        cols!(person_map: pseudonym, person_id, identifier_type, key_id, domain,
+        first_run_id, created_at),
+    );
+    v.extend(
+        cols!(audit_log: seq, logged_at, actor_os_user, actor_db_role, action, run_id,
+        locator_hash, key_id, detail, prev_hash, entry_hash),
+    );
+    v
+}

@@ -1,0 +1,11 @@
+//! End-to-end tests against a real PostgreSQL: `DATABASE_URL` when set, else an embedded
+//! cluster in the system temp directory. Every test gets its own fresh database, so the
+//! tests run in parallel.
+
+mod support;
+
+mod cli;
+mod embedded;
+mod privacy;
+mod schema_conformance;
+mod vocab;

@@ -1,0 +1,138 @@
+//! Test harness: a fresh database per test, and the `registrar` binary.
+
+#![allow(dead_code)]
+
+use registrar_etl::db::{self, embedded::EmbeddedCluster, DbTarget};
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+/// The server tests create their databases on.
+pub fn server() -> &'static DbTarget {
+    static SERVER: OnceLock<DbTarget> = OnceLock::new();
+    SERVER.get_or_init(|| match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => DbTarget::from_url(&url)
+            .expect("DATABASE_URL")
+            .with_dbname("postgres"),
+        _ => {
+            // SAFETY: geteuid cannot fail.
+            let uid = unsafe { libc::geteuid() };
+            let dir = std::env::temp_dir().join(format!("registrar-test-pg-{uid}"));
+            let cluster = EmbeddedCluster::new(dir).expect("embedded cluster");
+            cluster.ensure_running().expect("start embedded cluster");
+            cluster.target()
+        }
+    })
+}
+
+/// A database that exists for one test and is dropped afterwards.
+pub struct TestDb {
+    pub target: DbTarget,
+    name: String,
+}
+
+impl TestDb {
+    /// A fresh, migrated database.
+    pub fn new() -> Self {
+        let t = Self::empty();
+        db::migrate(&mut t.target.diesel().unwrap()).expect("migrate");
+        t
+    }
+
+    /// A fresh database with nothing in it.
+    pub fn empty() -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!(
+            "rt_{}_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst),
+            nanos
+        );
+        let mut c = server().client().expect("connect to test server");
+        c.batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("create test database");
+        Self {
+            target: server().with_dbname(&name),
+            name,
+        }
+    }
+
+    pub fn client(&self) -> postgres::Client {
+        self.target.client().unwrap()
+    }
+
+    pub fn url(&self) -> String {
+        self.target.conninfo()
+    }
+
+    /// Run `registrar` with this database (via --database-url).
+    pub fn registrar(&self, args: &[&str]) -> Output {
+        registrar_cmd()
+            .arg("--database-url")
+            .arg(self.database_url_arg())
+            .args(args)
+            .output()
+            .expect("run registrar")
+    }
+
+    /// A URL form for --database-url (the embedded cluster's socket as a URL host).
+    pub fn database_url_arg(&self) -> String {
+        match &self.target {
+            DbTarget::Url(u) => u.to_string(),
+            DbTarget::Socket {
+                dir,
+                port,
+                user,
+                dbname,
+            } => format!(
+                "postgresql://{user}@{}:{port}/{dbname}",
+                dir.display().to_string().replace('/', "%2F")
+            ),
+        }
+    }
+
+    pub fn count(&self, sql: &str) -> i64 {
+        self.client().query_one(sql, &[]).unwrap().get(0)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Ok(mut c) = server().client() {
+            let _ = c.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
+/// The `registrar` binary built for these tests.
+pub fn registrar_cmd() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_registrar"));
+    c.env_remove("DATABASE_URL")
+        .env_remove("REGISTRAR_KEY_FILE");
+    c
+}
+
+/// stdout and stderr as text, for assertion messages.
+pub fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A file in the repository (tests/data/...).
+pub fn repo_file(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(rel)
+}
