@@ -11,9 +11,12 @@
 pub mod cli;
 pub mod db;
 pub mod demo;
+pub mod import;
 pub mod load;
+pub mod mapping;
 pub mod privacy;
 pub mod progress;
 pub mod runs;
+pub mod sources;
 pub mod status;
 pub mod vocab;

@@ -90,6 +90,18 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    registry.unmapped_code (mapping_name, concept_map, source_code) {
+        mapping_name -> Text,
+        concept_map -> Text,
+        source_code -> Text,
+        occurrences -> Int8,
+        first_seen -> Timestamptz,
+        last_seen -> Timestamptz,
+        last_run_id -> Nullable<Int8>,
+    }
+}
+
 diesel::joinable!(source_file -> import_run (run_id));
 diesel::joinable!(reject -> import_run (run_id));
 diesel::joinable!(lineage -> source_file (source_file_id));
@@ -101,6 +113,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     lineage,
     person_map,
     audit_log,
+    unmapped_code,
 );
 
 /// Every registry column, described through its diesel type (see [`crate::introspect`]).
@@ -134,6 +147,10 @@ pub fn columns() -> Vec<crate::introspect::ColumnInfo> {
     v.extend(
         cols!(audit_log: seq, logged_at, actor_os_user, actor_db_role, action, run_id,
         locator_hash, key_id, detail, prev_hash, entry_hash),
+    );
+    v.extend(
+        cols!(unmapped_code: mapping_name, concept_map, source_code, occurrences,
+        first_seen, last_seen, last_run_id),
     );
     v
 }

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod import;
 mod privacy;
 
 const ABOUT: &str = "registrar builds and feeds a pseudonymised OMOP CDM 5.4 research registry \
@@ -72,6 +73,12 @@ pub enum Command {
     /// status. As importers land, the demo grows into the whole nightly pipeline on
     /// synthetic sample data.
     Demo,
+    /// Import hospital exports and spreadsheets through mapping files.
+    #[command(subcommand)]
+    Import(import::ImportCommand),
+    /// Check mapping files; list local codes that still need a concept.
+    #[command(subcommand)]
+    Mapping(import::MappingCommand),
     /// Create keys, rotate them, and see which keys the person map uses.
     #[command(subcommand)]
     Key(crate::cli::privacy::KeyCommand),
@@ -166,6 +173,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Demo => crate::demo::run(&g.db(), g.json),
+        Command::Import(cmd) => import::import_command(g, cmd),
+        Command::Mapping(cmd) => import::mapping_command(g, cmd),
         Command::Key(cmd) => privacy::key_command(g, cmd),
         Command::Pseudonym(cmd) => privacy::pseudonym_command(g, cmd),
         Command::Audit(cmd) => privacy::audit_command(g, cmd),

@@ -1,0 +1,282 @@
+//! `registrar import csv|xlsx` and `registrar mapping check|unmapped`.
+
+use super::GlobalOpts;
+use crate::import::{import_file, FileOutcome, ImportOptions};
+use crate::mapping::check::{compile, Compiled};
+use crate::mapping::{Format, Mapping};
+use crate::{db, progress, runs};
+use anyhow::{bail, Result};
+use clap::{Args, Subcommand};
+use registrar_anonymizer::dateshift::{DatePolicy, ShiftWindow};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// How dates are protected.
+#[derive(Debug, Clone, Args)]
+pub struct DateOpts {
+    /// Keep true dates instead of shifting them (only where the registry is allowed to;
+    /// the choice is recorded in the audit log with every import).
+    #[arg(long, global = true)]
+    pub keep_true_dates: bool,
+    /// The per-person date shift window in days, MIN,MAX (never 0 is drawn).
+    #[arg(
+        long,
+        global = true,
+        value_name = "MIN,MAX",
+        default_value = "-365,-30",
+        allow_hyphen_values = true
+    )]
+    pub shift_window: String,
+}
+
+impl DateOpts {
+    pub fn policy(&self) -> Result<DatePolicy> {
+        if self.keep_true_dates {
+            return Ok(DatePolicy::KeepTrueDates);
+        }
+        let (a, b) = self
+            .shift_window
+            .split_once(',')
+            .ok_or_else(|| anyhow::anyhow!("--shift-window takes MIN,MAX (e.g. -365,-30)"))?;
+        let w = ShiftWindow::new(a.trim().parse()?, b.trim().parse()?)
+            .map_err(|e| anyhow::anyhow!("--shift-window: {e}"))?;
+        Ok(DatePolicy::Shift(w))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// Import delimited text exports through a mapping file.
+    ///
+    /// Each file is loaded whole or not at all, in one transaction; an unchanged file is
+    /// skipped, a changed one replaces the rows of its earlier version. Rows that cannot be
+    /// loaded are rejected with file, row, column and reason (`registry.reject`), never with
+    /// their values. Exit code 0: all loaded; 1: some rows or files rejected; 3: error.
+    Csv(ImportArgs),
+    /// Import spreadsheets (xlsx) through a mapping file (see `import csv`).
+    Xlsx(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The mapping file (TOML).
+    #[arg(long, value_name = "FILE")]
+    pub mapping: PathBuf,
+    /// Input files.
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub dates: DateOpts,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MappingCommand {
+    /// Validate mapping files against the registry schema and their concept maps; reports
+    /// every error with file and line.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Local codes seen without a concept, with counts, most frequent first.
+    Unmapped {
+        /// Only this mapping (its `source.name`).
+        #[arg(long)]
+        mapping: Option<String>,
+    },
+}
+
+fn load_compiled(path: &std::path::Path, client: &mut postgres::Client) -> Result<Compiled> {
+    let m = Mapping::load(path)?;
+    compile(m, client)
+        .map_err(|errs| anyhow::anyhow!("the mapping has errors:\n  {}", errs.join("\n  ")))
+}
+
+pub fn import_command(g: &GlobalOpts, cmd: ImportCommand) -> Result<ExitCode> {
+    let (args, want) = match cmd {
+        ImportCommand::Csv(a) => (a, Format::Csv),
+        ImportCommand::Xlsx(a) => (a, Format::Xlsx),
+    };
+    let keys = g.keys.load()?;
+    let opts = ImportOptions {
+        policy: args.dates.policy()?,
+        ..Default::default()
+    };
+    let target = g.db().resolve()?;
+    let mut conn = target.diesel()?;
+    db::migrate(&mut conn)?;
+    let mut client = target.client()?;
+    let compiled = load_compiled(&args.mapping, &mut client)?;
+    if compiled.mapping.spec.source.format != want {
+        bail!(
+            "{} is a {:?} mapping; use `registrar import {}`",
+            args.mapping.display(),
+            compiled.mapping.spec.source.format,
+            if want == Format::Csv { "xlsx" } else { "csv" }
+        );
+    }
+    let command = format!(
+        "import {}",
+        if want == Format::Csv { "csv" } else { "xlsx" }
+    );
+    let run_id = runs::start(&mut conn, &command, Some(keys.current.key_id().as_str()))?;
+    let mut outcomes: Vec<FileOutcome> = Vec::new();
+    let mut error = None;
+    for input in &args.inputs {
+        let bar = progress::count_bar(None, "rows", "rows");
+        let r = import_file(&mut client, &compiled, &keys, run_id, input, &opts, &bar);
+        bar.finish_and_clear();
+        match r {
+            Ok(o) => {
+                if !g.json {
+                    print_outcome(&o);
+                }
+                outcomes.push(o);
+            }
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        }
+    }
+    let mut counts = runs::Counts::default();
+    for o in &outcomes {
+        counts.rows_in += o.rows_in;
+        counts.rows_loaded += o.rows_loaded;
+        counts.rows_rejected += o.rows_rejected;
+        counts.rows_skipped += o.rows_skipped;
+    }
+    let rejected_files = outcomes.iter().filter(|o| o.status == "rejected").count();
+    let status = if error.is_some() {
+        "failed"
+    } else if counts.rows_rejected > 0 || rejected_files > 0 {
+        "partial"
+    } else {
+        "succeeded"
+    };
+    let msg = error.as_ref().map(|e| format!("{e:#}"));
+    runs::finish(&mut conn, run_id, status, counts, msg.as_deref())?;
+    if let Some(e) = error {
+        return Err(e);
+    }
+    if g.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "run_id": run_id, "status": status, "files": outcomes })
+            )?
+        );
+    } else {
+        println!(
+            "run {run_id}: {} rows in, {} loaded, {} rejected, {} skipped; {} file(s) rejected",
+            counts.rows_in,
+            counts.rows_loaded,
+            counts.rows_rejected,
+            counts.rows_skipped,
+            rejected_files
+        );
+        if counts.rows_rejected > 0 || rejected_files > 0 {
+            println!("rejects: SELECT * FROM registry.reject WHERE run_id = {run_id};");
+        }
+    }
+    Ok(if status == "succeeded" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn print_outcome(o: &FileOutcome) {
+    match o.status.as_str() {
+        "loaded" => {
+            let tables: Vec<String> = o.tables.iter().map(|(t, n)| format!("{t} {n}")).collect();
+            println!(
+                "{}: loaded {} of {} rows ({} rejected, {} skipped) -> {}",
+                o.file,
+                o.rows_loaded,
+                o.rows_in,
+                o.rows_rejected,
+                o.rows_skipped,
+                tables.join(", ")
+            );
+        }
+        s => println!("{}: {s}: {}", o.file, o.reason.as_deref().unwrap_or("")),
+    }
+}
+
+pub fn mapping_command(g: &GlobalOpts, cmd: MappingCommand) -> Result<ExitCode> {
+    let target = g.db().resolve()?;
+    db::migrate(&mut target.diesel()?)?;
+    let mut client = target.client()?;
+    match cmd {
+        MappingCommand::Check { files } => {
+            let mut bad = 0;
+            for f in &files {
+                let m = match Mapping::load(f) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        bad += 1;
+                        println!("{e:#}");
+                        continue;
+                    }
+                };
+                match compile(m, &mut client) {
+                    Ok(c) => println!(
+                        "{}: ok ({} emit(s) into {}; {} concept map(s))",
+                        f.display(),
+                        c.emits.len(),
+                        c.emits
+                            .iter()
+                            .map(|e| e.table.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        c.concept_maps.len()
+                    ),
+                    Err(errs) => {
+                        bad += 1;
+                        for e in errs {
+                            println!("{e}");
+                        }
+                    }
+                }
+            }
+            Ok(if bad == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        MappingCommand::Unmapped { mapping } => {
+            let rows = client.query(
+                "SELECT mapping_name, concept_map, source_code, occurrences, to_char(last_seen, 'YYYY-MM-DD')
+                   FROM registry.unmapped_code WHERE $1::text IS NULL OR mapping_name = $1
+                  ORDER BY occurrences DESC, mapping_name, concept_map, source_code",
+                &[&mapping],
+            )?;
+            if g.json {
+                let v: Vec<_> = rows
+                    .iter()
+                    .map(|r| serde_json::json!({"mapping": r.get::<_, String>(0), "concept_map": r.get::<_, String>(1), "source_code": r.get::<_, String>(2), "occurrences": r.get::<_, i64>(3), "last_seen": r.get::<_, String>(4)}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else if rows.is_empty() {
+                println!("no unmapped codes");
+            } else {
+                println!(
+                    "{:<24} {:<16} {:<20} {:>10}  last seen",
+                    "mapping", "concept map", "code", "count"
+                );
+                for r in &rows {
+                    println!(
+                        "{:<24} {:<16} {:<20} {:>10}  {}",
+                        r.get::<_, String>(0),
+                        r.get::<_, String>(1),
+                        r.get::<_, String>(2),
+                        r.get::<_, i64>(3),
+                        r.get::<_, String>(4)
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

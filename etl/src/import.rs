@@ -1,0 +1,968 @@
+//! The shared import path: one file through a compiled mapping into the cdm tables.
+//!
+//! A file is hashed first; an unchanged file (same locator, same content) is skipped. A changed
+//! file replaces, through lineage, every row its earlier version produced. Everything for one
+//! file happens in one transaction: rows are pseudonymised and mapped in batches, each batch
+//! written with binary COPY together with its lineage and rejects; at the end the ledger, the
+//! unmapped-code counts and one audit entry are written and the transaction commits. A file
+//! is loaded whole or not at all, and every source row ends loaded, rejected (with reason) or
+//! skipped (with reason).
+
+use crate::load::copy::{parse_cell, ColumnDef, PgType, TableLayout, Value};
+use crate::mapping::check::{check_header, Compiled, CompiledEmit, CompiledExpr, IdSource, Src};
+use crate::mapping::{Condition, Format};
+use crate::privacy::audit;
+use crate::privacy::keys::Keys;
+use crate::privacy::persons::PersonResolver;
+use crate::sources::csv::{choose_decoder, sniff, CsvSource};
+use crate::sources::{FileError, RowResult, RowSource, SourceRow};
+use anyhow::{Context, Result};
+use chrono::{Datelike, NaiveDate, NaiveDateTime};
+use postgres::types::ToSql;
+use registrar_anonymizer::dateshift::{checked_shift_date, checked_shift_datetime, DatePolicy};
+use rust_decimal::prelude::{FromPrimitive, ToPrimitive};
+use rust_decimal::Decimal;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::str::FromStr;
+
+/// Options of an import.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    pub policy: DatePolicy,
+    /// Dates after this are refused (today).
+    pub today: NaiveDate,
+    /// Source rows per COPY batch.
+    pub batch_rows: usize,
+}
+
+impl Default for ImportOptions {
+    fn default() -> Self {
+        Self {
+            policy: DatePolicy::default(),
+            today: chrono::Local::now().date_naive(),
+            batch_rows: 20_000,
+        }
+    }
+}
+
+/// What happened to one file.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct FileOutcome {
+    pub file: String,
+    pub status: String,
+    pub rows_in: i64,
+    pub rows_loaded: i64,
+    pub rows_rejected: i64,
+    pub rows_skipped: i64,
+    pub reason: Option<String>,
+    pub tables: std::collections::BTreeMap<String, i64>,
+}
+
+struct IdPool {
+    seq: String,
+    ids: Vec<i32>,
+}
+
+impl IdPool {
+    fn next(&mut self, db: &mut impl postgres::GenericClient) -> Result<i32> {
+        if self.ids.is_empty() {
+            let rows = db.query(
+                "SELECT nextval($1::text::regclass)::int4 FROM generate_series(1, 2000)",
+                &[&self.seq],
+            )?;
+            self.ids = rows.iter().rev().map(|r| r.get(0)).collect();
+        }
+        Ok(self.ids.pop().expect("refilled"))
+    }
+}
+
+struct Pending {
+    layout: usize,
+    values: Vec<Value>,
+    id: Option<i32>,
+    source_row: i64,
+}
+
+struct RejectRow {
+    row: Option<i64>,
+    column: Option<String>,
+    code: &'static str,
+    reason: String,
+}
+
+fn condition_holds(c: &Condition, v: &str) -> bool {
+    let v = v.trim();
+    if c.not_empty && v.is_empty() {
+        return false;
+    }
+    if let Some(e) = &c.equals {
+        if !v.eq_ignore_ascii_case(e) {
+            return false;
+        }
+    }
+    if let Some(list) = &c.one_of {
+        if !list.iter().any(|x| x.eq_ignore_ascii_case(v)) {
+            return false;
+        }
+    }
+    if let Some(list) = &c.not_in {
+        if list.iter().any(|x| x.eq_ignore_ascii_case(v)) {
+            return false;
+        }
+    }
+    true
+}
+
+fn parse_date(raw: &str, formats: &[String]) -> Option<NaiveDate> {
+    for f in formats {
+        if let Ok(d) = NaiveDate::parse_from_str(raw, f) {
+            return Some(d);
+        }
+        if let Ok(dt) = NaiveDateTime::parse_from_str(raw, f) {
+            return Some(dt.date());
+        }
+    }
+    excel_serial(raw).map(|dt| dt.date())
+}
+
+fn parse_datetime(raw: &str, formats: &[String]) -> Option<NaiveDateTime> {
+    for f in formats {
+        if let Ok(dt) = NaiveDateTime::parse_from_str(raw, f) {
+            return Some(dt);
+        }
+        if let Ok(d) = NaiveDate::parse_from_str(raw, f) {
+            return d.and_hms_opt(0, 0, 0);
+        }
+    }
+    excel_serial(raw)
+}
+
+/// Excel serial date (days since 1899-12-30, fraction = time of day).
+fn excel_serial(raw: &str) -> Option<NaiveDateTime> {
+    let n: f64 = raw.parse().ok()?;
+    if !(1.0..2_958_466.0).contains(&n) {
+        return None;
+    }
+    let base = NaiveDate::from_ymd_opt(1899, 12, 30)?.and_hms_opt(0, 0, 0)?;
+    let secs = (n * 86_400.0).round() as i64;
+    base.checked_add_signed(chrono::Duration::seconds(secs))
+}
+
+fn parse_number(raw: &str, decimal_comma: bool) -> Option<Decimal> {
+    let t = raw.trim();
+    let owned;
+    let t = if decimal_comma {
+        owned = t.replace('.', "").replace(',', ".");
+        owned.as_str()
+    } else {
+        t
+    };
+    Decimal::from_str(t)
+        .or_else(|_| Decimal::from_scientific(t))
+        .ok()
+}
+
+/// Per-file state of the evaluator.
+struct Evaluator<'a> {
+    c: &'a Compiled,
+    cols: HashMap<&'a str, usize>,
+    opts: &'a ImportOptions,
+    unmapped: HashMap<(usize, String), i64>,
+    dates_shifted: i64,
+}
+
+impl Evaluator<'_> {
+    fn raw<'r>(&self, row: &'r SourceRow, name: &str) -> &'r str {
+        self.cols
+            .get(name)
+            .map(|&i| row.fields[i].as_str())
+            .unwrap_or("")
+    }
+
+    /// Evaluate one field into the target column's type.
+    fn field(
+        &mut self,
+        row: &SourceRow,
+        target: &ColumnDef,
+        x: &CompiledExpr,
+        ids: &[Option<i32>],
+        shift: i32,
+    ) -> Result<Value, (&'static str, String)> {
+        let text: String = match &x.src {
+            Src::Const(v) => return Ok(v.clone()),
+            Src::IdOf(i) => {
+                return ids[*i].map(Value::Int4).ok_or((
+                    "missing_reference",
+                    format!("{}: the referenced emit produced no row", target.name),
+                ))
+            }
+            Src::RowNumber => row.number.to_string(),
+            Src::ConstText(s) => s.clone(),
+            Src::Column(c) => self.raw(row, c).trim().to_string(),
+        };
+        let mut text = text;
+        if let (Some(values), Src::Column(_)) = (&x.values, &x.src) {
+            if !text.is_empty() {
+                match values.get(&text.to_lowercase()) {
+                    Some(v) => text = v.clone(),
+                    None => match &x.otherwise {
+                        Some(o) => text = o.clone(),
+                        None => {
+                            return Err((
+                                "value_not_mapped",
+                                format!(
+                                    "{}: the value is not in the field's value map",
+                                    target.name
+                                ),
+                            ))
+                        }
+                    },
+                }
+            }
+        }
+        if let (Some((mi, ci)), Src::Column(_)) = (x.lookup, &x.src) {
+            if !text.is_empty() {
+                let map = &self.c.concept_maps[mi];
+                match map.get(&text, ci) {
+                    Some(v) => text = v.map(|i| i.to_string()).unwrap_or_default(),
+                    None => {
+                        *self
+                            .unmapped
+                            .entry((mi, text.trim().to_uppercase()))
+                            .or_default() += 1;
+                        text = if map.columns[ci] == "target_concept_id" {
+                            "0".into()
+                        } else {
+                            String::new()
+                        };
+                    }
+                }
+            }
+        }
+        if text.is_empty() {
+            if x.required || target.not_null {
+                return Err((
+                    "required_empty",
+                    format!("{} is required but the source value is empty", target.name),
+                ));
+            }
+            return Ok(Value::Null);
+        }
+        let src = &self.c.mapping.spec.source;
+        let bad = |what: &str| ("unparseable", format!("{}: not {what}", target.name));
+        let check_date = |d: NaiveDate| -> Result<(), (&'static str, String)> {
+            if d.year() < 1900 {
+                return Err((
+                    "date_before_1900",
+                    format!("{}: date before 1900", target.name),
+                ));
+            }
+            if d > self.opts.today {
+                return Err((
+                    "date_in_future",
+                    format!("{}: date in the future", target.name),
+                ));
+            }
+            Ok(())
+        };
+        if let Some(part) = &x.part {
+            let d = parse_date(&text, &x.date_formats).ok_or_else(|| bad("a date"))?;
+            check_date(d)?;
+            let d = checked_shift_date(d, shift).ok_or_else(|| bad("a shiftable date"))?;
+            self.dates_shifted += (shift != 0) as i64;
+            let n = match part.as_str() {
+                "year" => d.year(),
+                "month" => d.month() as i32,
+                _ => d.day() as i32,
+            };
+            return Ok(Value::Int4(n));
+        }
+        match target.ty {
+            PgType::Date => {
+                let d = parse_date(&text, &x.date_formats)
+                    .ok_or_else(|| bad("a date in the mapping's formats"))?;
+                check_date(d)?;
+                self.dates_shifted += (shift != 0) as i64;
+                checked_shift_date(d, shift)
+                    .map(Value::Date)
+                    .ok_or_else(|| bad("a shiftable date"))
+            }
+            PgType::Timestamp => {
+                let d = parse_datetime(&text, &x.date_formats)
+                    .ok_or_else(|| bad("a date/time in the mapping's formats"))?;
+                check_date(d.date())?;
+                self.dates_shifted += (shift != 0) as i64;
+                checked_shift_datetime(d, shift)
+                    .map(Value::Timestamp)
+                    .ok_or_else(|| bad("a shiftable date/time"))
+            }
+            PgType::Int4 | PgType::Int8 | PgType::Numeric => {
+                let mut n =
+                    parse_number(&text, src.decimal_comma).ok_or_else(|| bad("a number"))?;
+                if x.scale.is_some() || x.offset.is_some() {
+                    let f = n.to_f64().ok_or_else(|| bad("a number"))? * x.scale.unwrap_or(1.0)
+                        + x.offset.unwrap_or(0.0);
+                    n = Decimal::from_f64(f).ok_or_else(|| bad("a finite number"))?;
+                }
+                match target.ty {
+                    PgType::Numeric => Ok(Value::Numeric(n.normalize())),
+                    PgType::Int4 => {
+                        if n.fract() != Decimal::ZERO {
+                            return Err(bad("a whole number"));
+                        }
+                        n.to_i32()
+                            .map(Value::Int4)
+                            .ok_or_else(|| bad("a 32-bit integer"))
+                    }
+                    _ => n.to_i64().map(Value::Int8).ok_or_else(|| bad("an integer")),
+                }
+            }
+            PgType::Text => parse_cell(target, &text).map_err(|e| ("too_long", e)),
+        }
+    }
+}
+
+/// What identifies a source file in the ledger.
+struct FileIdent<'a> {
+    kind: &'a str,
+    mapping: &'a str,
+    locator_hash: &'a str,
+    sha: &'a str,
+    size: u64,
+}
+
+/// Record a file the importer could not use at all, in its own transaction.
+fn reject_file(
+    client: &mut postgres::Client,
+    keys: &Keys,
+    run_id: i64,
+    f: &FileIdent<'_>,
+    code: &'static str,
+    reason: &str,
+) -> Result<()> {
+    let FileIdent {
+        kind,
+        mapping,
+        locator_hash,
+        sha,
+        size,
+    } = *f;
+    let mut tx = client.transaction()?;
+    let id: i64 = tx
+        .query_one(
+            "INSERT INTO registry.source_file (source_kind, locator_hash, content_sha256, byte_size, mapping_name, run_id, status, reason)
+             VALUES ($1, $2, $3, $4, $5, $6, 'rejected', $7) RETURNING source_file_id",
+            &[&kind, &locator_hash, &sha, &(size as i64), &mapping, &run_id, &reason],
+        )?
+        .get(0);
+    tx.execute(
+        "INSERT INTO registry.reject (run_id, source_file_id, reason_code, reason) VALUES ($1, $2, $3, $4)",
+        &[&run_id, &id, &code, &reason],
+    )?;
+    audit::append(
+        &mut tx,
+        &audit::Record {
+            action: audit::action::REJECTED,
+            run_id: Some(run_id),
+            locator_hash: Some(locator_hash),
+            key_id: Some(keys.current.key_id().as_str()),
+            detail: serde_json::json!({ "mapping": mapping, "reason": reason, "content_sha256": sha }),
+        },
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Delete every cdm row (and lineage) a source file produced; returns rows deleted.
+pub fn delete_file_rows(tx: &mut impl postgres::GenericClient, source_file_id: i64) -> Result<i64> {
+    let tables: Vec<String> = tx
+        .query(
+            "SELECT DISTINCT cdm_table FROM registry.lineage WHERE source_file_id = $1",
+            &[&source_file_id],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut n = 0;
+    for t in tables {
+        let key = match crate::mapping::check::id_column(&t) {
+            Some(c) => c,
+            None => "person_id".to_string(),
+        };
+        if t == "episode" {
+            tx.execute(
+                "DELETE FROM cdm.episode_event WHERE episode_id IN
+                   (SELECT cdm_row_id FROM registry.lineage WHERE source_file_id = $1 AND cdm_table = 'episode')",
+                &[&source_file_id],
+            )?;
+        }
+        n += tx.execute(
+            &format!(
+                "DELETE FROM cdm.{t} WHERE {key} IN
+                   (SELECT cdm_row_id FROM registry.lineage WHERE source_file_id = $1 AND cdm_table = $2)"
+            ),
+            &[&source_file_id, &t],
+        )? as i64;
+    }
+    tx.execute(
+        "DELETE FROM registry.lineage WHERE source_file_id = $1",
+        &[&source_file_id],
+    )?;
+    Ok(n)
+}
+
+/// Import one file through a compiled mapping.
+#[allow(clippy::too_many_arguments)]
+pub fn import_file(
+    client: &mut postgres::Client,
+    c: &Compiled,
+    keys: &Keys,
+    run_id: i64,
+    path: &Path,
+    opts: &ImportOptions,
+    bar: &indicatif::ProgressBar,
+) -> Result<FileOutcome> {
+    let spec = &c.mapping.spec;
+    let mapping_name = spec.source.name.as_str();
+    let kind = match spec.source.format {
+        Format::Csv => "csv",
+        Format::Xlsx => "xlsx",
+    };
+    let fname = path
+        .file_name()
+        .map(|f| f.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let mut out = FileOutcome {
+        file: path.display().to_string(),
+        ..Default::default()
+    };
+    let sn = sniff(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let locator_hash = keys
+        .current
+        .locator_hash(&format!("{mapping_name}/{fname}"));
+
+    let unchanged = client.query_opt(
+        "SELECT run_id FROM registry.source_file
+          WHERE locator_hash = $1 AND content_sha256 = $2 AND status = 'loaded' LIMIT 1",
+        &[&locator_hash, &sn.sha256],
+    )?;
+    if let Some(r) = unchanged {
+        let first: i64 = r.get(0);
+        let reason = format!("unchanged since run {first}");
+        client.execute(
+            "INSERT INTO registry.source_file (source_kind, locator_hash, content_sha256, byte_size, mapping_name, run_id, status, reason)
+             VALUES ($1, $2, $3, $4, $5, $6, 'skipped', $7)",
+            &[&kind, &locator_hash, &sn.sha256, &(sn.size as i64), &mapping_name, &run_id, &reason],
+        )?;
+        out.status = "skipped".into();
+        out.reason = Some(reason);
+        return Ok(out);
+    }
+
+    let fail = |client: &mut postgres::Client,
+                out: &mut FileOutcome,
+                code: &'static str,
+                reason: String|
+     -> Result<()> {
+        let ident = FileIdent {
+            kind,
+            mapping: mapping_name,
+            locator_hash: &locator_hash,
+            sha: &sn.sha256,
+            size: sn.size,
+        };
+        reject_file(client, keys, run_id, &ident, code, &reason)?;
+        out.status = "rejected".into();
+        out.reason = Some(reason);
+        Ok(())
+    };
+    if sn.size == 0 {
+        fail(
+            client,
+            &mut out,
+            "empty_file",
+            "the file is empty (0 bytes)".into(),
+        )?;
+        return Ok(out);
+    }
+    let mut source: Box<dyn RowSource> = match spec.source.format {
+        Format::Csv => {
+            let opened = choose_decoder(spec.source.encoding, &sn).and_then(|d| {
+                CsvSource::open(
+                    path,
+                    spec.source.delimiter,
+                    spec.source.quote,
+                    spec.source.header_row,
+                    d,
+                    sn.bom && d == crate::sources::csv::Decoder::Utf8,
+                )
+            });
+            match opened {
+                Ok(s) => Box::new(s),
+                Err(FileError(e)) => {
+                    fail(client, &mut out, "unreadable_file", e)?;
+                    return Ok(out);
+                }
+            }
+        }
+        Format::Xlsx => match crate::sources::xlsx::XlsxSource::open(path, &spec.source, sn.zip) {
+            Ok(s) => Box::new(s),
+            Err(FileError(e)) => {
+                fail(client, &mut out, "unreadable_file", e)?;
+                return Ok(out);
+            }
+        },
+    };
+    let header: Vec<String> = source.header().to_vec();
+    let missing = check_header(c, &header);
+    if !missing.is_empty() {
+        fail(
+            client,
+            &mut out,
+            "missing_columns",
+            format!(
+                "the header lacks column(s) the mapping reads: {}",
+                missing.join(", ")
+            ),
+        )?;
+        return Ok(out);
+    }
+
+    let mut tx = client.transaction()?;
+    // Earlier versions of this file are replaced.
+    let previous: Vec<i64> = tx
+        .query(
+            "SELECT source_file_id FROM registry.source_file WHERE locator_hash = $1 AND status = 'loaded'",
+            &[&locator_hash],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut replaced = 0;
+    for id in &previous {
+        replaced += delete_file_rows(&mut tx, *id)?;
+        tx.execute(
+            "UPDATE registry.source_file SET status = 'superseded' WHERE source_file_id = $1",
+            &[id],
+        )?;
+    }
+    let file_id: i64 = tx
+        .query_one(
+            "INSERT INTO registry.source_file (source_kind, locator_hash, content_sha256, byte_size, mapping_name, run_id, status)
+             VALUES ($1, $2, $3, $4, $5, $6, 'loading') RETURNING source_file_id",
+            &[&kind, &locator_hash, &sn.sha256, &(sn.size as i64), &mapping_name, &run_id],
+        )?
+        .get(0);
+
+    let mut persons_with_row: HashMap<String, HashSet<i32>> = HashMap::new();
+    for e in &c.emits {
+        if e.once_per_person && !persons_with_row.contains_key(&e.table) {
+            let ids: HashSet<i32> = tx
+                .query(
+                    &format!("SELECT DISTINCT person_id FROM cdm.{}", e.table),
+                    &[],
+                )?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            persons_with_row.insert(e.table.clone(), ids);
+        }
+    }
+    let mut pools: Vec<Option<IdPool>> = c
+        .emits
+        .iter()
+        .map(|e| {
+            e.id_col.map(|_| IdPool {
+                seq: format!("registry.seq_{}_id", e.table),
+                ids: Vec::new(),
+            })
+        })
+        .collect();
+    let mut resolver = PersonResolver::new(keys, opts.policy, Some(run_id));
+    let mut ev = Evaluator {
+        c,
+        cols: header
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h.as_str(), i))
+            .collect(),
+        opts,
+        unmapped: HashMap::new(),
+        dates_shifted: 0,
+    };
+    let mut seen: HashMap<[u8; 16], u64> = HashMap::new();
+    let mut pending: Vec<Pending> = Vec::new();
+    let mut rejects: Vec<RejectRow> = Vec::new();
+    let mut tables: std::collections::BTreeMap<String, i64> = Default::default();
+    let mut buffered_rows = 0usize;
+
+    let result: Result<()> = (|| {
+        loop {
+            let next = match source.next_row() {
+                Ok(n) => n,
+                Err(FileError(e)) => anyhow::bail!(FileErrorMarker(e)),
+            };
+            let Some(next) = next else { break };
+            out.rows_in += 1;
+            bar.inc(1);
+            let row = match next {
+                RowResult::Bad {
+                    number,
+                    code,
+                    reason,
+                    ..
+                } => {
+                    rejects.push(RejectRow {
+                        row: Some(number as i64),
+                        column: None,
+                        code,
+                        reason,
+                    });
+                    out.rows_rejected += 1;
+                    continue;
+                }
+                RowResult::Row(r) => r,
+            };
+            if let Some((col, reason)) = row.cell_errors.first() {
+                rejects.push(RejectRow {
+                    row: Some(row.number as i64),
+                    column: Some(col.clone()),
+                    code: "error_cell",
+                    reason: reason.clone(),
+                });
+                out.rows_rejected += 1;
+                continue;
+            }
+            // Exact duplicates of an earlier row are skipped.
+            let digest = {
+                use sha2::{Digest, Sha256};
+                let mut h = Sha256::new();
+                for f in &row.fields {
+                    h.update((f.len() as u64).to_le_bytes());
+                    h.update(f.as_bytes());
+                }
+                let d = h.finalize();
+                let mut k = [0u8; 16];
+                k.copy_from_slice(&d[..16]);
+                k
+            };
+            if let Some(first) = seen.get(&digest) {
+                rejects.push(RejectRow {
+                    row: Some(row.number as i64),
+                    column: None,
+                    code: "skipped_duplicate",
+                    reason: format!("duplicate of row {first}"),
+                });
+                out.rows_skipped += 1;
+                continue;
+            }
+            seen.insert(digest, row.number);
+
+            // Who is it about?
+            let mut idvals: Vec<(registrar_anonymizer::pseudonym::IdentifierType, String)> =
+                Vec::new();
+            for id in &c.identifiers {
+                let v = match &id.source {
+                    IdSource::Column(col) => ev.raw(&row, col).to_string(),
+                    IdSource::RowNumber => row.number.to_string(),
+                };
+                let v = if v.trim().is_empty() {
+                    v
+                } else {
+                    format!("{}{}", id.prefix.as_deref().unwrap_or(""), v.trim())
+                };
+                idvals.push((id.id_type, v));
+            }
+            let ids: Vec<_> = idvals.iter().map(|(t, v)| (*t, v.as_str())).collect();
+            let person = match resolver.resolve(&mut tx, &ids) {
+                Ok(p) => p,
+                Err(crate::privacy::persons::ResolveError::Db(e)) => return Err(e),
+                Err(e) => {
+                    rejects.push(RejectRow {
+                        row: Some(row.number as i64),
+                        column: None,
+                        code: "person",
+                        reason: e.to_string(),
+                    });
+                    out.rows_rejected += 1;
+                    continue;
+                }
+            };
+
+            // Every emit of the row, or none.
+            let mut row_out: Vec<Pending> = Vec::new();
+            let mut emitted_ids: Vec<Option<i32>> = vec![None; c.emits.len()];
+            let mut failure: Option<(Option<String>, &'static str, String)> = None;
+            for (ei, e) in c.emits.iter().enumerate() {
+                let e: &CompiledEmit = e;
+                if let Some(w) = &e.when {
+                    if !condition_holds(w, ev.raw(&row, &w.column)) {
+                        continue;
+                    }
+                }
+                if e.once_per_person
+                    && persons_with_row
+                        .get(&e.table)
+                        .is_some_and(|s| s.contains(&person.person_id))
+                {
+                    continue;
+                }
+                let layout: &TableLayout = &c.layouts[e.layout];
+                let mut values = vec![Value::Null; layout.columns.len()];
+                for (ci, x) in &e.fields {
+                    match ev.field(
+                        &row,
+                        &layout.columns[*ci],
+                        x,
+                        &emitted_ids,
+                        person.shift_days,
+                    ) {
+                        Ok(v) => values[*ci] = v,
+                        Err((code, reason)) => {
+                            failure = Some((Some(layout.columns[*ci].name.clone()), code, reason));
+                            break;
+                        }
+                    }
+                }
+                if failure.is_some() {
+                    break;
+                }
+                if let Some(pc) = e.person_col {
+                    values[pc] = Value::Int4(person.person_id);
+                }
+                if let Some(pc) = e.pseudonym_col {
+                    values[pc] = Value::Text(person.pseudonym.as_str().to_string());
+                }
+                let id = match (e.id_col, pools[ei].as_mut()) {
+                    (Some(ic), Some(pool)) => {
+                        let id = pool.next(&mut tx)?;
+                        values[ic] = Value::Int4(id);
+                        Some(id)
+                    }
+                    _ => None,
+                };
+                emitted_ids[ei] = id;
+                row_out.push(Pending {
+                    layout: e.layout,
+                    values,
+                    id,
+                    source_row: row.number as i64,
+                });
+            }
+            if let Some((column, code, reason)) = failure {
+                rejects.push(RejectRow {
+                    row: Some(row.number as i64),
+                    column,
+                    code,
+                    reason,
+                });
+                out.rows_rejected += 1;
+                continue;
+            }
+            if row_out.is_empty() {
+                rejects.push(RejectRow {
+                    row: Some(row.number as i64),
+                    column: None,
+                    code: "skipped_no_emit",
+                    reason: "no emit applies to this row".into(),
+                });
+                out.rows_skipped += 1;
+                continue;
+            }
+            for p in &row_out {
+                let e_table = &c.layouts[p.layout].table;
+                if let Some(set) = persons_with_row.get_mut(e_table) {
+                    set.insert(person.person_id);
+                }
+                *tables.entry(e_table.clone()).or_default() += 1;
+            }
+            out.rows_loaded += 1;
+            pending.extend(row_out);
+            buffered_rows += 1;
+            if buffered_rows >= opts.batch_rows {
+                flush(&mut tx, c, file_id, run_id, &mut pending, &mut rejects)?;
+                buffered_rows = 0;
+            }
+        }
+        flush(&mut tx, c, file_id, run_id, &mut pending, &mut rejects)?;
+        Ok(())
+    })();
+
+    if let Err(e) = result {
+        drop(tx);
+        if let Some(FileErrorMarker(msg)) = e.downcast_ref::<FileErrorMarker>() {
+            let msg = msg.clone();
+            fail(client, &mut out, "unreadable_file", msg)?;
+            out.rows_loaded = 0;
+            return Ok(out);
+        }
+        return Err(e.context(format!("importing {}", path.display())));
+    }
+    if spec.source.complete && out.rows_rejected > 0 {
+        drop(tx);
+        let n = out.rows_rejected;
+        fail(
+            client,
+            &mut out,
+            "incomplete_file",
+            format!("{n} row(s) rejected and the mapping says the file must load complete"),
+        )?;
+        out.rows_loaded = 0;
+        return Ok(out);
+    }
+    tx.execute(
+        "UPDATE registry.source_file SET status = 'loaded', rows_in = $2, rows_loaded = $3, rows_rejected = $4, rows_skipped = $5
+          WHERE source_file_id = $1",
+        &[&file_id, &out.rows_in, &out.rows_loaded, &out.rows_rejected, &out.rows_skipped],
+    )?;
+    for ((mi, code), n) in &ev.unmapped {
+        tx.execute(
+            "INSERT INTO registry.unmapped_code (mapping_name, concept_map, source_code, occurrences, last_run_id)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (mapping_name, concept_map, source_code)
+             DO UPDATE SET occurrences = registry.unmapped_code.occurrences + EXCLUDED.occurrences,
+                           last_seen = now(), last_run_id = EXCLUDED.last_run_id",
+            &[&mapping_name, &c.concept_maps[*mi].name, code, n, &run_id],
+        )?;
+    }
+    let read: HashSet<&str> = referenced_columns(c);
+    let dropped: Vec<&String> = header
+        .iter()
+        .filter(|h| !read.contains(h.as_str()))
+        .collect();
+    let rc = resolver.counts;
+    audit::append(
+        &mut tx,
+        &audit::Record {
+            action: audit::action::IMPORT_BATCH,
+            run_id: Some(run_id),
+            locator_hash: Some(&locator_hash),
+            key_id: Some(keys.current.key_id().as_str()),
+            detail: serde_json::json!({
+                "mapping": mapping_name,
+                "content_sha256": sn.sha256,
+                "rows": { "in": out.rows_in, "loaded": out.rows_loaded, "rejected": out.rows_rejected, "skipped": out.rows_skipped },
+                "replaced_rows": replaced,
+                "dates": date_policy_text(&opts.policy),
+                "domain": keys.current.domain(),
+                "columns_not_read": dropped,
+                "rules": {
+                    "identifiers_pseudonymised": rc.identifiers_pseudonymised,
+                    "persons_created": rc.persons_created,
+                    "bridged_from_previous_key": rc.bridged_from_previous_key,
+                    "dates_shifted": ev.dates_shifted,
+                    "columns_dropped": dropped.len() as i64 * out.rows_in,
+                },
+            }),
+        },
+    )?;
+    tx.commit().context("could not commit the file")?;
+    out.status = "loaded".into();
+    out.tables = tables;
+    Ok(out)
+}
+
+/// The date policy as recorded in the audit log.
+pub fn date_policy_text(p: &DatePolicy) -> String {
+    match p {
+        DatePolicy::KeepTrueDates => "keep true dates".into(),
+        DatePolicy::Shift(w) => format!("shift {}..{} days per person", w.min_days, w.max_days),
+    }
+}
+
+fn referenced_columns(c: &Compiled) -> HashSet<&str> {
+    let mut s = HashSet::new();
+    for id in &c.identifiers {
+        if let IdSource::Column(col) = &id.source {
+            s.insert(col.as_str());
+        }
+    }
+    for e in &c.emits {
+        if let Some(w) = &e.when {
+            s.insert(w.column.as_str());
+        }
+        for (_, x) in &e.fields {
+            if let Src::Column(col) = &x.src {
+                s.insert(col.as_str());
+            }
+        }
+    }
+    s
+}
+
+#[derive(Debug)]
+struct FileErrorMarker(String);
+impl std::fmt::Display for FileErrorMarker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for FileErrorMarker {}
+
+/// Write a batch: rows per table with binary COPY, their lineage, and the rejects.
+fn flush(
+    tx: &mut postgres::Transaction<'_>,
+    c: &Compiled,
+    file_id: i64,
+    run_id: i64,
+    pending: &mut Vec<Pending>,
+    rejects: &mut Vec<RejectRow>,
+) -> Result<()> {
+    for (li, layout) in c.layouts.iter().enumerate() {
+        if !pending.iter().any(|p| p.layout == li) {
+            continue;
+        }
+        let cols: Vec<usize> = (0..layout.columns.len()).collect();
+        let mut w = layout.copy_in(tx, &cols)?;
+        for p in pending.iter().filter(|p| p.layout == li) {
+            let refs: Vec<&(dyn ToSql + Sync)> =
+                p.values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+            w.write(&refs)
+                .with_context(|| format!("COPY into cdm.{} failed", layout.table))?;
+        }
+        w.finish()
+            .with_context(|| format!("COPY into cdm.{} failed", layout.table))?;
+    }
+    if !pending.is_empty() {
+        let sink = tx.copy_in(
+            "COPY registry.lineage (cdm_table, cdm_row_id, source_file_id, source_row, run_id) FROM STDIN (FORMAT binary)",
+        )?;
+        use postgres::types::Type;
+        let mut w = postgres::binary_copy::BinaryCopyInWriter::new(
+            sink,
+            &[Type::TEXT, Type::INT8, Type::INT8, Type::INT8, Type::INT8],
+        );
+        for p in pending.iter() {
+            let table = &c.layouts[p.layout].table;
+            let row_id: i64 = match p.id {
+                Some(id) => id as i64,
+                None => {
+                    if table == "episode_event" {
+                        continue; // deleted with its episode
+                    }
+                    // death: keyed by person_id
+                    let pi = c.layouts[p.layout]
+                        .index_of("person_id")
+                        .expect("person_id");
+                    match p.values[pi] {
+                        Value::Int4(v) => v as i64,
+                        _ => continue,
+                    }
+                }
+            };
+            w.write(&[table, &row_id, &file_id, &p.source_row, &run_id])?;
+        }
+        w.finish()?;
+    }
+    for r in rejects.iter() {
+        tx.execute(
+            "INSERT INTO registry.reject (run_id, source_file_id, row_number, column_name, reason_code, reason)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&run_id, &file_id, &r.row, &r.column, &r.code, &r.reason],
+        )?;
+    }
+    pending.clear();
+    rejects.clear();
+    Ok(())
+}

@@ -1,0 +1,411 @@
+//! Validating a mapping against the migrated schema and its concept maps, and compiling it
+//! into the form the importer executes. Every problem is reported, each with file and line.
+
+use super::conceptmap::ConceptMap;
+use super::{Condition, Emit, Expr, Mapping};
+use crate::load::copy::{PgType, TableLayout, Value};
+use anyhow::Result;
+use registrar_anonymizer::pseudonym::IdentifierType;
+use std::collections::HashMap;
+
+/// Tables a mapping may write.
+pub const EMIT_TABLES: &[&str] = &[
+    "person",
+    "observation_period",
+    "visit_occurrence",
+    "condition_occurrence",
+    "measurement",
+    "observation",
+    "drug_exposure",
+    "procedure_occurrence",
+    "specimen",
+    "death",
+    "episode",
+    "episode_event",
+];
+
+/// Where an identifier comes from.
+#[derive(Debug, Clone)]
+pub enum IdSource {
+    Column(String),
+    RowNumber,
+}
+
+#[derive(Debug, Clone)]
+pub struct CompiledId {
+    pub source: IdSource,
+    pub prefix: Option<String>,
+    pub id_type: IdentifierType,
+}
+
+/// Where a field's raw value comes from.
+#[derive(Debug, Clone)]
+pub enum Src {
+    Column(String),
+    Const(Value),
+    ConstText(String),
+    RowNumber,
+    IdOf(usize),
+}
+
+#[derive(Debug, Clone)]
+pub struct CompiledExpr {
+    pub src: Src,
+    pub values: Option<HashMap<String, String>>,
+    pub otherwise: Option<String>,
+    /// (concept map index, column index, column name)
+    pub lookup: Option<(usize, usize)>,
+    pub date_formats: Vec<String>,
+    pub scale: Option<f64>,
+    pub offset: Option<f64>,
+    pub part: Option<String>,
+    pub required: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct CompiledEmit {
+    pub table: String,
+    pub layout: usize,
+    pub when: Option<Condition>,
+    pub once_per_person: bool,
+    /// (layout column index, expression)
+    pub fields: Vec<(usize, CompiledExpr)>,
+    pub id_col: Option<usize>,
+    pub person_col: Option<usize>,
+    pub pseudonym_col: Option<usize>,
+    pub line: usize,
+}
+
+/// A mapping ready to run.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    pub mapping: Mapping,
+    pub identifiers: Vec<CompiledId>,
+    pub emits: Vec<CompiledEmit>,
+    pub layouts: Vec<TableLayout>,
+    pub concept_maps: Vec<ConceptMap>,
+}
+
+/// The id column (integer primary key) of a cdm table, if it has one.
+pub fn id_column(table: &str) -> Option<String> {
+    match table {
+        "death" | "episode_event" => None,
+        "observation_period" => Some("observation_period_id".into()),
+        t => Some(format!("{t}_id")),
+    }
+}
+
+fn toml_text(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Validate `mapping` against the schema (through `db`) and compile it. Returns every error.
+pub fn compile(
+    mapping: Mapping,
+    db: &mut impl postgres::GenericClient,
+) -> Result<Compiled, Vec<String>> {
+    let mut errors = Vec::new();
+    let file = mapping.path.display().to_string();
+    let at = |line: usize, msg: String| format!("{file}:{line}: {msg}");
+    let spec = &mapping.spec;
+
+    let mut concept_maps = Vec::new();
+    let mut map_index = HashMap::new();
+    for (name, path) in &spec.concept_maps {
+        let line = mapping.line(path.span().start);
+        match ConceptMap::load(name, &mapping.resolve(path.get_ref())) {
+            Ok(m) => {
+                map_index.insert(name.clone(), concept_maps.len());
+                concept_maps.push(m);
+            }
+            Err(e) => errors.push(at(line, format!("concept map `{name}`: {e:#}"))),
+        }
+    }
+
+    let mut identifiers = Vec::new();
+    if spec.person.identifiers.is_empty() {
+        errors.push(format!("{file}: [person] needs at least one identifier"));
+    }
+    for id in &spec.person.identifiers {
+        let line = mapping.line(id.span().start);
+        let i = id.get_ref();
+        let id_type = match i.id_type.parse::<IdentifierType>() {
+            Ok(t) => t,
+            Err(_) => {
+                errors.push(at(
+                    line,
+                    format!(
+                        "unknown identifier type `{}` (niss, mrn or study-subject)",
+                        i.id_type
+                    ),
+                ));
+                continue;
+            }
+        };
+        let source = match (&i.column, i.row_number) {
+            (Some(c), false) => IdSource::Column(c.clone()),
+            (None, true) => IdSource::RowNumber,
+            _ => {
+                errors.push(at(
+                    line,
+                    "an identifier takes either `column` or `row_number = true`".into(),
+                ));
+                continue;
+            }
+        };
+        identifiers.push(CompiledId {
+            source,
+            prefix: i.prefix.clone(),
+            id_type,
+        });
+    }
+
+    let mut layouts: Vec<TableLayout> = Vec::new();
+    let mut emits = Vec::new();
+    let mut names: HashMap<String, usize> = HashMap::new();
+    for (ei, emit) in spec.emit.iter().enumerate() {
+        let line = mapping.line(emit.span().start);
+        let e: &Emit = emit.get_ref();
+        let table = e.table.get_ref().clone();
+        let tline = mapping.line(e.table.span().start);
+        if !EMIT_TABLES.contains(&table.as_str()) {
+            errors.push(at(
+                tline,
+                format!(
+                    "table `{table}` cannot be written by a mapping (allowed: {})",
+                    EMIT_TABLES.join(", ")
+                ),
+            ));
+            continue;
+        }
+        let li = match layouts.iter().position(|l| l.table == table) {
+            Some(i) => i,
+            None => match TableLayout::read(db, "cdm", &table) {
+                Ok(l) => {
+                    layouts.push(l);
+                    layouts.len() - 1
+                }
+                Err(err) => {
+                    errors.push(at(tline, format!("{err:#}")));
+                    continue;
+                }
+            },
+        };
+        let layout = &layouts[li];
+        let id_col = id_column(&table).and_then(|c| layout.index_of(&c));
+        let person_col = layout.index_of("person_id");
+        let pseudonym_col = if table == "person" {
+            layout.index_of("person_source_value")
+        } else {
+            None
+        };
+        let auto: Vec<usize> = [id_col, person_col, pseudonym_col]
+            .into_iter()
+            .flatten()
+            .collect();
+        let mut fields = Vec::new();
+        for (fname, expr) in &e.fields {
+            let fline = mapping.line(expr.span().start);
+            let Some(ci) = layout.index_of(fname) else {
+                errors.push(at(fline, format!("cdm.{table} has no column `{fname}`")));
+                continue;
+            };
+            if auto.contains(&ci) && table != "episode_event" {
+                errors.push(at(
+                    fline,
+                    format!("`{fname}` is filled in by registrar; remove it from the mapping"),
+                ));
+                continue;
+            }
+            let col = &layout.columns[ci];
+            let x: &Expr = expr.get_ref();
+            if col.ty == PgType::Text
+                && !fname.ends_with("_source_value")
+                && !x.free_text
+                && x.column.is_some()
+                && x.values.is_none()
+            {
+                errors.push(at(fline, format!("`{fname}` is a free-text column: copying a source column into it needs `free_text = true` (free text is dropped unless allowed)")));
+            }
+            let sources = [
+                x.column.is_some(),
+                x.constant.is_some(),
+                x.row_number,
+                x.id_of.is_some(),
+            ]
+            .iter()
+            .filter(|b| **b)
+            .count();
+            if sources != 1 {
+                errors.push(at(
+                    fline,
+                    format!("`{fname}` needs exactly one of column, const, row_number, id_of"),
+                ));
+                continue;
+            }
+            let src = if let Some(c) = &x.column {
+                Src::Column(c.clone())
+            } else if let Some(v) = &x.constant {
+                match v {
+                    toml::Value::Integer(i) if col.ty == PgType::Int4 => match i32::try_from(*i) {
+                        Ok(i) => Src::Const(Value::Int4(i)),
+                        Err(_) => {
+                            errors.push(at(
+                                fline,
+                                format!("`{fname}`: {i} does not fit an integer column"),
+                            ));
+                            continue;
+                        }
+                    },
+                    other => Src::ConstText(toml_text(other)),
+                }
+            } else if x.row_number {
+                Src::RowNumber
+            } else {
+                let target = x.id_of.clone().unwrap();
+                match names.get(&target) {
+                    Some(&i) => Src::IdOf(i),
+                    None => {
+                        errors.push(at(fline, format!("`{fname}`: id_of `{target}` names no earlier emit (give that emit `name = \"{target}\"` and put it first)")));
+                        continue;
+                    }
+                }
+            };
+            if (x.values.is_some() || x.lookup.is_some()) && x.column.is_none() {
+                errors.push(at(
+                    fline,
+                    format!("`{fname}`: values and lookup translate a column"),
+                ));
+            }
+            let lookup = match &x.lookup {
+                None => None,
+                Some(m) => match map_index.get(m) {
+                    None => {
+                        errors.push(at(
+                            fline,
+                            format!("`{fname}`: no concept map named `{m}` in [concept_maps]"),
+                        ));
+                        None
+                    }
+                    Some(&mi) => {
+                        let field = x
+                            .field
+                            .clone()
+                            .unwrap_or_else(|| "target_concept_id".into());
+                        match concept_maps[mi].column(&field) {
+                            Some(c) => Some((mi, c)),
+                            None => {
+                                errors.push(at(
+                                    fline,
+                                    format!("`{fname}`: concept map `{m}` has no column `{field}`"),
+                                ));
+                                None
+                            }
+                        }
+                    }
+                },
+            };
+            if let Some(p) = &x.part {
+                if !["year", "month", "day"].contains(&p.as_str()) {
+                    errors.push(at(
+                        fline,
+                        format!("`{fname}`: part must be year, month or day"),
+                    ));
+                }
+            }
+            fields.push((
+                ci,
+                CompiledExpr {
+                    src,
+                    values: x.values.as_ref().map(|m| {
+                        m.iter()
+                            .map(|(k, v)| (k.trim().to_lowercase(), toml_text(v)))
+                            .collect()
+                    }),
+                    otherwise: x.otherwise.as_ref().map(toml_text),
+                    lookup,
+                    date_formats: x
+                        .date_formats
+                        .clone()
+                        .unwrap_or_else(|| spec.source.date_formats.clone()),
+                    scale: x.scale,
+                    offset: x.offset,
+                    part: x.part.clone(),
+                    required: x.required,
+                },
+            ));
+        }
+        for (ci, c) in layout.columns.iter().enumerate() {
+            if c.not_null && !auto.contains(&ci) && !fields.iter().any(|(f, _)| *f == ci) {
+                errors.push(at(
+                    line,
+                    format!(
+                        "emit into cdm.{table}: required column `{}` has no field",
+                        c.name
+                    ),
+                ));
+            }
+        }
+        if let Some(n) = &e.name {
+            names.insert(n.clone(), ei);
+        }
+        emits.push(CompiledEmit {
+            table,
+            layout: li,
+            when: e.when.clone(),
+            once_per_person: e.once_per_person
+                || matches!(e.table.get_ref().as_str(), "person" | "death"),
+            fields,
+            id_col,
+            person_col,
+            pseudonym_col,
+            line,
+        });
+    }
+    if spec.emit.is_empty() {
+        errors.push(format!("{file}: the mapping has no [[emit]]"));
+    }
+    if spec.source.format == super::Format::Xlsx && spec.source.sheet.is_none() {
+        errors.push(format!("{file}: an xlsx source needs `sheet`"));
+    }
+    if errors.is_empty() {
+        Ok(Compiled {
+            mapping,
+            identifiers,
+            emits,
+            layouts,
+            concept_maps,
+        })
+    } else {
+        Err(errors)
+    }
+}
+
+/// Check that every column the mapping reads exists in a file's header.
+pub fn check_header(c: &Compiled, header: &[String]) -> Vec<String> {
+    let mut missing = Vec::new();
+    let mut need = |name: &str| {
+        if !header.iter().any(|h| h == name) && !missing.contains(&name.to_string()) {
+            missing.push(name.to_string());
+        }
+    };
+    for id in &c.identifiers {
+        if let IdSource::Column(col) = &id.source {
+            need(col);
+        }
+    }
+    for e in &c.emits {
+        if let Some(w) = &e.when {
+            need(&w.column);
+        }
+        for (_, x) in &e.fields {
+            if let Src::Column(col) = &x.src {
+                need(col);
+            }
+        }
+    }
+    missing
+}

@@ -1,0 +1,250 @@
+//! Mapping files: how one source shape becomes OMOP rows, written by a data manager in TOML.
+//!
+//! ```toml
+//! [source]
+//! name = "his-diagnoses"          # recorded with every file loaded through this mapping
+//! format = "csv"                  # csv | xlsx
+//! delimiter = ";"
+//! encoding = "windows-1252"       # utf-8 | windows-1252 | latin-1 | auto
+//! date_formats = ["%d/%m/%Y"]
+//! decimal_comma = true
+//!
+//! [person]                        # who each row is about; pseudonymised, never stored
+//! identifiers = [{ column = "patient_nr", type = "mrn" }, { column = "niss", type = "niss" }]
+//!
+//! [concept_maps]                  # local code -> concept, source_to_concept_map style
+//! lab = "concept_maps/his_lab.csv"
+//!
+//! [[emit]]
+//! table = "measurement"
+//! when = { column = "lab_code", in = ["ER_PCT", "PR_PCT"] }
+//! [emit.fields]
+//! measurement_concept_id = { column = "lab_code", lookup = "lab" }
+//! measurement_date = { column = "sample_date" }
+//! value_as_number = { column = "result" }
+//! measurement_type_concept_id = { const = 32817 }
+//! measurement_source_value = { column = "lab_code" }
+//! ```
+//!
+//! Field expressions take their value from a `column`, a `const`, the source `row_number`, or
+//! the id of another emit of the same row (`id_of`), then optionally translate it through
+//! `values` (a value map) or `lookup` (a concept map). The target column's type decides how
+//! text is parsed: dates with `date_formats` (or Excel serial numbers), numbers with a decimal
+//! comma when asked. Dates of a person are shifted by the person's keyed shift. There is no
+//! SQL in a mapping. `person_id`, the table's own id and `person_source_value` (the
+//! pseudonym) are filled in by registrar; any text target other than a `*_source_value` code
+//! must say `free_text = true`, so free text never reaches the registry by accident.
+
+pub mod check;
+pub mod conceptmap;
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// A parsed mapping file.
+#[derive(Debug, Clone)]
+pub struct Mapping {
+    pub path: PathBuf,
+    pub text: String,
+    pub spec: MappingSpec,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingSpec {
+    pub source: SourceSpec,
+    pub person: PersonSpec,
+    #[serde(default)]
+    pub concept_maps: BTreeMap<String, Spanned<PathBuf>>,
+    #[serde(default)]
+    pub emit: Vec<Spanned<Emit>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Csv,
+    Xlsx,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Encoding {
+    #[default]
+    Auto,
+    #[serde(rename = "utf-8", alias = "utf8")]
+    Utf8,
+    #[serde(rename = "windows-1252", alias = "cp1252")]
+    Windows1252,
+    #[serde(rename = "latin-1", alias = "iso-8859-1", alias = "latin1")]
+    Latin1,
+}
+
+fn default_delimiter() -> char {
+    ','
+}
+fn default_quote() -> char {
+    '"'
+}
+fn one() -> usize {
+    1
+}
+fn default_date_formats() -> Vec<String> {
+    vec!["%Y-%m-%d".into(), "%d/%m/%Y".into()]
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    pub name: String,
+    pub format: Format,
+    #[serde(default = "default_delimiter")]
+    pub delimiter: char,
+    #[serde(default = "default_quote")]
+    pub quote: char,
+    #[serde(default)]
+    pub encoding: Encoding,
+    /// 1-based row of the header.
+    #[serde(default = "one")]
+    pub header_row: usize,
+    /// xlsx: the sheet to read.
+    pub sheet: Option<String>,
+    /// xlsx: the last column letter to read (e.g. "H"); columns right of it are ignored.
+    pub last_column: Option<String>,
+    /// Date formats (chrono strftime) tried in order.
+    #[serde(default = "default_date_formats")]
+    pub date_formats: Vec<String>,
+    /// Numbers use a decimal comma ("12,5").
+    #[serde(default)]
+    pub decimal_comma: bool,
+    /// The file must load whole: any rejected row rejects the file.
+    #[serde(default)]
+    pub complete: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersonSpec {
+    /// Identifiers, the primary one (which keys the date shift) first.
+    pub identifiers: Vec<Spanned<IdentifierSpec>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentifierSpec {
+    pub column: Option<String>,
+    /// Use the data row number (1 = first data row) as the identifier, for study
+    /// spreadsheets whose subject number is the row.
+    #[serde(default)]
+    pub row_number: bool,
+    /// Prepended to the value before pseudonymisation (e.g. a study name), so subject 12 of
+    /// one study is not subject 12 of another.
+    pub prefix: Option<String>,
+    #[serde(rename = "type")]
+    pub id_type: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Emit {
+    pub table: Spanned<String>,
+    /// Name other emits of the same row use in `id_of`.
+    pub name: Option<String>,
+    pub when: Option<Condition>,
+    /// Emit at most one row per person and source file (person, death).
+    #[serde(default)]
+    pub once_per_person: bool,
+    pub fields: BTreeMap<String, Spanned<Expr>>,
+}
+
+/// Emit only when the condition holds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Condition {
+    pub column: String,
+    #[serde(default)]
+    pub not_empty: bool,
+    pub equals: Option<String>,
+    #[serde(rename = "in")]
+    pub one_of: Option<Vec<String>>,
+    pub not_in: Option<Vec<String>>,
+}
+
+/// A field expression.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Expr {
+    pub column: Option<String>,
+    #[serde(rename = "const")]
+    pub constant: Option<toml::Value>,
+    #[serde(default)]
+    pub row_number: bool,
+    /// The id of the row another emit (by `name`) produced from the same source row.
+    pub id_of: Option<String>,
+    /// Value map: source text (trimmed, case-insensitive) -> value.
+    pub values: Option<BTreeMap<String, toml::Value>>,
+    /// Value used when the source value is not in `values` (else the row is rejected).
+    pub otherwise: Option<toml::Value>,
+    /// Concept map lookup (name from `[concept_maps]`).
+    pub lookup: Option<String>,
+    /// Which concept-map column to return (default `target_concept_id`).
+    pub field: Option<String>,
+    /// Date formats for this field (default: the source's).
+    pub date_formats: Option<Vec<String>>,
+    /// Multiply a number (e.g. unit conversion), then add `offset`.
+    pub scale: Option<f64>,
+    pub offset: Option<f64>,
+    /// Take one part of a date: `year`, `month` or `day` (after the date shift).
+    pub part: Option<String>,
+    /// Allows a free-text target column.
+    #[serde(default)]
+    pub free_text: bool,
+    /// The value may be empty (NULL) even if... default: empty source gives NULL.
+    #[serde(default)]
+    pub required: bool,
+}
+
+impl Mapping {
+    /// Read and parse a mapping file (syntax errors carry file, line and column).
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read mapping {}", path.display()))?;
+        let spec: MappingSpec = toml::from_str(&text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| format!(":{}", line_of(&text, s.start)))
+                .unwrap_or_default();
+            anyhow::anyhow!("{}{line}: {}", path.display(), e.message())
+        })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            text,
+            spec,
+        })
+    }
+
+    /// 1-based line of a byte offset in the mapping text.
+    pub fn line(&self, offset: usize) -> usize {
+        line_of(&self.text, offset)
+    }
+
+    /// A path named in the mapping, relative to the mapping file.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.path.parent().unwrap_or(Path::new(".")).join(p)
+        }
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
+}

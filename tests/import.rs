@@ -1,0 +1,305 @@
+//! Clinical imports through mapping files.
+
+use crate::support::{registrar_cmd, repo_file, text, TestDb};
+use std::path::{Path, PathBuf};
+
+fn key(dir: &Path) -> PathBuf {
+    let p = dir.join("registry.key");
+    let out = registrar_cmd()
+        .args(["key", "new", "--out"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    p
+}
+
+fn import(
+    db: &TestDb,
+    key: &Path,
+    kind: &str,
+    mapping: &Path,
+    inputs: &[&Path],
+) -> (Option<i32>, serde_json::Value, String) {
+    let mut args: Vec<String> = vec![
+        "--json".into(),
+        "--key-file".into(),
+        key.display().to_string(),
+        "import".into(),
+        kind.into(),
+        "--mapping".into(),
+        mapping.display().to_string(),
+    ];
+    args.extend(inputs.iter().map(|p| p.display().to_string()));
+    let argv: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    let out = db.registrar(&argv);
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.code(), v, text(&out))
+}
+
+#[test]
+fn gbsg2_trial_spreadsheet_loads_all_686_patients_once() {
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().unwrap();
+    let k = key(dir.path());
+    let mapping = repo_file("mappings/gbsg2/gbsg2.toml");
+    let data = repo_file("tests/data/gbsg2.csv");
+    let (code, v, t) = import(&db, &k, "csv", &mapping, &[&data]);
+    assert_eq!(code, Some(0), "{t}");
+    assert_eq!(v["files"][0]["rows_loaded"], 686, "{t}");
+    assert_eq!(db.count("SELECT count(*) FROM cdm.person"), 686);
+    assert_eq!(
+        db.count("SELECT count(DISTINCT person_id) FROM registry.person_map"),
+        686
+    );
+    assert_eq!(db.count("SELECT count(*) FROM cdm.measurement"), 686 * 4);
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM cdm.observation WHERE observation_source_value = 'rfs_days'"
+        ),
+        686
+    );
+    assert_eq!(db.count("SELECT count(*) FROM cdm.observation WHERE observation_source_value = 'rfs_event' AND value_as_number = 1"), 299);
+    assert_eq!(db.count("SELECT count(*) FROM registry.lineage"), 686 * 10);
+    // Dates are shifted per person; never the nominal date itself.
+    assert_eq!(
+        db.count("SELECT count(*) FROM cdm.measurement WHERE measurement_date = '1985-07-01'"),
+        0
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM cdm.person WHERE length(person_source_value) = 43"),
+        686
+    );
+    // Audit: one entry for the file, with the policy and counts.
+    let detail: String = db
+        .client()
+        .query_one(
+            "SELECT detail FROM registry.audit_log WHERE action = 'import batch pseudonymised'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        detail.contains("\"identifiers_pseudonymised\":686") && detail.contains("shift -365..-30"),
+        "{detail}"
+    );
+
+    // Unchanged file: skipped, nothing duplicated.
+    let (code, v, t) = import(&db, &k, "csv", &mapping, &[&data]);
+    assert_eq!(code, Some(0), "{t}");
+    assert_eq!(v["files"][0]["status"], "skipped", "{t}");
+    assert_eq!(db.count("SELECT count(*) FROM cdm.measurement"), 686 * 4);
+
+    // A re-export with one patient fewer replaces the earlier version's rows.
+    let short = dir.path().join("gbsg2.csv");
+    let text_in = std::fs::read_to_string(&data).unwrap();
+    let lines: Vec<&str> = text_in.lines().collect();
+    std::fs::write(&short, lines[..lines.len() - 1].join("\n") + "\n").unwrap();
+    let (code, _, t) = import(&db, &k, "csv", &mapping, &[&short]);
+    assert_eq!(code, Some(0), "{t}");
+    assert_eq!(db.count("SELECT count(*) FROM cdm.measurement"), 685 * 4);
+    assert_eq!(db.count("SELECT count(*) FROM cdm.person"), 685);
+    assert_eq!(
+        db.count("SELECT count(*) FROM registry.source_file WHERE status = 'superseded'"),
+        1
+    );
+}
+
+const MAP: &str = r#"
+[source]
+name = "lab"
+format = "csv"
+delimiter = ";"
+encoding = "ENCODING"
+date_formats = ["%d/%m/%Y"]
+decimal_comma = true
+
+[person]
+identifiers = [{ column = "patient_nr", type = "mrn" }, { column = "niss", type = "niss" }]
+
+[concept_maps]
+lab = "lab.csv"
+
+[[emit]]
+table = "measurement"
+[emit.fields]
+measurement_concept_id = { column = "code", lookup = "lab" }
+measurement_source_value = { column = "code" }
+measurement_date = { column = "date" }
+measurement_type_concept_id = { const = 32817 }
+value_as_number = { column = "value" }
+"#;
+
+fn lab_mapping(dir: &Path, encoding: &str) -> PathBuf {
+    std::fs::write(
+        dir.join("lab.csv"),
+        "source_code,target_concept_id,source_vocabulary_id\nHB,0,local\nER_PCT,0,local\n",
+    )
+    .unwrap();
+    let p = dir.join(format!("lab-{encoding}.toml"));
+    std::fs::write(&p, MAP.replace("ENCODING", encoding)).unwrap();
+    p
+}
+
+#[test]
+fn bad_rows_are_rejected_with_reasons_and_bad_files_load_nothing() {
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().unwrap();
+    let k = key(dir.path());
+    let m = lab_mapping(dir.path(), "windows-1252");
+    let f = dir.path().join("lab.csv.txt");
+    // Windows-1252, CRLF; row 2 bad date, row 3 ragged, row 4 duplicate of 1, row 5 unknown
+    // code (loaded with concept 0, counted as unmapped), row 6 future date, row 7 invalid NISS.
+    let body: &[u8] = b"patient_nr;niss;code;date;value;comment\r\n\
+MRN1;85.07.30-033.28;HB;01/02/2020;12,5;Mme D\xe9sir\xe9e\r\n\
+MRN1;85.07.30-033.28;HB;31/02/2020;12,5;x\r\n\
+MRN1;85.07.30-033.28;HB;01/02/2020;12,5;x;extra\r\n\
+MRN1;85.07.30-033.28;HB;01/02/2020;12,5;Mme D\xe9sir\xe9e\r\n\
+MRN2;;XYZ;03/02/2020;1;\r\n\
+MRN2;;HB;03/02/2999;1;\r\n\
+MRN3;85.07.30-033.29;HB;03/02/2020;1;\r\n";
+    std::fs::write(&f, body).unwrap();
+    let (code, v, t) = import(&db, &k, "csv", &m, &[&f]);
+    assert_eq!(code, Some(1), "rejects give exit 1: {t}");
+    let file = &v["files"][0];
+    assert_eq!(
+        (
+            file["rows_in"].as_i64(),
+            file["rows_loaded"].as_i64(),
+            file["rows_rejected"].as_i64(),
+            file["rows_skipped"].as_i64()
+        ),
+        (Some(7), Some(2), Some(4), Some(1)),
+        "{t}"
+    );
+    let mut c = db.client();
+    let codes: Vec<(i64, String, Option<String>)> = c
+        .query(
+            "SELECT row_number, reason_code, column_name FROM registry.reject ORDER BY row_number",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            (2, "unparseable".into(), Some("measurement_date".into())),
+            (3, "ragged_row".into(), None),
+            (4, "skipped_duplicate".into(), None),
+            (6, "date_in_future".into(), Some("measurement_date".into())),
+            (7, "person".into(), None),
+        ]
+    );
+    let reasons: String = c
+        .query_one("SELECT string_agg(reason, ' | ') FROM registry.reject", &[])
+        .unwrap()
+        .get(0);
+    assert!(
+        !reasons.contains("MRN") && !reasons.contains("85.07") && !reasons.contains("2999"),
+        "{reasons}"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM cdm.measurement WHERE value_as_number = 12.5"),
+        1
+    );
+    let out = db.registrar(&["mapping", "unmapped"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("XYZ"),
+        "{}",
+        text(&out)
+    );
+    // The free-text comment never reached the registry.
+    let dump: String = c
+        .query_one(
+            "SELECT coalesce(string_agg(m::text, '|'), '') FROM cdm.measurement m",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(!dump.contains("sir"), "{dump}");
+
+    // Whole-file problems: nothing loaded, a clear reason.
+    let before = db.count("SELECT count(*) FROM cdm.measurement");
+    let cases: Vec<(&str, Vec<u8>, &str, &str)> = vec![
+        ("empty.csv", vec![], "windows-1252", "empty"),
+        ("bom.csv", b"\xEF\xBB\xBFpatient_nr;niss;code;date;value\r\nMRN9;;HB;01/02/2020;1\r\n".to_vec(), "windows-1252", "byte-order mark"),
+        ("latin1.csv", b"patient_nr;niss;code;date;value\r\nMRN9;;HB;01/02/2020;1\r\nMRN\xe9;;HB;01/02/2020;1\r\n".to_vec(), "utf-8", "not UTF-8"),
+        ("dup.csv", b"patient_nr;niss;code;date;date\r\n".to_vec(), "windows-1252", "appears twice"),
+        ("missing.csv", b"patient_nr;niss;code;value\r\n".to_vec(), "windows-1252", "lacks column"),
+        ("zip.csv", b"PK\x03\x04rest".to_vec(), "windows-1252", "zip archive"),
+    ];
+    for (name, content, enc, expect) in cases {
+        let m = lab_mapping(dir.path(), enc);
+        let f = dir.path().join(name);
+        std::fs::write(&f, content).unwrap();
+        let (code, v, t) = import(&db, &k, "csv", &m, &[&f]);
+        assert_eq!(code, Some(1), "{name}: {t}");
+        assert_eq!(v["files"][0]["status"], "rejected", "{name}: {t}");
+        assert!(
+            v["files"][0]["reason"].as_str().unwrap().contains(expect),
+            "{name}: {t}"
+        );
+    }
+    assert_eq!(db.count("SELECT count(*) FROM cdm.measurement"), before);
+    assert_eq!(
+        db.count("SELECT count(*) FROM registry.audit_log WHERE action = 'rejected'"),
+        6
+    );
+}
+
+#[test]
+fn mapping_check_reports_every_error_with_its_line() {
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.toml");
+    std::fs::write(
+        &p,
+        r#"[source]
+name = "x"
+format = "csv"
+
+[person]
+identifiers = [{ column = "id", type = "passport" }]
+
+[[emit]]
+table = "measurement"
+[emit.fields]
+measurement_concept_id = { column = "code", lookup = "nope" }
+measurement_dat = { column = "d" }
+value_as_string = { column = "comment" }
+measurement_type_concept_id = { const = 32817 }
+[[emit]]
+table = "observation"
+[emit.fields]
+observation_concept_id = { const = 0 }
+observation_date = { column = "d" }
+observation_type_concept_id = { const = 32817 }
+value_as_string = { column = "comment" }
+"#,
+    )
+    .unwrap();
+    let out = db.registrar(&["mapping", "check", p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let s = String::from_utf8_lossy(&out.stdout);
+    for (line, what) in [
+        (6, "passport"),
+        (11, "no concept map named `nope`"),
+        (12, "no column `measurement_dat`"),
+        (13, "no column `value_as_string`"),
+        (21, "free_text = true"),
+        (8, "required column `measurement_date`"),
+    ] {
+        assert!(
+            s.contains(&format!("bad.toml:{line}: ")) && s.contains(what),
+            "line {line} {what}: {s}"
+        );
+    }
+    let out = db.registrar(&[
+        "mapping",
+        "check",
+        repo_file("mappings/gbsg2/gbsg2.toml").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+}
