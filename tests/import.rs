@@ -303,3 +303,137 @@ value_as_string = { column = "comment" }
     ]);
     assert!(out.status.success(), "{}", text(&out));
 }
+
+const PATIENTS_MAP: &str = r#"
+[source]
+name = "his-patients"
+format = "csv"
+delimiter = ";"
+encoding = "windows-1252"
+date_formats = ["%d/%m/%Y"]
+
+[person]
+identifiers = [{ column = "patient_nr", type = "mrn" }, { column = "niss", type = "niss" }]
+
+[[emit]]
+table = "person"
+[emit.fields]
+gender_concept_id = { column = "sex", values = { F = 8532, M = 8507 } }
+year_of_birth = { column = "birth_date", part = "year" }
+month_of_birth = { column = "birth_date", part = "month" }
+day_of_birth = { column = "birth_date", part = "day" }
+race_concept_id = { const = 0 }
+ethnicity_concept_id = { const = 0 }
+gender_source_value = { column = "sex" }
+
+[[emit]]
+table = "observation_period"
+[emit.fields]
+observation_period_start_date = { column = "first_visit" }
+observation_period_end_date = { column = "last_visit" }
+period_type_concept_id = { const = 32817 }
+"#;
+
+#[test]
+fn a_dump_of_the_registry_and_all_output_hold_no_identifier_name_or_true_date() {
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().unwrap();
+    let k = key(dir.path());
+    let m = dir.path().join("patients.toml");
+    std::fs::write(&m, PATIENTS_MAP).unwrap();
+    // Names with accents (Windows-1252), valid NISS, MRNs, true dates years apart.
+    let rows: &[(&str, &str, &str, &str, &str, &str, &str, &str)] = &[
+        (
+            "MRN0001234",
+            "85.07.30-033.28",
+            "Lef\u{e8}vre",
+            "Ana\u{ef}s",
+            "30/07/1985",
+            "F",
+            "14/03/2011",
+            "02/09/2019",
+        ),
+        (
+            "MRN0005678",
+            "62.11.05-132.30",
+            "Peeters",
+            "H\u{e9}l\u{e8}ne",
+            "05/11/1962",
+            "F",
+            "21/06/2008",
+            "17/01/2016",
+        ),
+    ];
+    let mut body = String::from(
+        "patient_nr;niss;last_name;first_name;birth_date;sex;first_visit;last_visit\r\n",
+    );
+    for r in rows {
+        body.push_str(&format!(
+            "{};{};{};{};{};{};{};{}\r\n",
+            r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7
+        ));
+    }
+    let bytes: Vec<u8> = body.chars().map(|c| c as u32 as u8).collect();
+    let f = dir.path().join("patients.csv");
+    std::fs::write(&f, bytes).unwrap();
+    let (code, v, log1) = import(&db, &k, "csv", &m, &[&f]);
+    assert_eq!(code, Some(0), "{log1}");
+    assert_eq!(v["files"][0]["rows_loaded"], 2, "{log1}");
+    let out = db.registrar(&["audit", "report", "--format", "json"]);
+    let log2 = text(&out);
+    let out = db.registrar(&[
+        "--key-file",
+        k.to_str().unwrap(),
+        "pseudonym",
+        "lookup",
+        "--identifier",
+        "MRN0001234",
+        "--type",
+        "mrn",
+        "--why",
+        "dump test",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let log3 = text(&out);
+
+    let dump = std::process::Command::new("pg_dump")
+        .arg("--no-owner")
+        .arg(db.database_url_arg())
+        .output()
+        .expect("pg_dump");
+    assert!(dump.status.success(), "{}", text(&dump));
+    let dump = String::from_utf8_lossy(&dump.stdout).to_string();
+    assert!(dump.contains("COPY cdm.person"), "the dump holds the data");
+    let everything = format!("{dump}\n{log1}\n{log2}\n{log3}");
+    for r in rows {
+        let niss_digits: String = r.1.chars().filter(|c| c.is_ascii_digit()).collect();
+        let iso = |d: &str| {
+            let p: Vec<&str> = d.split('/').collect();
+            format!("{}-{}-{}", p[2], p[1], p[0])
+        };
+        for needle in [
+            r.0.to_string(),
+            r.1.to_string(),
+            niss_digits,
+            r.2.to_string(),
+            r.3.to_string(),
+            r.4.to_string(),
+            iso(r.4),
+            iso(r.6),
+            iso(r.7),
+            r.6.to_string(),
+            r.7.to_string(),
+        ] {
+            assert!(
+                !everything.contains(&needle),
+                "`{needle}` leaked into the dump or the output"
+            );
+        }
+    }
+    // Shifted, not dropped: the person rows and periods are there.
+    assert_eq!(db.count("SELECT count(*) FROM cdm.observation_period"), 2);
+    assert_eq!(
+        db.count("SELECT count(*) FROM cdm.person WHERE gender_concept_id = 8532"),
+        2
+    );
+}
