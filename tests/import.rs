@@ -1,17 +1,10 @@
 //! Clinical imports through mapping files.
 
-use crate::support::{registrar_cmd, repo_file, text, TestDb};
+use crate::support::{new_key, repo_file, text, TestDb};
 use std::path::{Path, PathBuf};
 
 fn key(dir: &Path) -> PathBuf {
-    let p = dir.join("registry.key");
-    let out = registrar_cmd()
-        .args(["key", "new", "--out"])
-        .arg(&p)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    p
+    new_key(dir, "registry.key")
 }
 
 fn import(
@@ -342,8 +335,8 @@ fn a_dump_of_the_registry_and_all_output_hold_no_identifier_name_or_true_date() 
     let m = dir.path().join("patients.toml");
     std::fs::write(&m, PATIENTS_MAP).unwrap();
     // Names with accents (Windows-1252), valid NISS, MRNs, true dates years apart.
-    let rows: &[(&str, &str, &str, &str, &str, &str, &str, &str)] = &[
-        (
+    let rows: &[[&str; 8]] = &[
+        [
             "MRN0001234",
             "85.07.30-033.28",
             "Lef\u{e8}vre",
@@ -352,8 +345,8 @@ fn a_dump_of_the_registry_and_all_output_hold_no_identifier_name_or_true_date() 
             "F",
             "14/03/2011",
             "02/09/2019",
-        ),
-        (
+        ],
+        [
             "MRN0005678",
             "62.11.05-132.30",
             "Peeters",
@@ -362,16 +355,17 @@ fn a_dump_of_the_registry_and_all_output_hold_no_identifier_name_or_true_date() 
             "F",
             "21/06/2008",
             "17/01/2016",
-        ),
+        ],
     ];
     let mut body = String::from(
         "patient_nr;niss;last_name;first_name;birth_date;sex;first_visit;last_visit\r\n",
     );
     for r in rows {
-        body.push_str(&format!(
-            "{};{};{};{};{};{};{};{}\r\n",
-            r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7
-        ));
+        body.push_str(
+            &(r.join(";")
+                + "
+"),
+        );
     }
     let bytes: Vec<u8> = body.chars().map(|c| c as u32 as u8).collect();
     let f = dir.path().join("patients.csv");
@@ -406,23 +400,23 @@ fn a_dump_of_the_registry_and_all_output_hold_no_identifier_name_or_true_date() 
     assert!(dump.contains("COPY cdm.person"), "the dump holds the data");
     let everything = format!("{dump}\n{log1}\n{log2}\n{log3}");
     for r in rows {
-        let niss_digits: String = r.1.chars().filter(|c| c.is_ascii_digit()).collect();
+        let niss_digits: String = r[1].chars().filter(|c| c.is_ascii_digit()).collect();
         let iso = |d: &str| {
             let p: Vec<&str> = d.split('/').collect();
             format!("{}-{}-{}", p[2], p[1], p[0])
         };
         for needle in [
-            r.0.to_string(),
-            r.1.to_string(),
+            r[0].to_string(),
+            r[1].to_string(),
             niss_digits,
-            r.2.to_string(),
-            r.3.to_string(),
-            r.4.to_string(),
-            iso(r.4),
-            iso(r.6),
-            iso(r.7),
-            r.6.to_string(),
-            r.7.to_string(),
+            r[2].to_string(),
+            r[3].to_string(),
+            r[4].to_string(),
+            iso(r[4]),
+            iso(r[6]),
+            iso(r[7]),
+            r[6].to_string(),
+            r[7].to_string(),
         ] {
             assert!(
                 !everything.contains(&needle),

@@ -1,6 +1,6 @@
 //! Keys, pseudonyms, the person map and the audit log, end to end.
 
-use crate::support::{registrar_cmd, text, TestDb};
+use crate::support::{new_key, registrar_cmd, text, TestDb};
 use registrar_anonymizer::audit::{AuditEntry, GENESIS_HASH};
 use registrar_anonymizer::dateshift::{DatePolicy, ShiftWindow};
 use registrar_anonymizer::key::Key;
@@ -14,17 +14,6 @@ use std::path::{Path, PathBuf};
 /// A valid Belgian NISS (born 1985-07-30, check digits computed).
 const NISS: &str = "85.07.30-033.28";
 const NISS_DIGITS: &str = "85073003328";
-
-fn new_key(dir: &Path, name: &str) -> PathBuf {
-    let p = dir.join(name);
-    let out = registrar_cmd()
-        .args(["key", "new", "--out"])
-        .arg(&p)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    p
-}
 
 fn keys(key: &Path, domain: &str, previous: &[&Path]) -> Keys {
     KeyOpts {

@@ -1,6 +1,6 @@
 //! Models for the `registry` tables: what the ETL inserts and what reports read.
 
-use crate::registry::{audit_log, import_run, person_map, reject};
+use crate::registry::import_run;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
@@ -33,48 +33,4 @@ pub struct ImportRun {
     pub rows_rejected: i64,
     pub rows_skipped: i64,
     pub message: Option<String>,
-}
-
-/// A reject: the reason a row or file was not loaded. Never carries a cell value.
-#[derive(Debug, Clone, Insertable)]
-#[diesel(table_name = reject)]
-pub struct NewReject<'a> {
-    pub run_id: i64,
-    pub source_file_id: Option<i64>,
-    pub row_number: Option<i64>,
-    pub column_name: Option<&'a str>,
-    pub reason_code: &'a str,
-    pub reason: &'a str,
-}
-
-/// One person-map row: a keyed pseudonym and the integer `person_id` it stands for.
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = person_map)]
-#[diesel(check_for_backend(diesel::pg::Pg))]
-pub struct PersonMapRow {
-    pub pseudonym: String,
-    pub person_id: i32,
-    pub identifier_type: String,
-    pub key_id: String,
-    pub domain: String,
-    pub first_run_id: Option<i64>,
-    pub created_at: DateTime<Utc>,
-}
-
-/// One audit log row, as stored.
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = audit_log)]
-#[diesel(check_for_backend(diesel::pg::Pg))]
-pub struct AuditLogRow {
-    pub seq: i64,
-    pub logged_at: DateTime<Utc>,
-    pub actor_os_user: String,
-    pub actor_db_role: String,
-    pub action: String,
-    pub run_id: Option<i64>,
-    pub locator_hash: Option<String>,
-    pub key_id: Option<String>,
-    pub detail: String,
-    pub prev_hash: String,
-    pub entry_hash: String,
 }

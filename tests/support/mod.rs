@@ -136,3 +136,15 @@ pub fn repo_file(rel: &str) -> PathBuf {
         .join("..")
         .join(rel)
 }
+
+/// A new key file made by `registrar key new`.
+pub fn new_key(dir: &std::path::Path, name: &str) -> PathBuf {
+    let p = dir.join(name);
+    let out = registrar_cmd()
+        .args(["key", "new", "--out"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    p
+}
