@@ -91,8 +91,9 @@ impl<T: DescribeSqlType> DescribeSqlType for Nullable<T> {
 
 /// Describe diesel column `C` of `table` (the table name without schema).
 ///
-/// ```ignore
-/// let info = describe::<crate::cdm::person::year_of_birth>("person");
+/// ```
+/// use registrar_schema::introspect::describe;
+/// let info = describe::<registrar_schema::cdm::person::year_of_birth>("person");
 /// assert_eq!((info.column, info.pg_type, info.nullable), ("year_of_birth", "int4", false));
 /// ```
 pub fn describe<C>(table: &'static str) -> ColumnInfo
