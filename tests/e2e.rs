@@ -9,4 +9,5 @@ mod embedded;
 mod import;
 mod privacy;
 mod schema_conformance;
+mod synth;
 mod vocab;

@@ -73,6 +73,9 @@ pub enum Command {
     /// status. As importers land, the demo grows into the whole nightly pipeline on
     /// synthetic sample data.
     Demo,
+    /// Generate synthetic breast-cancer sources (HIS CSV export, study workbook, FHIR bulk
+    /// export) with a truth file, deterministically from a seed.
+    Synth(registrar_synth::SynthArgs),
     /// Import hospital exports and spreadsheets through mapping files.
     #[command(subcommand)]
     Import(import::ImportCommand),
@@ -173,6 +176,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Demo => crate::demo::run(&g.db(), g.json),
+        Command::Synth(args) => synth_command(g, &args),
         Command::Import(cmd) => import::import_command(g, cmd),
         Command::Mapping(cmd) => import::mapping_command(g, cmd),
         Command::Key(cmd) => privacy::key_command(g, cmd),
@@ -266,4 +270,25 @@ fn db_command(g: &GlobalOpts, cmd: DbCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn synth_command(g: &GlobalOpts, args: &registrar_synth::SynthArgs) -> Result<ExitCode> {
+    let opts = args.to_options();
+    let bar = crate::progress::count_bar(Some(opts.patients), "synth", "patients");
+    let report = registrar_synth::generate(&opts, &|n| bar.set_position(n))?;
+    bar.finish_and_clear();
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "wrote {} patients to {}",
+            report.patients,
+            opts.out.display()
+        );
+        for (path, n) in &report.files {
+            println!("  {:<40} {n:>10}", path.display());
+        }
+        println!("truth: {}", opts.out.join("truth.jsonl").display());
+    }
+    Ok(ExitCode::SUCCESS)
 }

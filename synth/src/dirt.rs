@@ -1,0 +1,171 @@
+//! Dirt: faults injected on purpose, and their bookkeeping.
+
+use serde::Serialize;
+
+use crate::rng::Rng;
+
+/// A kind of fault injected by `--dirt`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DirtKind {
+    /// A date cell that does not parse as a calendar date (`31/02/2019`, `2019-13-01`, `?` …).
+    BadDate,
+    /// A local lab or drug code that no mapping knows.
+    UnknownCode,
+    /// A row written twice, byte for byte (the second copy is the dirty one).
+    DuplicateRow,
+    /// A row with one field too many (a stray `;`).
+    ExtraField,
+    /// One CSV starts with a UTF-8 byte order mark (the file is UTF-8, declared so).
+    Bom,
+    /// One CSV is ISO-8859-1 although `his/_manifest.json` declares it UTF-8.
+    Latin1DeclaredUtf8,
+    /// `his/empty_export.csv` is a 0-byte file.
+    EmptyFile,
+    /// A FHIR resource with a code outside its required value set.
+    FhirInvalidCode,
+}
+
+impl DirtKind {
+    /// Every kind.
+    pub const ALL: [DirtKind; 8] = [
+        DirtKind::BadDate,
+        DirtKind::UnknownCode,
+        DirtKind::DuplicateRow,
+        DirtKind::ExtraField,
+        DirtKind::Bom,
+        DirtKind::Latin1DeclaredUtf8,
+        DirtKind::EmptyFile,
+        DirtKind::FhirInvalidCode,
+    ];
+
+    /// Name used in the truth files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DirtKind::BadDate => "bad_date",
+            DirtKind::UnknownCode => "unknown_code",
+            DirtKind::DuplicateRow => "duplicate_row",
+            DirtKind::ExtraField => "extra_field",
+            DirtKind::Bom => "bom",
+            DirtKind::Latin1DeclaredUtf8 => "latin1_declared_utf8",
+            DirtKind::EmptyFile => "empty_file",
+            DirtKind::FhirInvalidCode => "fhir_invalid_code",
+        }
+    }
+
+    /// True for faults of single rows (the others concern whole files).
+    pub fn is_row_level(self) -> bool {
+        matches!(
+            self,
+            DirtKind::BadDate
+                | DirtKind::UnknownCode
+                | DirtKind::DuplicateRow
+                | DirtKind::ExtraField
+                | DirtKind::FhirInvalidCode
+        )
+    }
+}
+
+/// How many faults of each kind were injected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct DirtCounts {
+    /// Rows with an unparseable date.
+    pub bad_date: u64,
+    /// Rows with an unknown lab or drug code.
+    pub unknown_code: u64,
+    /// Extra copies of duplicated rows.
+    pub duplicate_row: u64,
+    /// Rows with a field too many.
+    pub extra_field: u64,
+    /// Files starting with a byte order mark (0 or 1).
+    pub bom: u64,
+    /// Files in ISO-8859-1 declared UTF-8 (0 or 1).
+    pub latin1_declared_utf8: u64,
+    /// Empty files (0 or 1).
+    pub empty_file: u64,
+    /// FHIR resources with an invalid code.
+    pub fhir_invalid_code: u64,
+}
+
+impl DirtCounts {
+    /// Count of one kind.
+    pub fn get(&self, kind: DirtKind) -> u64 {
+        match kind {
+            DirtKind::BadDate => self.bad_date,
+            DirtKind::UnknownCode => self.unknown_code,
+            DirtKind::DuplicateRow => self.duplicate_row,
+            DirtKind::ExtraField => self.extra_field,
+            DirtKind::Bom => self.bom,
+            DirtKind::Latin1DeclaredUtf8 => self.latin1_declared_utf8,
+            DirtKind::EmptyFile => self.empty_file,
+            DirtKind::FhirInvalidCode => self.fhir_invalid_code,
+        }
+    }
+
+    pub(crate) fn add(&mut self, kind: DirtKind, n: u64) {
+        let slot = match kind {
+            DirtKind::BadDate => &mut self.bad_date,
+            DirtKind::UnknownCode => &mut self.unknown_code,
+            DirtKind::DuplicateRow => &mut self.duplicate_row,
+            DirtKind::ExtraField => &mut self.extra_field,
+            DirtKind::Bom => &mut self.bom,
+            DirtKind::Latin1DeclaredUtf8 => &mut self.latin1_declared_utf8,
+            DirtKind::EmptyFile => &mut self.empty_file,
+            DirtKind::FhirInvalidCode => &mut self.fhir_invalid_code,
+        };
+        *slot += n;
+    }
+
+    pub(crate) fn merge(&mut self, other: &DirtCounts) {
+        for kind in DirtKind::ALL {
+            self.add(kind, other.get(kind));
+        }
+    }
+
+    /// Dirty rows (row-level kinds only).
+    pub fn dirty_rows(&self) -> u64 {
+        DirtKind::ALL
+            .iter()
+            .filter(|k| k.is_row_level())
+            .map(|k| self.get(*k))
+            .sum()
+    }
+}
+
+/// One injected row-level fault, recorded in the truth file of its patient.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct DirtEvent {
+    /// File relative to the output directory.
+    pub file: &'static str,
+    /// 1-based data row (CSV: header excluded) or line (ndjson).
+    pub row: u64,
+    pub kind: DirtKind,
+    /// The column or element that was spoiled, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<&'static str>,
+}
+
+/// The dirt state while one patient is written.
+pub(crate) struct PatientDirt {
+    pub rng: Rng,
+    pub rate: f64,
+    pub events: Vec<DirtEvent>,
+}
+
+impl PatientDirt {
+    pub(crate) fn new(rng: Rng, rate: f64) -> PatientDirt {
+        PatientDirt {
+            rng,
+            rate,
+            events: Vec::new(),
+        }
+    }
+
+    /// With probability `rate`, one of `kinds` (uniformly); else none.
+    pub(crate) fn roll(&mut self, kinds: &[DirtKind]) -> Option<DirtKind> {
+        if self.rate <= 0.0 || !self.rng.chance(self.rate) {
+            return None;
+        }
+        Some(*self.rng.pick(kinds))
+    }
+}

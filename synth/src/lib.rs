@@ -1,0 +1,432 @@
+//! Deterministic synthetic breast-cancer sources in the shapes hospitals hand over
+//! (`registrar synth`).
+//!
+//! # What it writes
+//!
+//! One consistent cohort of fictitious patients, written to every source at once under `--out`:
+//!
+//! - `his/`: a hospital information system export, one CSV per table (`patients`, `diagnoses`,
+//!   `pathology`, `tnm`, `surgery`, `systemic_therapy`, `radiotherapy`, `recurrences`,
+//!   `deaths`, `measurements`), `;`-separated, Windows-1252, CRLF, header row, `dd/mm/yyyy`
+//!   dates and decimal commas, plus `his/_manifest.json` giving each file's *declared* encoding
+//!   and columns. Characters outside Windows-1252 (`ọ`, `Ż` …) are transliterated, as such
+//!   systems do. `measurements.csv` is the high-volume lab export (about 100 rows per patient).
+//!   Headers: [`codes::HIS_TABLES`].
+//! - `study/study_nurse.xlsx`: a study nurse's workbook with one sheet per study
+//!   ([`codes::STUDY_SHEETS`]): a merged title, a study/sponsor/export-date line, an empty spacer
+//!   row, then the table ([`study::NEOADJ_COLUMNS`], [`study::BOOST_COLUMNS`]) from row
+//!   [`codes::STUDY_HEADER_ROW`] (0-based). Consent dates are Excel dates; randomisation dates
+//!   are dates in some rows and text `dd/mm/yyyy` in others; BMI is a formula with its cached
+//!   result; comments are free text that sometimes names a clinician or the patient.
+//! - `fhir/`: a FHIR R4 Bulk Data export, `<ResourceType>.ndjson` for each of
+//!   [`codes::FHIR_TYPES`] and the Bulk Data `manifest.json`. Patients carry their national
+//!   number ([`codes::SSIN_SYSTEM`]) and MRN; resource ids are opaque UUIDs. Standard codes
+//!   (SNOMED CT, LOINC, ATC, ICD-10, ICD-O-3) are used only where they are certain; the rest
+//!   are local codes under the hospital's own `https://<hospital>.example/fhir/CodeSystem/`.
+//! - `truth.jsonl`: one JSON object per patient: identifiers, subtype and receptor values,
+//!   dates, treatment flags, pCR, recurrence, RFS, death, study enrolments, whether a study
+//!   comment names someone (`has_name_in_comment`, `comment_names`), rows written per file, and
+//!   every fault injected into that patient's rows (`dirt`: file, 1-based data row, kind,
+//!   column).
+//! - `truth_summary.json`: per file, the rows (or resources) written and how many are dirty by
+//!   design (so a test can assert `loaded + rejected + skipped`), declared versus actual
+//!   encodings, counts per dirt kind, which file carries each file-level fault, and cohort
+//!   counts.
+//!
+//! # Determinism and memory
+//!
+//! A seed gives byte-identical files: the crate has its own xoshiro256** generator seeded
+//! through splitmix64 (no `rand`, so a dependency update never changes the output), uses no
+//! clock and no platform maths, and fixes the workbook's creation time. Each patient is a pure
+//! function of `(seed, patient number)`; unique identifiers (national number, MRN, sample id)
+//! come from keyed permutations of the patient number, so nothing is remembered between
+//! patients. Patients are generated and written one at a time through buffered writers (the
+//! workbook streams through `rust_xlsxwriter`'s constant-memory mode), so memory does not grow
+//! with `--patients`. Runs with the same seed and disjoint `first_patient_number` ranges give
+//! disjoint patients (for several institutions). The clinical content does not depend on
+//! `--dirt`: dirt has its own random streams.
+//!
+//! # Clinical model
+//!
+//! Women (≈99 %), 30–85 years at diagnosis, diagnosed 2008–2024, followed up to the cut-off
+//! 2025-06-30. The subtype is drawn first (luminal A-like 40 %, luminal B-like 25 % of which
+//! a third HER2+, HER2-enriched 15 %, triple negative 20 %) and ER/PR/HER2/Ki-67 are drawn to
+//! match it by the St Gallen surrogate rules ([`classify`]). Then grade, cTNM and AJCC stage,
+//! neoadjuvant chemotherapy (≈35 %, more for HER2+ and TNBC) with pCR by subtype and ypTNM,
+//! surgery, systemic therapy administrations by regimen (AC-T, AC-TCb, TCHP, AC-TH, TH, H/HP,
+//! tamoxifen/letrozole; anti-HER2 drugs only for HER2+), radiotherapy (40.05 Gy/15 or
+//! 50 Gy/25, boosts), recurrences and deaths. Events after death or the cut-off do not exist.
+//!
+//! # Dirt
+//!
+//! With `--dirt RATE` (0 by default), each eligible row is spoiled with probability `RATE`,
+//! by one fault drawn uniformly among those that apply to its file, see [`DirtKind`]:
+//! `bad_date` (unparseable date), `unknown_code` (lab or drug code nobody maps),
+//! `duplicate_row` (exact copy; the copy is the dirty row), `extra_field` (a stray `;`).
+//! `patients.csv` only gets duplicates, so that no patient is lost to dirt. And once per run:
+//! a UTF-8 byte order mark at the start of one CSV (that file is UTF-8 and declared so), one
+//! CSV written in ISO-8859-1 but declared UTF-8 in `his/_manifest.json`, a 0-byte
+//! `his/empty_export.csv`, and in FHIR one Observation with `status: "finalised"` and one
+//! Patient with `gender: "femme"`. Dirty rows stay rows (right quoting, CRLF), so an importer
+//! can reject just them.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+pub mod codes;
+mod cohort;
+mod dirt;
+mod fhir;
+mod his;
+mod names;
+mod niss;
+mod rng;
+pub mod study;
+mod truth;
+
+pub use cohort::{classify, cutoff_date, her2_positive, stage_group, Subtype};
+pub use dirt::{DirtCounts, DirtKind};
+pub use his::EMPTY_FILE;
+pub use niss::{format_niss, niss_digits, niss_is_male, niss_is_valid};
+
+use cohort::{Cohort, STREAM_DIRT, STREAM_RUN};
+use dirt::PatientDirt;
+use rng::Rng;
+
+/// Default (fictitious) institution name.
+pub const DEFAULT_INSTITUTION: &str = "Hôpital Sainte-Élise";
+
+/// What to generate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SynthOptions {
+    /// Number of patients.
+    pub patients: u64,
+    /// Seed: the same options give byte-identical files.
+    pub seed: u64,
+    /// Output directory (created; must be empty if it exists).
+    pub out: PathBuf,
+    /// Probability that a row gets a row-level fault, in `[0, 1]`.
+    pub dirt: f64,
+    /// Institution name written into the data (workbook, FHIR, manifests, URLs).
+    pub institution: String,
+    /// Number of the first patient; runs with disjoint ranges have disjoint patients.
+    pub first_patient_number: u64,
+}
+
+impl SynthOptions {
+    /// Options with no dirt, the default institution and patients numbered from 1.
+    pub fn new(patients: u64, seed: u64, out: impl Into<PathBuf>) -> SynthOptions {
+        SynthOptions {
+            patients,
+            seed,
+            out: out.into(),
+            dirt: 0.0,
+            institution: DEFAULT_INSTITUTION.to_string(),
+            first_patient_number: 1,
+        }
+    }
+}
+
+fn parse_rate(s: &str) -> std::result::Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("the dirt rate must be between 0 and 1, not {v}"))
+    }
+}
+
+/// Generate a synthetic breast-cancer cohort as hospital sources (HIS CSV export, study
+/// nurse workbook, FHIR bulk export) plus a truth file, deterministically from a seed.
+// The arguments of `registrar synth`; the doc comment above is its `--help` text.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SynthArgs {
+    /// Number of patients to generate (one consistent cohort across all sources).
+    #[arg(long, value_name = "N")]
+    pub patients: u64,
+    /// Seed of the generator: the same seed and options give byte-identical files.
+    #[arg(long, value_name = "S")]
+    pub seed: u64,
+    /// Output directory; created if missing, and must be empty if it exists.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Fault rate: probability that a row is spoiled (by a bad date, an unknown code, a
+    /// duplicate or an extra field). Any rate above 0 also adds the per-run faults (BOM,
+    /// mis-declared encoding, empty file, invalid FHIR codes). Every fault is recorded in
+    /// truth.jsonl and truth_summary.json.
+    #[arg(long, value_name = "RATE", default_value_t = 0.0, value_parser = parse_rate)]
+    pub dirt: f64,
+    /// Institution name written into the data.
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_INSTITUTION)]
+    pub institution: String,
+    /// Number of the first patient; give runs for several institutions disjoint ranges (same
+    /// seed) to get disjoint patients.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub first_patient_number: u64,
+}
+
+impl SynthArgs {
+    /// The options these arguments ask for.
+    pub fn to_options(&self) -> SynthOptions {
+        SynthOptions {
+            patients: self.patients,
+            seed: self.seed,
+            out: self.out.clone(),
+            dirt: self.dirt,
+            institution: self.institution.clone(),
+            first_patient_number: self.first_patient_number,
+        }
+    }
+}
+
+/// What was written.
+#[derive(Debug, Clone, Serialize)]
+pub struct SynthReport {
+    /// Patients generated.
+    pub patients: u64,
+    /// Every file written, relative to the output directory, with its count: data rows (CSV,
+    /// header excluded), resources (ndjson), enrolled subjects (workbook), patients
+    /// (`truth.jsonl`), or 1 for single JSON documents.
+    pub files: Vec<(PathBuf, u64)>,
+    /// Faults injected, per kind.
+    pub dirt: DirtCounts,
+}
+
+fn check_out_dir(out: &Path) -> Result<()> {
+    if out.exists() {
+        if !out.is_dir() {
+            bail!("the output path exists and is not a directory");
+        }
+        if std::fs::read_dir(out)?.next().is_some() {
+            bail!("the output directory is not empty");
+        }
+    }
+    std::fs::create_dir_all(out).context("cannot create the output directory")
+}
+
+#[derive(Default)]
+struct Tally {
+    subtypes: BTreeMap<&'static str, u64>,
+    men: u64,
+    neoadjuvant: u64,
+    pcr: u64,
+    surgery: u64,
+    radiotherapy: u64,
+    recurrences: u64,
+    deaths: u64,
+    names_in_comments: u64,
+    text_dates: u64,
+}
+
+/// Generates the sources. `progress` is called with the number of patients done.
+pub fn generate(opts: &SynthOptions, progress: &dyn Fn(u64)) -> Result<SynthReport> {
+    if !(0.0..=1.0).contains(&opts.dirt) {
+        bail!("the dirt rate must be between 0 and 1");
+    }
+    let cohort = Cohort::new(opts.seed);
+    let end = opts.first_patient_number.checked_add(opts.patients);
+    if end.is_none_or(|e| e > cohort.max_patient_number()) {
+        bail!(
+            "patient numbers must stay below {}",
+            cohort.max_patient_number()
+        );
+    }
+    check_out_dir(&opts.out)?;
+    let out = opts.out.as_path();
+    let dirty = opts.dirt > 0.0;
+    let seed = cohort.seed();
+    let mut run = Rng::stream(seed, u64::MAX, STREAM_RUN);
+    let bom = dirty.then(|| *run.pick(his::BOM_CANDIDATES));
+    let latin1 = dirty.then(|| *run.pick(his::LATIN1_CANDIDATES));
+    let plan = if dirty && opts.patients > 0 {
+        fhir::FhirDirtPlan {
+            observation_status: Some(opts.first_patient_number + run.below(opts.patients)),
+            patient_gender: Some(opts.first_patient_number + run.below(opts.patients)),
+        }
+    } else {
+        fhir::FhirDirtPlan::default()
+    };
+    let slug = names::slug(&opts.institution);
+
+    let mut his = his::His::create(out, bom, latin1, dirty)?;
+    let mut fhir = fhir::Fhir::create(out, seed, &opts.institution, &slug, plan)?;
+    let mut study = study::Study::create(&opts.institution)?;
+    let truth_path = out.join("truth.jsonl");
+    let mut truth = BufWriter::with_capacity(
+        1 << 16,
+        File::create(&truth_path).context("cannot create truth.jsonl")?,
+    );
+    let mut tally = Tally::default();
+    let mut line = Vec::with_capacity(4096);
+
+    for i in 0..opts.patients {
+        let number = opts.first_patient_number + i;
+        let p = cohort.patient(number);
+        let mut dirt = PatientDirt::new(Rng::stream(seed, number, STREAM_DIRT), opts.dirt);
+        let his_before: Vec<u64> = his.tables.iter().map(|t| t.stats.rows).collect();
+        let fhir_before = fhir.counts.clone();
+        his.write_patient(&p, &mut dirt)?;
+        fhir.write_patient(&p, &mut dirt)?;
+        let enrolled = study.write_patient(&p)?;
+
+        let mut rows = BTreeMap::new();
+        for (t, before) in his.tables.iter().zip(his_before) {
+            if t.stats.rows > before {
+                rows.insert(t.path, t.stats.rows - before);
+            }
+        }
+        for ((path, now), before) in fhir::PATHS.iter().zip(&fhir.counts).zip(fhir_before) {
+            if *now > before {
+                rows.insert(*path, now - before);
+            }
+        }
+        tally.text_dates += enrolled.iter().filter(|e| e.randomisation_as_text).count() as u64;
+        let t = truth::patient_truth(
+            &p,
+            fhir::patient_id(seed, number),
+            enrolled,
+            rows,
+            dirt.events,
+        );
+        line.clear();
+        serde_json::to_writer(&mut line, &t)?;
+        line.push(b'\n');
+        truth.write_all(&line)?;
+
+        *tally.subtypes.entry(p.subtype.as_str()).or_default() += 1;
+        tally.men += u64::from(p.sex == cohort::Sex::Male);
+        tally.neoadjuvant += u64::from(p.neoadjuvant);
+        tally.pcr += u64::from(p.pcr == Some(true));
+        tally.surgery += u64::from(p.surgery.is_some());
+        tally.radiotherapy += u64::from(!p.rt.is_empty());
+        tally.recurrences += u64::from(p.recurrence.is_some());
+        tally.deaths += u64::from(p.death.is_some());
+        tally.names_in_comments += u64::from(
+            [&p.neoadj_study, &p.boost_study]
+                .into_iter()
+                .flatten()
+                .any(|e| !e.comment_names.is_empty()),
+        );
+        progress(i + 1);
+    }
+    truth.flush()?;
+
+    // Finish every file and gather the bookkeeping.
+    let mut total = DirtCounts::default();
+    let mut files: Vec<(PathBuf, u64)> = Vec::new();
+    let mut summary_files = serde_json::Map::new();
+    let his_stats = his.finish(out, &opts.institution)?;
+    for (path, stats, encoding) in his_stats {
+        let (declared, actual) = his::encoding_note(encoding);
+        total.merge(&stats.dirt);
+        files.push((PathBuf::from(path), stats.rows));
+        summary_files.insert(
+            path.to_string(),
+            json!({
+                "rows": stats.rows,
+                "dirty": stats.dirt.dirty_rows(),
+                "dirt": stats.dirt,
+                "declared_encoding": declared,
+                "actual_encoding": actual,
+            }),
+        );
+    }
+    let mut file_dirt = json!({"bom": null, "latin1_declared_utf8": null, "empty_file": null});
+    if let Some(b) = bom {
+        total.add(DirtKind::Bom, 1);
+        file_dirt["bom"] = json!(his.tables[b].path);
+        summary_files[his.tables[b].path]["dirt"]["bom"] = json!(1);
+    }
+    if let Some(l) = latin1 {
+        total.add(DirtKind::Latin1DeclaredUtf8, 1);
+        file_dirt["latin1_declared_utf8"] = json!(his.tables[l].path);
+        summary_files[his.tables[l].path]["dirt"]["latin1_declared_utf8"] = json!(1);
+    }
+    if dirty {
+        total.add(DirtKind::EmptyFile, 1);
+        file_dirt["empty_file"] = json!(EMPTY_FILE);
+        files.push((PathBuf::from(EMPTY_FILE), 0));
+        let mut empty = DirtCounts::default();
+        empty.add(DirtKind::EmptyFile, 1);
+        summary_files.insert(
+            EMPTY_FILE.to_string(),
+            json!({"rows": 0, "dirty": 0, "dirt": empty, "declared_encoding": "windows-1252", "actual_encoding": "empty"}),
+        );
+    }
+    files.push((PathBuf::from("his/_manifest.json"), 1));
+    let mut fhir_invalid = Vec::new();
+    for (path, n, d) in fhir.finish(out)? {
+        total.merge(&d);
+        if d.fhir_invalid_code > 0 {
+            fhir_invalid.push(path);
+        }
+        files.push((PathBuf::from(path), n));
+        summary_files.insert(
+            path.to_string(),
+            json!({"rows": n, "dirty": d.dirty_rows(), "dirt": d}),
+        );
+    }
+    file_dirt["fhir_invalid_code"] = json!(fhir_invalid);
+    files.push((PathBuf::from("fhir/manifest.json"), 1));
+    let subjects = study.subjects;
+    study.finish(out)?;
+    let enrolled: u64 = subjects.iter().sum();
+    files.push((PathBuf::from("study/study_nurse.xlsx"), enrolled));
+    summary_files.insert(
+        "study/study_nurse.xlsx".to_string(),
+        json!({
+            "rows": enrolled,
+            "dirty": 0,
+            "sheets": {codes::STUDY_SHEETS[0]: subjects[0], codes::STUDY_SHEETS[1]: subjects[1]},
+        }),
+    );
+    files.push((PathBuf::from("truth.jsonl"), opts.patients));
+    summary_files.insert(
+        "truth.jsonl".to_string(),
+        json!({"rows": opts.patients, "dirty": 0}),
+    );
+
+    let summary = json!({
+        "generator": concat!("registrar-synth ", env!("CARGO_PKG_VERSION")),
+        "seed": opts.seed,
+        "patients": opts.patients,
+        "first_patient_number": opts.first_patient_number,
+        "institution": opts.institution,
+        "dirt_rate": opts.dirt,
+        "cutoff_date": cutoff_date().format("%Y-%m-%d").to_string(),
+        "files": Value::Object(summary_files),
+        "dirt": total,
+        "file_dirt": file_dirt,
+        "cohort": {
+            "subtypes": tally.subtypes,
+            "men": tally.men,
+            "neoadjuvant": tally.neoadjuvant,
+            "pcr": tally.pcr,
+            "surgery": tally.surgery,
+            "radiotherapy": tally.radiotherapy,
+            "recurrences": tally.recurrences,
+            "deaths": tally.deaths,
+            "names_in_comments": tally.names_in_comments,
+            "randomisation_dates_as_text": tally.text_dates,
+        },
+    });
+    let mut w = BufWriter::new(
+        File::create(out.join("truth_summary.json")).context("cannot create truth_summary.json")?,
+    );
+    serde_json::to_writer_pretty(&mut w, &summary)?;
+    w.write_all(b"\n")?;
+    w.flush()?;
+    files.push((PathBuf::from("truth_summary.json"), 1));
+
+    Ok(SynthReport {
+        patients: opts.patients,
+        files,
+        dirt: total,
+    })
+}
