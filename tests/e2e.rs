@@ -6,6 +6,7 @@ mod support;
 
 mod cli;
 mod embedded;
+mod hospital;
 mod import;
 mod privacy;
 mod schema_conformance;

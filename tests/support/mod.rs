@@ -148,3 +148,55 @@ pub fn new_key(dir: &std::path::Path, name: &str) -> PathBuf {
     assert!(out.status.success(), "{}", text(&out));
     p
 }
+
+/// The hospital export tables and their mapping files (mappings/hospital/).
+pub const HIS_TABLES: &[&str] = &[
+    "patients",
+    "diagnoses",
+    "pathology",
+    "tnm",
+    "surgery",
+    "systemic_therapy",
+    "radiotherapy",
+    "recurrences",
+    "deaths",
+    "measurements",
+];
+
+/// Generate a synthetic cohort into `dir/src`.
+pub fn synth(dir: &std::path::Path, patients: u64, seed: u64, dirt: f64) -> PathBuf {
+    let out = dir.join("src");
+    let mut o = registrar_synth::SynthOptions::new(patients, seed, out.clone());
+    o.dirt = dirt;
+    registrar_synth::generate(&o, &|_| {}).expect("synth");
+    out
+}
+
+/// Import every HIS file and both study sheets of a synthetic cohort through the shipped
+/// mappings; returns (mapping file, registrar's --json output) per import.
+pub fn import_hospital(db: &TestDb, key: &std::path::Path, src: &std::path::Path) -> Vec<(String, serde_json::Value)> {
+    let mut runs = Vec::new();
+    let mut one = |kind: &str, mapping: &str, input: PathBuf| {
+        let m = repo_file(&format!("mappings/hospital/{mapping}.toml"));
+        let out = db.registrar(&[
+            "--json",
+            "--key-file",
+            key.to_str().unwrap(),
+            "import",
+            kind,
+            "--mapping",
+            m.to_str().unwrap(),
+            input.to_str().unwrap(),
+        ]);
+        assert!(matches!(out.status.code(), Some(0) | Some(1)), "{mapping}: {}", text(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
+        runs.push((mapping.to_string(), v));
+    };
+    for t in HIS_TABLES {
+        one("csv", t, src.join("his").join(format!("{t}.csv")));
+    }
+    for sheet in ["study_neoadj-2019", "study_rt-boost"] {
+        one("xlsx", sheet, src.join("study/study_nurse.xlsx"));
+    }
+    runs
+}
