@@ -20,21 +20,49 @@ fn a_clean_hospital_export_and_workbook_load_completely() {
     for (mapping, v) in &runs {
         let f = &v["files"][0];
         assert_eq!(f["status"], "loaded", "{mapping}: {v}");
-        assert_eq!(f["rows_in"], f["rows_loaded"], "{mapping}: every row loads: {v}");
+        assert_eq!(
+            f["rows_in"], f["rows_loaded"],
+            "{mapping}: every row loads: {v}"
+        );
         assert_eq!(f["rows_rejected"], 0, "{mapping}: {v}");
     }
     let t = truth(&src);
     assert_eq!(db.count("SELECT count(*) FROM cdm.person"), 120);
-    assert_eq!(db.count("SELECT count(DISTINCT person_id) FROM registry.person_map"), 120, "every source's MRN resolves to a patient of patients.csv");
+    assert_eq!(
+        db.count("SELECT count(DISTINCT person_id) FROM registry.person_map"),
+        120,
+        "every source's MRN resolves to a patient of patients.csv"
+    );
     let deaths = t.iter().filter(|p| !p["death_date"].is_null()).count() as i64;
     assert_eq!(db.count("SELECT count(*) FROM cdm.death"), deaths);
-    assert_eq!(db.count("SELECT count(*) FROM cdm.condition_occurrence WHERE condition_concept_id = 4112853"), 120);
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM cdm.condition_occurrence WHERE condition_concept_id = 4112853"
+        ),
+        120
+    );
     let women = t.iter().filter(|p| p["sex"] == "F").count() as i64;
-    assert_eq!(db.count("SELECT count(*) FROM cdm.person WHERE gender_concept_id = 8532"), women);
-    let enrolled: i64 = t.iter().map(|p| p["studies"].as_array().map(|a| a.len()).unwrap_or(0) as i64).sum();
-    assert_eq!(db.count("SELECT count(*) FROM cdm.observation WHERE observation_source_value = 'study_consent'"), enrolled);
+    assert_eq!(
+        db.count("SELECT count(*) FROM cdm.person WHERE gender_concept_id = 8532"),
+        women
+    );
+    let enrolled: i64 = t
+        .iter()
+        .map(|p| p["studies"].as_array().map(|a| a.len()).unwrap_or(0) as i64)
+        .sum();
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM cdm.observation WHERE observation_source_value = 'study_consent'"
+        ),
+        enrolled
+    );
     // Study subjects are linked to their person through a pseudonymised subject number.
-    assert_eq!(db.count("SELECT count(*) FROM registry.person_map WHERE identifier_type = 'study-subject'"), enrolled);
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM registry.person_map WHERE identifier_type = 'study-subject'"
+        ),
+        enrolled
+    );
     // Every person's dates move together: the diagnosis-to-surgery interval is the true one.
     let keys = registrar_etl::privacy::keys::KeyOpts {
         key_file: Some(key.clone()),
@@ -44,13 +72,21 @@ fn a_clean_hospital_export_and_workbook_load_completely() {
     .load()
     .unwrap();
     let days = |a: &serde_json::Value, b: &serde_json::Value| {
-        let d = |v: &serde_json::Value| chrono::NaiveDate::parse_from_str(v.as_str().unwrap(), "%Y-%m-%d").unwrap();
+        let d = |v: &serde_json::Value| {
+            chrono::NaiveDate::parse_from_str(v.as_str().unwrap(), "%Y-%m-%d").unwrap()
+        };
         (d(b) - d(a)).num_days()
     };
     let mut c = db.client();
     let mut checked = 0;
     for p in t.iter().filter(|p| !p["surgery_date"].is_null()).take(10) {
-        let pseudo = keys.current.person(registrar_anonymizer::pseudonym::IdentifierType::Mrn, p["patient_nr"].as_str().unwrap()).unwrap();
+        let pseudo = keys
+            .current
+            .person(
+                registrar_anonymizer::pseudonym::IdentifierType::Mrn,
+                p["patient_nr"].as_str().unwrap(),
+            )
+            .unwrap();
         let row = c
             .query_one(
                 "SELECT (min(s.procedure_date) - min(c.condition_start_date))::int8, min(c.condition_start_date)::text
@@ -61,8 +97,15 @@ fn a_clean_hospital_export_and_workbook_load_completely() {
                 &[&pseudo.as_str()],
             )
             .unwrap();
-        assert_eq!(row.get::<_, i64>(0), days(&p["diagnosis_date"], &p["surgery_date"]));
-        assert_ne!(row.get::<_, String>(1), p["diagnosis_date"].as_str().unwrap(), "dates are shifted");
+        assert_eq!(
+            row.get::<_, i64>(0),
+            days(&p["diagnosis_date"], &p["surgery_date"])
+        );
+        assert_ne!(
+            row.get::<_, String>(1),
+            p["diagnosis_date"].as_str().unwrap(),
+            "dates are shifted"
+        );
         checked += 1;
     }
     assert!(checked > 0);
@@ -75,39 +118,74 @@ fn a_dirty_export_accounts_for_every_row() {
     let src = synth(dir.path(), 150, 5, 0.05);
     let key = new_key(dir.path(), "k");
     let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(src.join("truth_summary.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(src.join("truth_summary.json")).unwrap())
+            .unwrap();
     let bom_file = summary["file_dirt"]["bom"].as_str().unwrap().to_string();
     let runs = import_hospital(&db, &key, &src);
     let mut c = db.client();
     for (mapping, v) in &runs {
         let f = &v["files"][0];
-        let file = if mapping.starts_with("study") { continue } else { format!("his/{mapping}.csv") };
+        let file = if mapping.starts_with("study") {
+            continue;
+        } else {
+            format!("his/{mapping}.csv")
+        };
         if file == bom_file {
             // Declared Windows-1252 by the mapping, but UTF-8 with a BOM: rejected whole.
             assert_eq!(f["status"], "rejected", "{mapping}: {v}");
-            assert!(f["reason"].as_str().unwrap().contains("byte-order mark"), "{v}");
+            assert!(
+                f["reason"].as_str().unwrap().contains("byte-order mark"),
+                "{v}"
+            );
             continue;
         }
         assert_eq!(f["status"], "loaded", "{mapping}: {v}");
         let n = |k: &str| f[k].as_i64().unwrap();
-        assert_eq!(n("rows_in"), n("rows_loaded") + n("rows_rejected") + n("rows_skipped"), "{mapping}: {v}");
+        assert_eq!(
+            n("rows_in"),
+            n("rows_loaded") + n("rows_rejected") + n("rows_skipped"),
+            "{mapping}: {v}"
+        );
         let dirt = &summary["files"][&file]["dirt"];
         let rows = summary["files"][&file]["rows"].as_i64().unwrap();
         assert_eq!(n("rows_in"), rows, "{mapping}: rows read = rows written");
         let sf: i64 = c
-            .query_one("SELECT max(source_file_id) FROM registry.source_file WHERE mapping_name = $1", &[&f["file"].as_str().map(|_| format!("his-{}", mapping.replace('_', "-")))])
+            .query_one(
+                "SELECT max(source_file_id) FROM registry.source_file WHERE mapping_name = $1",
+                &[&f["file"]
+                    .as_str()
+                    .map(|_| format!("his-{}", mapping.replace('_', "-")))],
+            )
             .unwrap()
             .get::<_, Option<i64>>(0)
             .unwrap();
         let mut count = |code: &str| -> i64 {
             c.query_one("SELECT count(*) FROM registry.reject WHERE source_file_id = $1 AND reason_code = $2", &[&sf, &code]).unwrap().get(0)
         };
-        assert_eq!(count("skipped_duplicate"), dirt["duplicate_row"].as_i64().unwrap(), "{mapping}");
-        assert_eq!(count("ragged_row"), dirt["extra_field"].as_i64().unwrap(), "{mapping}");
-        assert_eq!(count("unparseable"), dirt["bad_date"].as_i64().unwrap(), "{mapping}");
+        assert_eq!(
+            count("skipped_duplicate"),
+            dirt["duplicate_row"].as_i64().unwrap(),
+            "{mapping}"
+        );
+        assert_eq!(
+            count("ragged_row"),
+            dirt["extra_field"].as_i64().unwrap(),
+            "{mapping}"
+        );
+        assert_eq!(
+            count("unparseable"),
+            dirt["bad_date"].as_i64().unwrap(),
+            "{mapping}"
+        );
     }
     // Unknown local codes were loaded with concept 0 and listed for the data manager.
-    let unknown: i64 = c.query_one("SELECT coalesce(sum(occurrences), 0)::int8 FROM registry.unmapped_code", &[]).unwrap().get(0);
+    let unknown: i64 = c
+        .query_one(
+            "SELECT coalesce(sum(occurrences), 0)::int8 FROM registry.unmapped_code",
+            &[],
+        )
+        .unwrap()
+        .get(0);
     assert!(unknown > 0);
 }
 
@@ -120,8 +198,16 @@ fn after_a_full_synthetic_import_a_dump_holds_no_identifier_name_or_birth_date()
     let runs = import_hospital(&db, &key, &src);
     let log: String = runs.iter().map(|(_, v)| v.to_string()).collect();
     let report = db.registrar(&["audit", "report", "--format", "json"]);
-    let log = format!("{log}\n{}{}", String::from_utf8_lossy(&report.stdout), String::from_utf8_lossy(&report.stderr));
-    let dump = std::process::Command::new("pg_dump").arg("--no-owner").arg(db.database_url_arg()).output().unwrap();
+    let log = format!(
+        "{log}\n{}{}",
+        String::from_utf8_lossy(&report.stdout),
+        String::from_utf8_lossy(&report.stderr)
+    );
+    let dump = std::process::Command::new("pg_dump")
+        .arg("--no-owner")
+        .arg(db.database_url_arg())
+        .output()
+        .unwrap();
     assert!(dump.status.success());
     let everything = format!("{}\n{log}", String::from_utf8_lossy(&dump.stdout));
     assert!(everything.contains("COPY cdm.measurement"));
@@ -144,7 +230,10 @@ fn after_a_full_synthetic_import_a_dump_holds_no_identifier_name_or_birth_date()
         let p: Vec<&str> = birth.split('/').collect();
         needles.push(format!("{}-{}-{}", p[2], p[1], p[0]));
     }
-    for l in std::fs::read_to_string(src.join("truth.jsonl")).unwrap().lines() {
+    for l in std::fs::read_to_string(src.join("truth.jsonl"))
+        .unwrap()
+        .lines()
+    {
         let v: serde_json::Value = serde_json::from_str(l).unwrap();
         for n in v["comment_names"].as_array().unwrap() {
             let n = n.as_str().unwrap();
@@ -155,6 +244,9 @@ fn after_a_full_synthetic_import_a_dump_holds_no_identifier_name_or_birth_date()
     }
     assert!(needles.len() > 80 * 6);
     for n in &needles {
-        assert!(!everything.contains(n.as_str()), "`{n}` leaked into the dump or the output");
+        assert!(
+            !everything.contains(n.as_str()),
+            "`{n}` leaked into the dump or the output"
+        );
     }
 }

@@ -77,6 +77,11 @@ fn gbsg2_trial_spreadsheet_loads_all_686_patients_once() {
         "{detail}"
     );
 
+    assert_eq!(
+        db.count("SELECT count(*) FROM registry.audit_log WHERE action = 'configuration change'"),
+        1
+    );
+
     // Unchanged file: skipped, nothing duplicated.
     let (code, v, t) = import(&db, &k, "csv", &mapping, &[&data]);
     assert_eq!(code, Some(0), "{t}");

@@ -55,6 +55,12 @@ pub fn run(opts: &DbOptions, json: bool) -> Result<ExitCode> {
     let mut client = target.client()?;
     let compiled = compile(Mapping::load(&mapping_path)?, &mut client)
         .map_err(|e| anyhow::anyhow!("bundled mapping: {}", e.join("; ")))?;
+    privacy::audit::record_configuration(
+        &mut client,
+        keys.current.key_id().as_str(),
+        keys.current.domain(),
+        &crate::import::date_policy_text(&ImportOptions::default().policy),
+    )?;
     let run_id = runs::start(&mut conn, "demo", Some(keys.current.key_id().as_str()))?;
     let bar = progress::count_bar(None, "gbsg2", "rows");
     let outcome = import_file(

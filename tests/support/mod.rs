@@ -174,7 +174,11 @@ pub fn synth(dir: &std::path::Path, patients: u64, seed: u64, dirt: f64) -> Path
 
 /// Import every HIS file and both study sheets of a synthetic cohort through the shipped
 /// mappings; returns (mapping file, registrar's --json output) per import.
-pub fn import_hospital(db: &TestDb, key: &std::path::Path, src: &std::path::Path) -> Vec<(String, serde_json::Value)> {
+pub fn import_hospital(
+    db: &TestDb,
+    key: &std::path::Path,
+    src: &std::path::Path,
+) -> Vec<(String, serde_json::Value)> {
     let mut runs = Vec::new();
     let mut one = |kind: &str, mapping: &str, input: PathBuf| {
         let m = repo_file(&format!("mappings/hospital/{mapping}.toml"));
@@ -188,8 +192,13 @@ pub fn import_hospital(db: &TestDb, key: &std::path::Path, src: &std::path::Path
             m.to_str().unwrap(),
             input.to_str().unwrap(),
         ]);
-        assert!(matches!(out.status.code(), Some(0) | Some(1)), "{mapping}: {}", text(&out));
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
+        assert!(
+            matches!(out.status.code(), Some(0) | Some(1)),
+            "{mapping}: {}",
+            text(&out)
+        );
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
         runs.push((mapping.to_string(), v));
     };
     for t in HIS_TABLES {

@@ -114,6 +114,12 @@ pub fn import_command(g: &GlobalOpts, cmd: ImportCommand) -> Result<ExitCode> {
             if want == Format::Csv { "xlsx" } else { "csv" }
         );
     }
+    crate::privacy::audit::record_configuration(
+        &mut client,
+        keys.current.key_id().as_str(),
+        keys.current.domain(),
+        &crate::import::date_policy_text(&opts.policy),
+    )?;
     let command = format!(
         "import {}",
         if want == Format::Csv { "csv" } else { "xlsx" }

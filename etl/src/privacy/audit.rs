@@ -203,3 +203,42 @@ pub fn verify(client: &mut postgres::Client, checkpoints: Vec<Checkpoint>) -> Re
     })?;
     Ok(v.finish())
 }
+
+/// Record the pseudonymisation configuration (date policy, domain, key id) when it differs
+/// from the last one recorded, so the audit log shows every change, e.g. a registry switching
+/// to true dates. Returns the new entry's sequence number, if one was written.
+pub fn record_configuration(
+    client: &mut postgres::Client,
+    key_id: &str,
+    domain: &str,
+    dates: &str,
+) -> Result<Option<i64>> {
+    let mut tx = client.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])?;
+    let now = serde_json::json!({ "dates": dates, "domain": domain, "key_id": key_id });
+    let last: Option<String> = tx
+        .query_opt(
+            "SELECT detail FROM registry.audit_log WHERE action = $1 ORDER BY seq DESC LIMIT 1",
+            &[&action::CONFIGURATION],
+        )?
+        .map(|r| r.get(0));
+    let previous: Option<serde_json::Value> = last.and_then(|t| serde_json::from_str(&t).ok());
+    if previous.as_ref().and_then(|p| p.get("now")) == Some(&now) {
+        return Ok(None);
+    }
+    let (seq, _) = append(
+        &mut tx,
+        &Record {
+            action: action::CONFIGURATION,
+            run_id: None,
+            locator_hash: None,
+            key_id: Some(key_id),
+            detail: serde_json::json!({
+                "now": now,
+                "before": previous.and_then(|p| p.get("now").cloned()),
+            }),
+        },
+    )?;
+    tx.commit()?;
+    Ok(Some(seq))
+}
