@@ -97,6 +97,24 @@ fn key_files_are_private_and_never_printed() {
 }
 
 #[test]
+fn a_process_holding_the_key_leaves_no_core_dump() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = new_key(dir.path(), "k");
+    let keys = keys(&key, "registry", &[]);
+    drop(keys);
+    // SAFETY: reading this process's own limits and flags.
+    let (rl, dumpable) = unsafe {
+        let mut rl = libc::rlimit {
+            rlim_cur: 1,
+            rlim_max: 1,
+        };
+        libc::getrlimit(libc::RLIMIT_CORE, &mut rl);
+        (rl, libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0))
+    };
+    assert_eq!((rl.rlim_cur, dumpable), (0, 0));
+}
+
+#[test]
 fn pseudonyms_are_deterministic_across_processes_and_differ_by_domain() {
     let db = TestDb::new();
     let dir = tempfile::tempdir().unwrap();

@@ -58,7 +58,24 @@ impl KeyOpts {
     }
 }
 
+/// Once a key is in memory, this process must not leave it in a core dump: core dumps are
+/// disabled (RLIMIT_CORE = 0) and the process is marked non-dumpable, which also keeps other
+/// processes of the same user from attaching to it or reading its memory.
+fn forbid_core_dumps() {
+    // SAFETY: plain system calls on this process with valid arguments; failure is harmless.
+    unsafe {
+        let zero = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        libc::setrlimit(libc::RLIMIT_CORE, &zero);
+        #[cfg(target_os = "linux")]
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+}
+
 fn load_pseudonymiser(path: &Path, domain: &str) -> Result<Pseudonymiser> {
+    forbid_core_dumps();
     let key = Key::load(path).context("cannot use the key file")?;
     let dk = key
         .domain(domain)
