@@ -9,6 +9,7 @@ mod embedded;
 mod hospital;
 mod import;
 mod privacy;
+mod research;
 mod schema_conformance;
 mod synth;
 mod vocab;

@@ -83,7 +83,8 @@ fn conformance_check_catches_a_mistyped_or_missing_column() {
     let db = TestDb::new();
     let mut c = db.client();
     c.batch_execute(
-        "ALTER TABLE cdm.measurement ALTER COLUMN value_as_number TYPE integer;
+        "DROP SCHEMA research CASCADE;
+         ALTER TABLE cdm.measurement ALTER COLUMN value_as_number TYPE integer;
          ALTER TABLE cdm.person DROP COLUMN ethnicity_source_value;
          ALTER TABLE cdm.episode ALTER COLUMN episode_end_date SET NOT NULL;",
     )
@@ -166,29 +167,29 @@ fn catalog_snapshot(db: &TestDb) -> Vec<String> {
         SELECT 'col ' || table_schema || '.' || table_name || '.' || column_name || ' ' || data_type
                || coalesce('(' || character_maximum_length || ')', '') || ' ' || is_nullable
                || ' ' || coalesce(column_default, '')
-          FROM information_schema.columns WHERE table_schema IN ('cdm','registry')
+          FROM information_schema.columns WHERE table_schema IN ('cdm','registry','research')
         UNION ALL
         SELECT 'idx ' || schemaname || '.' || indexname || ' ' || indexdef
-          FROM pg_indexes WHERE schemaname IN ('cdm','registry')
+          FROM pg_indexes WHERE schemaname IN ('cdm','registry','research')
         UNION ALL
         SELECT 'con ' || n.nspname || '.' || conname || ' ' || pg_get_constraintdef(k.oid)
           FROM pg_constraint k JOIN pg_namespace n ON n.oid = k.connamespace
-         WHERE n.nspname IN ('cdm','registry')
+         WHERE n.nspname IN ('cdm','registry','research')
         UNION ALL
         SELECT 'seq ' || sequence_schema || '.' || sequence_name || ' ' || data_type
-          FROM information_schema.sequences WHERE sequence_schema IN ('cdm','registry')
+          FROM information_schema.sequences WHERE sequence_schema IN ('cdm','registry','research')
         UNION ALL
         SELECT 'trg ' || event_object_schema || '.' || trigger_name || ' ' || event_manipulation
-          FROM information_schema.triggers WHERE event_object_schema IN ('cdm','registry')
+          FROM information_schema.triggers WHERE event_object_schema IN ('cdm','registry','research')
         UNION ALL
         SELECT 'fn ' || n.nspname || '.' || p.proname || ' ' || md5(p.prosrc)
           FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-         WHERE n.nspname IN ('cdm','registry')
+         WHERE n.nspname IN ('cdm','registry','research')
         UNION ALL
         SELECT 'view ' || schemaname || '.' || viewname || ' ' || md5(definition)
-          FROM pg_views WHERE schemaname IN ('cdm','registry')
+          FROM pg_views WHERE schemaname IN ('cdm','registry','research')
         UNION ALL
-        SELECT 'schema ' || nspname FROM pg_namespace WHERE nspname IN ('cdm','registry')
+        SELECT 'schema ' || nspname FROM pg_namespace WHERE nspname IN ('cdm','registry','research')
         ORDER BY 1";
     c.query(q, &[]).unwrap().iter().map(|r| r.get(0)).collect()
 }

@@ -941,7 +941,7 @@ fn flush(
                     if table == "episode_event" {
                         continue; // deleted with its episode
                     }
-                    // death: keyed by person_id
+                    // person and death: keyed by person_id
                     let pi = c.layouts[p.layout]
                         .index_of("person_id")
                         .expect("person_id");

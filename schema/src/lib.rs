@@ -30,4 +30,4 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations};
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations");
 
 /// Schemas owned by registrar (created and dropped by the migrations).
-pub const SCHEMAS: &[&str] = &["cdm", "registry"];
+pub const SCHEMAS: &[&str] = &["cdm", "registry", "research"];

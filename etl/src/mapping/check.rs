@@ -86,10 +86,11 @@ pub struct Compiled {
     pub concept_maps: Vec<ConceptMap>,
 }
 
-/// The id column (integer primary key) of a cdm table, if it has one.
+/// The id column a mapping allocates for a cdm table, if any. `person` has none: its
+/// person_id is the resolved person's, and its rows (like `death`) are keyed by person_id.
 pub fn id_column(table: &str) -> Option<String> {
     match table {
-        "death" | "episode_event" => None,
+        "person" | "death" | "episode_event" => None,
         "observation_period" => Some("observation_period_id".into()),
         t => Some(format!("{t}_id")),
     }

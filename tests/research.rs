@@ -1,0 +1,152 @@
+//! The curated research views against the synthetic generator's truth file.
+
+use crate::support::{import_hospital, new_key, synth, TestDb};
+use registrar_anonymizer::pseudonym::IdentifierType;
+use std::collections::HashMap;
+
+#[test]
+fn research_views_agree_with_the_truth_file() {
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().unwrap();
+    let src = synth(dir.path(), 250, 31, 0.0);
+    let key = new_key(dir.path(), "k");
+    import_hospital(&db, &key, &src);
+    let keys = registrar_etl::privacy::keys::KeyOpts {
+        key_file: Some(key.clone()),
+        domain: "registry".into(),
+        previous_key_file: vec![],
+    }
+    .load()
+    .unwrap();
+    let mut c = db.client();
+    let ids: HashMap<String, i32> = c
+        .query("SELECT pseudonym, person_id FROM registry.person_map", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let rows = |c: &mut postgres::Client, sql: &str| -> HashMap<i32, postgres::Row> {
+        c.query(sql, &[])
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.get::<_, i32>("person_id"), r))
+            .collect()
+    };
+    let bcp = rows(&mut c, "SELECT * FROM research.breast_cancer_patient");
+    let sub = rows(&mut c, "SELECT * FROM research.subtype");
+    let model = rows(&mut c, "SELECT * FROM research.modeling_cohort");
+    let neo = rows(&mut c, "SELECT * FROM research.neoadjuvant_treatment");
+    let rec = rows(&mut c, "SELECT * FROM research.recurrence");
+    assert_eq!(bcp.len(), 250);
+    let truth: Vec<serde_json::Value> = std::fs::read_to_string(src.join("truth.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut compared = HashMap::<&str, usize>::new();
+    for t in &truth {
+        let p = keys
+            .current
+            .person(IdentifierType::Mrn, t["patient_nr"].as_str().unwrap())
+            .unwrap();
+        let id = ids[p.as_str()];
+        let who = t["patient_nr"].as_str().unwrap();
+        let b = &bcp[&id];
+        assert_eq!(
+            b.get::<_, Option<String>>("laterality").as_deref(),
+            t["laterality"].as_str(),
+            "{who}"
+        );
+        // Shifting both dates by the same days keeps the interval, not always the calendar:
+        // near a birthday across a 29 February, the age in whole years can move by one.
+        let age = b.get::<_, Option<i32>>("age_at_diagnosis").unwrap() as i64;
+        let true_age = t["age_at_diagnosis"].as_i64().unwrap();
+        assert!(
+            (age - true_age).abs() <= 1,
+            "{who}: age {age} vs {true_age}"
+        );
+        *compared.entry("age_exact").or_default() += (age == true_age) as usize;
+        assert_eq!(
+            b.get::<_, Option<String>>("ct").as_deref(),
+            t["ctnm"]["t"].as_str(),
+            "{who}"
+        );
+        assert_eq!(
+            b.get::<_, Option<String>>("cn").as_deref(),
+            t["ctnm"]["n"].as_str(),
+            "{who}"
+        );
+        assert_eq!(
+            b.get::<_, Option<i32>>("grade"),
+            t["grade"].as_i64().map(|g| g as i32),
+            "{who}"
+        );
+        assert_eq!(
+            sub[&id].get::<_, String>("subtype"),
+            t["subtype"].as_str().unwrap(),
+            "{who}: subtype"
+        );
+        *compared.entry("subtype").or_default() += 1;
+        let m = &model[&id];
+        let neoadjuvant = t["neoadjuvant"].as_bool().unwrap();
+        assert_eq!(neo.contains_key(&id), neoadjuvant, "{who}: neoadjuvant");
+        assert_eq!(
+            m.get::<_, Option<bool>>("pcr"),
+            t["pcr"].as_bool(),
+            "{who}: pCR"
+        );
+        if !t["pcr"].is_null() {
+            *compared.entry("pcr").or_default() += 1;
+        }
+        if let Some(r) = rec.get(&id) {
+            assert_eq!(
+                r.get::<_, bool>("rfs_event"),
+                t["rfs_event"].as_bool().unwrap(),
+                "{who}: RFS event"
+            );
+            if t["rfs_event"].as_bool().unwrap() {
+                assert_eq!(
+                    r.get::<_, Option<i32>>("rfs_days").map(i64::from),
+                    t["rfs_days"].as_i64(),
+                    "{who}: RFS days"
+                );
+                *compared.entry("rfs_event").or_default() += 1;
+            } else {
+                assert!(
+                    r.get::<_, Option<i32>>("rfs_days").map(i64::from) <= t["rfs_days"].as_i64(),
+                    "{who}: censored before the cut-off"
+                );
+            }
+        } else {
+            assert!(
+                t["surgery_date"].is_null(),
+                "{who}: a surgery must give a recurrence row"
+            );
+        }
+        let pillar = match t["subtype"].as_str().unwrap() {
+            "luminal_a" | "luminal_b_her2neg" => "luminal",
+            "luminal_b_her2pos" | "her2_enriched" => "her2_positive",
+            _ => "tnbc",
+        };
+        assert_eq!(
+            m.get::<_, Option<String>>("pillar").as_deref(),
+            Some(pillar),
+            "{who}"
+        );
+    }
+    assert!(compared["age_exact"] >= 240, "{compared:?}");
+    assert!(
+        compared["pcr"] > 10 && compared["rfs_event"] > 5,
+        "{compared:?}"
+    );
+    // The pillar views partition the cohort.
+    let n: i64 = c
+        .query_one(
+            "SELECT (SELECT count(*) FROM research.luminal_cohort) + (SELECT count(*) FROM research.her2_positive_cohort)
+                  + (SELECT count(*) FROM research.tnbc_cohort)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 250);
+}
