@@ -10,6 +10,7 @@ mod hospital;
 mod import;
 mod privacy;
 mod research;
+mod roles;
 mod schema_conformance;
 mod synth;
 mod vocab;

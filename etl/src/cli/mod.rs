@@ -82,6 +82,9 @@ pub enum Command {
     /// Check mapping files; list local codes that still need a concept.
     #[command(subcommand)]
     Mapping(import::MappingCommand),
+    /// Create and maintain the PostgreSQL roles (ETL writer, researcher, auditor).
+    #[command(subcommand)]
+    Roles(RolesCommand),
     /// Create keys, rotate them, and see which keys the person map uses.
     #[command(subcommand)]
     Key(crate::cli::privacy::KeyCommand),
@@ -91,6 +94,18 @@ pub enum Command {
     /// The privacy officer's audit log: checkpoints, verification, reports.
     #[command(subcommand)]
     Audit(crate::cli::privacy::AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RolesCommand {
+    /// Create the group roles registrar_etl, registrar_researcher and registrar_auditor (if
+    /// missing) and set their grants in this database; idempotent. Grant them to login roles
+    /// yourself, e.g. `GRANT registrar_researcher TO alice`.
+    Apply {
+        /// Let researchers read the cdm tables too, not only the research views.
+        #[arg(long)]
+        researcher_reads_cdm: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -179,6 +194,23 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Synth(args) => synth_command(g, &args),
         Command::Import(cmd) => import::import_command(g, cmd),
         Command::Mapping(cmd) => import::mapping_command(g, cmd),
+        Command::Roles(RolesCommand::Apply {
+            researcher_reads_cdm,
+        }) => {
+            let target = g.db().resolve()?;
+            db::migrate(&mut target.diesel()?)?;
+            let stmts = crate::roles::apply(
+                &mut target.client()?,
+                crate::roles::RoleOptions {
+                    researcher_reads_cdm,
+                },
+            )?;
+            println!(
+                "roles registrar_etl, registrar_researcher, registrar_auditor applied ({} grants)",
+                stmts.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Key(cmd) => privacy::key_command(g, cmd),
         Command::Pseudonym(cmd) => privacy::pseudonym_command(g, cmd),
         Command::Audit(cmd) => privacy::audit_command(g, cmd),
