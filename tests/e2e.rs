@@ -9,6 +9,7 @@ mod embedded;
 mod hospital;
 mod import;
 mod privacy;
+mod quality;
 mod research;
 mod roles;
 mod schema_conformance;

@@ -16,6 +16,7 @@ pub mod load;
 pub mod mapping;
 pub mod privacy;
 pub mod progress;
+pub mod quality;
 pub mod roles;
 pub mod runs;
 pub mod sources;

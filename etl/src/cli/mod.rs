@@ -4,7 +4,7 @@
 use crate::db::{self, DbOptions};
 use crate::privacy::keys::KeyOpts;
 use crate::{runs, status, vocab};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -82,6 +82,16 @@ pub enum Command {
     /// Check mapping files; list local codes that still need a concept.
     #[command(subcommand)]
     Mapping(import::MappingCommand),
+    /// Data-quality checks (conformance, completeness, plausibility) with severities and
+    /// thresholds. Exit code 1 when a fatal check fails.
+    Check {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: privacy::Format,
+        /// Write to FILE instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Create and maintain the PostgreSQL roles (ETL writer, researcher, auditor).
     #[command(subcommand)]
     Roles(RolesCommand),
@@ -210,6 +220,51 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 stmts.len()
             );
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { format, out } => {
+            let target = g.db().resolve()?;
+            db::migrate(&mut target.diesel()?)?;
+            let outcomes = crate::quality::run(&mut target.client()?)?;
+            let format = if g.json {
+                privacy::Format::Json
+            } else {
+                format
+            };
+            let text = match format {
+                privacy::Format::Json => serde_json::to_string_pretty(&outcomes)? + "\n",
+                privacy::Format::Html => crate::quality::html(&outcomes),
+                privacy::Format::Csv => {
+                    let mut s =
+                        String::from("check,severity,violating,total,pct,threshold_pct,passed\n");
+                    for o in &outcomes {
+                        s.push_str(&format!(
+                            "{},{:?},{},{},{:.4},{},{}\n",
+                            o.id,
+                            o.severity,
+                            o.violating,
+                            o.total,
+                            o.pct,
+                            o.threshold_pct,
+                            o.passed
+                        ));
+                    }
+                    s
+                }
+                privacy::Format::Text => crate::quality::text(&outcomes),
+            };
+            match out {
+                Some(p) => std::fs::write(&p, text)
+                    .with_context(|| format!("cannot write {}", p.display()))?,
+                None => print!("{text}"),
+            }
+            let fatal = outcomes
+                .iter()
+                .any(|o| !o.passed && o.severity == crate::quality::Severity::Fatal);
+            Ok(if fatal {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Key(cmd) => privacy::key_command(g, cmd),
         Command::Pseudonym(cmd) => privacy::pseudonym_command(g, cmd),
