@@ -150,3 +150,36 @@ fn research_views_agree_with_the_truth_file() {
         .get(0);
     assert_eq!(n, 250);
 }
+
+#[test]
+fn a_cohort_exports_as_csv_with_small_cell_warnings() {
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().unwrap();
+    let src = synth(dir.path(), 40, 4, 0.0);
+    let key = new_key(dir.path(), "k");
+    import_hospital(&db, &key, &src);
+    let out = db.registrar(&["cohort", "list"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("tnbc_cohort"),
+        "{}",
+        crate::support::text(&out)
+    );
+    let f = dir.path().join("cohort.csv");
+    let out = db.registrar(&[
+        "cohort",
+        "export",
+        "modeling_cohort",
+        "--out",
+        f.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", crate::support::text(&out));
+    let csv = std::fs::read_to_string(&f).unwrap();
+    assert!(csv.starts_with("person_id,pillar,subtype,"), "{csv}");
+    assert_eq!(csv.lines().count(), 41);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("small cell"),
+        "40 patients make small cells"
+    );
+    let out = db.registrar(&["cohort", "export", "no_such", "--out", f.to_str().unwrap()]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("cohorts:"));
+}

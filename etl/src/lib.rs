@@ -9,6 +9,7 @@
 //! load. No identifying value is ever written to the registry or a log.
 
 pub mod cli;
+pub mod cohort;
 pub mod db;
 pub mod demo;
 pub mod import;

@@ -92,6 +92,9 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Export a research cohort (a view of schema `research`) for analysis tools.
+    #[command(subcommand)]
+    Cohort(CohortCommand),
     /// Create and maintain the PostgreSQL roles (ETL writer, researcher, auditor).
     #[command(subcommand)]
     Roles(RolesCommand),
@@ -104,6 +107,30 @@ pub enum Command {
     /// The privacy officer's audit log: checkpoints, verification, reports.
     #[command(subcommand)]
     Audit(crate::cli::privacy::AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CohortCommand {
+    /// List the cohorts (views of schema `research`).
+    List,
+    /// Write a cohort as CSV; warns about small cells (categories with fewer than 5 patients)
+    /// before the file is shared.
+    Export {
+        /// The cohort, e.g. `tnbc_cohort` or `modeling_cohort`.
+        name: String,
+        /// Output file.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// File format (CSV with a header row).
+        #[arg(long, value_enum, default_value = "csv")]
+        format: CohortFormat,
+    },
+}
+
+/// Cohort export formats.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CohortFormat {
+    Csv,
 }
 
 #[derive(Debug, Subcommand)]
@@ -219,6 +246,40 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 "roles registrar_etl, registrar_researcher, registrar_auditor applied ({} grants)",
                 stmts.len()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cohort(cmd) => {
+            let target = g.db().resolve()?;
+            db::migrate(&mut target.diesel()?)?;
+            let mut client = target.client()?;
+            match cmd {
+                CohortCommand::List => {
+                    for c in crate::cohort::cohorts(&mut client)? {
+                        println!("{c}");
+                    }
+                }
+                CohortCommand::Export {
+                    name,
+                    out,
+                    format: CohortFormat::Csv,
+                } => {
+                    let (rows, small) = crate::cohort::export_csv(&mut client, &name, &out)?;
+                    if g.json {
+                        println!(
+                            "{}",
+                            serde_json::json!({ "rows": rows, "file": out, "small_cells": small })
+                        );
+                    } else {
+                        println!("wrote {rows} rows of research.{name} to {}", out.display());
+                        for s in &small {
+                            eprintln!(
+                                "warning: small cell: {} = {} holds {} patient(s) (< {}); aggregate before sharing",
+                                s.column, s.value, s.rows, crate::cohort::SMALL_CELL
+                            );
+                        }
+                    }
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { format, out } => {
