@@ -40,7 +40,8 @@ fn data_quality_checks_catch_each_injected_failure() {
              VALUES (-4, -11, 0, '2020-01-01', 32817, 'ER_PCT', 50, NULL), (-5, -11, 0, '2020-05-01', 32817, 'ypT', NULL, 'T0');
              INSERT INTO cdm.observation (observation_id, person_id, observation_concept_id, observation_date, observation_type_concept_id)
              VALUES (-6, -999, 0, '2020-01-01', 32817);
-             INSERT INTO cdm.episode_event (episode_id, event_id, episode_event_field_concept_id) VALUES (-7, 1, 0);",
+             INSERT INTO cdm.episode_event (episode_id, event_id, episode_event_field_concept_id) VALUES (-7, 1, 0);
+             INSERT INTO registry.lineage (cdm_table, cdm_row_id, source_file_id, source_row, run_id) VALUES ('measurement', -1, -1, 1, 1);",
         )
         .unwrap();
     let (code, ids) = failed(&db);
@@ -54,6 +55,7 @@ fn data_quality_checks_catch_each_injected_failure() {
         "completeness.pcr_without_surgery",
         "conformance.observation_person_orphan",
         "conformance.episode_event_orphan",
+        "conformance.lineage_orphan",
     ] {
         assert!(ids.iter().any(|i| i == want), "{want} not caught: {ids:?}");
     }

@@ -63,8 +63,10 @@ pub fn run(opts: &DbOptions, json: bool) -> Result<ExitCode> {
     )?;
     let run_id = runs::start(&mut conn, "demo", Some(keys.current.key_id().as_str()))?;
     let bar = progress::count_bar(None, "gbsg2", "rows");
+    let mut seq = target.client()?;
     let outcome = import_file(
         &mut client,
+        &mut seq,
         &compiled,
         &keys,
         run_id,

@@ -13,7 +13,7 @@ use crate::mapping::check::{check_header, Compiled, CompiledEmit, CompiledExpr, 
 use crate::mapping::{Condition, Format};
 use crate::privacy::audit;
 use crate::privacy::keys::Keys;
-use crate::privacy::persons::PersonResolver;
+use crate::privacy::persons::{NewPseudonym, PersonResolver, PERSON_MAP_LOCK};
 use crate::sources::csv::{choose_decoder, sniff, CsvSource};
 use crate::sources::{FileError, RowResult, RowSource, SourceRow};
 use anyhow::{Context, Result};
@@ -68,7 +68,7 @@ impl IdPool {
     fn next(&mut self, db: &mut impl postgres::GenericClient) -> Result<i32> {
         if self.ids.is_empty() {
             let rows = db.query(
-                "SELECT nextval($1::text::regclass)::int4 FROM generate_series(1, 2000)",
+                "SELECT nextval($1::text::regclass)::int4 FROM generate_series(1, 10000)",
                 &[&self.seq],
             )?;
             self.ids = rows.iter().rev().map(|r| r.get(0)).collect();
@@ -82,6 +82,54 @@ struct Pending {
     values: Vec<Value>,
     id: Option<i32>,
     source_row: i64,
+}
+
+/// What the reader hands the writer: mapped rows, rejects, new person-map rows.
+struct Batch {
+    pending: Vec<Pending>,
+    rejects: Vec<RejectRow>,
+    persons: Vec<NewPseudonym>,
+}
+
+/// Write new person-map rows (bulk mode) with binary COPY.
+fn write_persons(
+    tx: &mut postgres::Transaction<'_>,
+    keys: &Keys,
+    run_id: i64,
+    persons: &[NewPseudonym],
+) -> Result<()> {
+    if persons.is_empty() {
+        return Ok(());
+    }
+    use postgres::types::Type;
+    let sink = tx.copy_in(
+        "COPY registry.person_map (pseudonym, person_id, identifier_type, key_id, domain, first_run_id) FROM STDIN (FORMAT binary)",
+    )?;
+    let mut w = postgres::binary_copy::BinaryCopyInWriter::new(
+        sink,
+        &[
+            Type::TEXT,
+            Type::INT4,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::INT8,
+        ],
+    );
+    let key_id = keys.current.key_id().as_str();
+    let domain = keys.current.domain();
+    for p in persons {
+        w.write(&[
+            &p.pseudonym,
+            &p.person_id,
+            &p.identifier_type.as_str(),
+            &key_id,
+            &domain,
+            &run_id,
+        ])?;
+    }
+    w.finish().context("could not write the person map")?;
+    Ok(())
 }
 
 struct RejectRow {
@@ -416,6 +464,7 @@ pub fn delete_file_rows(tx: &mut impl postgres::GenericClient, source_file_id: i
 #[allow(clippy::too_many_arguments)]
 pub fn import_file(
     client: &mut postgres::Client,
+    seq: &mut postgres::Client,
     c: &Compiled,
     keys: &Keys,
     run_id: i64,
@@ -530,6 +579,8 @@ pub fn import_file(
     }
 
     let mut tx = client.transaction()?;
+    // One import at a time resolves persons (see PERSON_MAP_LOCK).
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PERSON_MAP_LOCK])?;
     // Earlier versions of this file are replaced.
     let previous: Vec<i64> = tx
         .query(
@@ -580,6 +631,7 @@ pub fn import_file(
         })
         .collect();
     let mut resolver = PersonResolver::new(keys, opts.policy, Some(run_id));
+    resolver.preload(&mut tx)?;
     let mut ev = Evaluator {
         c,
         cols: header
@@ -597,197 +649,240 @@ pub fn import_file(
     let mut tables: std::collections::BTreeMap<String, i64> = Default::default();
     let mut buffered_rows = 0usize;
 
-    let result: Result<()> = (|| {
-        loop {
-            let next = match source.next_row() {
-                Ok(n) => n,
-                Err(FileError(e)) => anyhow::bail!(FileErrorMarker(e)),
+    // The reader (this thread) parses, pseudonymises and maps rows into batches; a writer
+    // thread owns the transaction and COPYs each batch while the next one is being built.
+    // Sequences (person ids, row ids) are drawn on the separate `seq` connection: they are
+    // not transactional, so that changes nothing but lets the reader run without the
+    // transaction.
+    let writer_tx = &mut tx;
+    let result = std::thread::scope(|scope| {
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Batch>(2);
+        let writer = scope.spawn(move || -> Result<()> {
+            for mut b in receiver {
+                write_persons(writer_tx, keys, run_id, &b.persons)?;
+                flush(
+                    writer_tx,
+                    c,
+                    file_id,
+                    run_id,
+                    &mut b.pending,
+                    &mut b.rejects,
+                )?;
+            }
+            Ok(())
+        });
+        let send = |pending: &mut Vec<Pending>,
+                    rejects: &mut Vec<RejectRow>,
+                    resolver: &mut PersonResolver<'_>|
+         -> Result<()> {
+            let b = Batch {
+                pending: std::mem::take(pending),
+                rejects: std::mem::take(rejects),
+                persons: resolver.take_new(),
             };
-            let Some(next) = next else { break };
-            out.rows_in += 1;
-            bar.inc(1);
-            let row = match next {
-                RowResult::Bad {
-                    number,
-                    code,
-                    reason,
-                    ..
-                } => {
+            sender
+                .send(b)
+                .map_err(|_| anyhow::anyhow!("the database writer stopped"))
+        };
+        let result: Result<()> = (|| {
+            loop {
+                let next = match source.next_row() {
+                    Ok(n) => n,
+                    Err(FileError(e)) => anyhow::bail!(FileErrorMarker(e)),
+                };
+                let Some(next) = next else { break };
+                out.rows_in += 1;
+                bar.inc(1);
+                let row = match next {
+                    RowResult::Bad {
+                        number,
+                        code,
+                        reason,
+                        ..
+                    } => {
+                        rejects.push(RejectRow {
+                            row: Some(number as i64),
+                            column: None,
+                            code,
+                            reason,
+                        });
+                        out.rows_rejected += 1;
+                        continue;
+                    }
+                    RowResult::Row(r) => r,
+                };
+                if let Some((col, reason)) = row.cell_errors.first() {
                     rejects.push(RejectRow {
-                        row: Some(number as i64),
+                        row: Some(row.number as i64),
+                        column: Some(col.clone()),
+                        code: "error_cell",
+                        reason: reason.clone(),
+                    });
+                    out.rows_rejected += 1;
+                    continue;
+                }
+                // Exact duplicates of an earlier row are skipped.
+                let digest = {
+                    use sha2::{Digest, Sha256};
+                    let mut h = Sha256::new();
+                    for f in &row.fields {
+                        h.update((f.len() as u64).to_le_bytes());
+                        h.update(f.as_bytes());
+                    }
+                    let d = h.finalize();
+                    let mut k = [0u8; 16];
+                    k.copy_from_slice(&d[..16]);
+                    k
+                };
+                if let Some(first) = seen.get(&digest) {
+                    rejects.push(RejectRow {
+                        row: Some(row.number as i64),
                         column: None,
+                        code: "skipped_duplicate",
+                        reason: format!("duplicate of row {first}"),
+                    });
+                    out.rows_skipped += 1;
+                    continue;
+                }
+                seen.insert(digest, row.number);
+
+                // Who is it about?
+                let mut idvals: Vec<(registrar_anonymizer::pseudonym::IdentifierType, String)> =
+                    Vec::new();
+                for id in &c.identifiers {
+                    let v = match &id.source {
+                        IdSource::Column(col) => ev.raw(&row, col).to_string(),
+                        IdSource::RowNumber => row.number.to_string(),
+                    };
+                    let v = if v.trim().is_empty() {
+                        v
+                    } else {
+                        format!("{}{}", id.prefix.as_deref().unwrap_or(""), v.trim())
+                    };
+                    idvals.push((id.id_type, v));
+                }
+                let ids: Vec<_> = idvals.iter().map(|(t, v)| (*t, v.as_str())).collect();
+                let person = match resolver.resolve(seq, &ids) {
+                    Ok(p) => p,
+                    Err(crate::privacy::persons::ResolveError::Db(e)) => return Err(e),
+                    Err(e) => {
+                        rejects.push(RejectRow {
+                            row: Some(row.number as i64),
+                            column: None,
+                            code: "person",
+                            reason: e.to_string(),
+                        });
+                        out.rows_rejected += 1;
+                        continue;
+                    }
+                };
+
+                // Every emit of the row, or none.
+                let mut row_out: Vec<Pending> = Vec::new();
+                let mut emitted_ids: Vec<Option<i32>> = vec![None; c.emits.len()];
+                let mut failure: Option<(Option<String>, &'static str, String)> = None;
+                for (ei, e) in c.emits.iter().enumerate() {
+                    let e: &CompiledEmit = e;
+                    if let Some(w) = &e.when {
+                        if !condition_holds(w, ev.raw(&row, &w.column)) {
+                            continue;
+                        }
+                    }
+                    if e.once_per_person
+                        && persons_with_row
+                            .get(&e.table)
+                            .is_some_and(|s| s.contains(&person.person_id))
+                    {
+                        continue;
+                    }
+                    let layout: &TableLayout = &c.layouts[e.layout];
+                    let mut values = vec![Value::Null; layout.columns.len()];
+                    for (ci, x) in &e.fields {
+                        match ev.field(
+                            &row,
+                            &layout.columns[*ci],
+                            x,
+                            &emitted_ids,
+                            person.shift_days,
+                        ) {
+                            Ok(v) => values[*ci] = v,
+                            Err((code, reason)) => {
+                                failure =
+                                    Some((Some(layout.columns[*ci].name.clone()), code, reason));
+                                break;
+                            }
+                        }
+                    }
+                    if failure.is_some() {
+                        break;
+                    }
+                    if let Some(pc) = e.person_col {
+                        values[pc] = Value::Int4(person.person_id);
+                    }
+                    if let Some(pc) = e.pseudonym_col {
+                        values[pc] = Value::Text(person.pseudonym.as_str().to_string());
+                    }
+                    let id = match (e.id_col, pools[ei].as_mut()) {
+                        (Some(ic), Some(pool)) => {
+                            let id = pool.next(seq)?;
+                            values[ic] = Value::Int4(id);
+                            Some(id)
+                        }
+                        _ => None,
+                    };
+                    emitted_ids[ei] = id;
+                    row_out.push(Pending {
+                        layout: e.layout,
+                        values,
+                        id,
+                        source_row: row.number as i64,
+                    });
+                }
+                if let Some((column, code, reason)) = failure {
+                    rejects.push(RejectRow {
+                        row: Some(row.number as i64),
+                        column,
                         code,
                         reason,
                     });
                     out.rows_rejected += 1;
                     continue;
                 }
-                RowResult::Row(r) => r,
-            };
-            if let Some((col, reason)) = row.cell_errors.first() {
-                rejects.push(RejectRow {
-                    row: Some(row.number as i64),
-                    column: Some(col.clone()),
-                    code: "error_cell",
-                    reason: reason.clone(),
-                });
-                out.rows_rejected += 1;
-                continue;
-            }
-            // Exact duplicates of an earlier row are skipped.
-            let digest = {
-                use sha2::{Digest, Sha256};
-                let mut h = Sha256::new();
-                for f in &row.fields {
-                    h.update((f.len() as u64).to_le_bytes());
-                    h.update(f.as_bytes());
-                }
-                let d = h.finalize();
-                let mut k = [0u8; 16];
-                k.copy_from_slice(&d[..16]);
-                k
-            };
-            if let Some(first) = seen.get(&digest) {
-                rejects.push(RejectRow {
-                    row: Some(row.number as i64),
-                    column: None,
-                    code: "skipped_duplicate",
-                    reason: format!("duplicate of row {first}"),
-                });
-                out.rows_skipped += 1;
-                continue;
-            }
-            seen.insert(digest, row.number);
-
-            // Who is it about?
-            let mut idvals: Vec<(registrar_anonymizer::pseudonym::IdentifierType, String)> =
-                Vec::new();
-            for id in &c.identifiers {
-                let v = match &id.source {
-                    IdSource::Column(col) => ev.raw(&row, col).to_string(),
-                    IdSource::RowNumber => row.number.to_string(),
-                };
-                let v = if v.trim().is_empty() {
-                    v
-                } else {
-                    format!("{}{}", id.prefix.as_deref().unwrap_or(""), v.trim())
-                };
-                idvals.push((id.id_type, v));
-            }
-            let ids: Vec<_> = idvals.iter().map(|(t, v)| (*t, v.as_str())).collect();
-            let person = match resolver.resolve(&mut tx, &ids) {
-                Ok(p) => p,
-                Err(crate::privacy::persons::ResolveError::Db(e)) => return Err(e),
-                Err(e) => {
+                if row_out.is_empty() {
                     rejects.push(RejectRow {
                         row: Some(row.number as i64),
                         column: None,
-                        code: "person",
-                        reason: e.to_string(),
+                        code: "skipped_no_emit",
+                        reason: "no emit applies to this row".into(),
                     });
-                    out.rows_rejected += 1;
+                    out.rows_skipped += 1;
                     continue;
                 }
-            };
-
-            // Every emit of the row, or none.
-            let mut row_out: Vec<Pending> = Vec::new();
-            let mut emitted_ids: Vec<Option<i32>> = vec![None; c.emits.len()];
-            let mut failure: Option<(Option<String>, &'static str, String)> = None;
-            for (ei, e) in c.emits.iter().enumerate() {
-                let e: &CompiledEmit = e;
-                if let Some(w) = &e.when {
-                    if !condition_holds(w, ev.raw(&row, &w.column)) {
-                        continue;
+                for p in &row_out {
+                    let e_table = &c.layouts[p.layout].table;
+                    if let Some(set) = persons_with_row.get_mut(e_table) {
+                        set.insert(person.person_id);
                     }
+                    *tables.entry(e_table.clone()).or_default() += 1;
                 }
-                if e.once_per_person
-                    && persons_with_row
-                        .get(&e.table)
-                        .is_some_and(|s| s.contains(&person.person_id))
-                {
-                    continue;
+                out.rows_loaded += 1;
+                pending.extend(row_out);
+                buffered_rows += 1;
+                if buffered_rows >= opts.batch_rows {
+                    send(&mut pending, &mut rejects, &mut resolver)?;
+                    buffered_rows = 0;
                 }
-                let layout: &TableLayout = &c.layouts[e.layout];
-                let mut values = vec![Value::Null; layout.columns.len()];
-                for (ci, x) in &e.fields {
-                    match ev.field(
-                        &row,
-                        &layout.columns[*ci],
-                        x,
-                        &emitted_ids,
-                        person.shift_days,
-                    ) {
-                        Ok(v) => values[*ci] = v,
-                        Err((code, reason)) => {
-                            failure = Some((Some(layout.columns[*ci].name.clone()), code, reason));
-                            break;
-                        }
-                    }
-                }
-                if failure.is_some() {
-                    break;
-                }
-                if let Some(pc) = e.person_col {
-                    values[pc] = Value::Int4(person.person_id);
-                }
-                if let Some(pc) = e.pseudonym_col {
-                    values[pc] = Value::Text(person.pseudonym.as_str().to_string());
-                }
-                let id = match (e.id_col, pools[ei].as_mut()) {
-                    (Some(ic), Some(pool)) => {
-                        let id = pool.next(&mut tx)?;
-                        values[ic] = Value::Int4(id);
-                        Some(id)
-                    }
-                    _ => None,
-                };
-                emitted_ids[ei] = id;
-                row_out.push(Pending {
-                    layout: e.layout,
-                    values,
-                    id,
-                    source_row: row.number as i64,
-                });
             }
-            if let Some((column, code, reason)) = failure {
-                rejects.push(RejectRow {
-                    row: Some(row.number as i64),
-                    column,
-                    code,
-                    reason,
-                });
-                out.rows_rejected += 1;
-                continue;
-            }
-            if row_out.is_empty() {
-                rejects.push(RejectRow {
-                    row: Some(row.number as i64),
-                    column: None,
-                    code: "skipped_no_emit",
-                    reason: "no emit applies to this row".into(),
-                });
-                out.rows_skipped += 1;
-                continue;
-            }
-            for p in &row_out {
-                let e_table = &c.layouts[p.layout].table;
-                if let Some(set) = persons_with_row.get_mut(e_table) {
-                    set.insert(person.person_id);
-                }
-                *tables.entry(e_table.clone()).or_default() += 1;
-            }
-            out.rows_loaded += 1;
-            pending.extend(row_out);
-            buffered_rows += 1;
-            if buffered_rows >= opts.batch_rows {
-                flush(&mut tx, c, file_id, run_id, &mut pending, &mut rejects)?;
-                buffered_rows = 0;
-            }
-        }
-        flush(&mut tx, c, file_id, run_id, &mut pending, &mut rejects)?;
-        Ok(())
-    })();
+            send(&mut pending, &mut rejects, &mut resolver)?;
+            Ok(())
+        })();
+        drop(sender);
+        // A writer error is the cause of a reader's "writer stopped".
+        writer
+            .join()
+            .expect("the writer thread panicked")
+            .and(result)
+    });
 
     if let Err(e) = result {
         drop(tx);
@@ -955,12 +1050,26 @@ fn flush(
         }
         w.finish()?;
     }
-    for r in rejects.iter() {
-        tx.execute(
-            "INSERT INTO registry.reject (run_id, source_file_id, row_number, column_name, reason_code, reason)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-            &[&run_id, &file_id, &r.row, &r.column, &r.code, &r.reason],
+    if !rejects.is_empty() {
+        use postgres::types::Type;
+        let sink = tx.copy_in(
+            "COPY registry.reject (run_id, source_file_id, row_number, column_name, reason_code, reason) FROM STDIN (FORMAT binary)",
         )?;
+        let mut w = postgres::binary_copy::BinaryCopyInWriter::new(
+            sink,
+            &[
+                Type::INT8,
+                Type::INT8,
+                Type::INT8,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+            ],
+        );
+        for r in rejects.iter() {
+            w.write(&[&run_id, &file_id, &r.row, &r.column, &r.code, &r.reason])?;
+        }
+        w.finish().context("could not write the rejects")?;
     }
     pending.clear();
     rejects.clear();

@@ -166,6 +166,15 @@ pub fn checks() -> Vec<Check> {
             denominator: "SELECT count(*) FROM cdm.episode_event".into(),
         },
         Check {
+            id: "conformance.lineage_orphan",
+            category: "conformance",
+            description: "lineage rows whose source file is not in the ledger",
+            severity: Severity::Fatal,
+            threshold_pct: 0.0,
+            numerator: "SELECT count(*) FROM registry.lineage l WHERE NOT EXISTS (SELECT 1 FROM registry.source_file f WHERE f.source_file_id = l.source_file_id)".into(),
+            denominator: "SELECT count(*) FROM registry.lineage".into(),
+        },
+        Check {
             id: "conformance.image_feature_orphan",
             category: "conformance",
             description: "image_feature rows whose image_occurrence does not exist",

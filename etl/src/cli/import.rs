@@ -106,6 +106,8 @@ pub fn import_command(g: &GlobalOpts, cmd: ImportCommand) -> Result<ExitCode> {
     db::migrate(&mut conn)?;
     let mut client = target.client()?;
     let compiled = load_compiled(&args.mapping, &mut client)?;
+    // A second connection draws ids from the sequences while the first one loads.
+    let mut seq = target.client()?;
     if compiled.mapping.spec.source.format != want {
         bail!(
             "{} is a {:?} mapping; use `registrar import {}`",
@@ -129,7 +131,16 @@ pub fn import_command(g: &GlobalOpts, cmd: ImportCommand) -> Result<ExitCode> {
     let mut error = None;
     for input in &args.inputs {
         let bar = progress::count_bar(None, "rows", "rows");
-        let r = import_file(&mut client, &compiled, &keys, run_id, input, &opts, &bar);
+        let r = import_file(
+            &mut client,
+            &mut seq,
+            &compiled,
+            &keys,
+            run_id,
+            input,
+            &opts,
+            &bar,
+        );
         bar.finish_and_clear();
         match r {
             Ok(o) => {

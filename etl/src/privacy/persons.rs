@@ -21,6 +21,10 @@ use registrar_anonymizer::dateshift::DatePolicy;
 use registrar_anonymizer::pseudonym::{IdentifierType, NormaliseError, Pseudonym};
 use std::collections::HashMap;
 
+/// Advisory lock an import holds for its transaction while it resolves persons in bulk, so
+/// two imports never give one new person two person_ids ("regpmap" in ASCII).
+pub const PERSON_MAP_LOCK: i64 = 0x0072_6567_706d_6170;
+
 /// A resolved person.
 #[derive(Debug, Clone)]
 pub struct Resolved {
@@ -64,7 +68,20 @@ pub struct PersonResolver<'k> {
     policy: DatePolicy,
     run_id: Option<i64>,
     cache: HashMap<String, i32>,
+    /// The cache holds the whole person map (see [`Self::preload`]): a miss means unknown.
+    complete: bool,
+    /// Bulk mode: new person-map rows are collected here instead of inserted at once.
+    deferred: Option<Vec<NewPseudonym>>,
+    id_block: Vec<i32>,
     pub counts: PersonCounts,
+}
+
+/// A person-map row to write (bulk mode).
+#[derive(Debug, Clone)]
+pub struct NewPseudonym {
+    pub pseudonym: String,
+    pub person_id: i32,
+    pub identifier_type: IdentifierType,
 }
 
 impl<'k> PersonResolver<'k> {
@@ -74,8 +91,55 @@ impl<'k> PersonResolver<'k> {
             policy,
             run_id,
             cache: HashMap::new(),
+            complete: false,
+            deferred: None,
+            id_block: Vec::new(),
             counts: PersonCounts::default(),
         }
+    }
+
+    /// Bulk mode for importers: load the whole person map once (inside the import
+    /// transaction, which holds [`PERSON_MAP_LOCK`] so no other import adds to it meanwhile),
+    /// then resolve without lookups; new person-map rows are collected for
+    /// [`Self::take_new`] and written by the caller in the same transaction. `db` is then
+    /// only used to draw new person ids from the (non-transactional) sequence.
+    pub fn preload(&mut self, db: &mut impl GenericClient) -> Result<()> {
+        for r in db.query("SELECT pseudonym, person_id FROM registry.person_map", &[])? {
+            self.cache.insert(r.get(0), r.get(1));
+        }
+        self.complete = true;
+        self.deferred = Some(Vec::new());
+        Ok(())
+    }
+
+    /// A new person_id: one at a time, or (bulk mode) from a block drawn in one round trip;
+    /// unused ids of a block are gaps, as with any sequence.
+    fn next_person_id(&mut self, db: &mut impl GenericClient) -> Result<i32> {
+        if self.deferred.is_none() {
+            return Ok(db
+                .query_one("SELECT nextval('registry.seq_person_id')::int4", &[])?
+                .get(0));
+        }
+        if self.id_block.is_empty() {
+            self.id_block = db
+                .query(
+                    "SELECT nextval('registry.seq_person_id')::int4 FROM generate_series(1, 1000)",
+                    &[],
+                )?
+                .iter()
+                .rev()
+                .map(|r| r.get(0))
+                .collect();
+        }
+        Ok(self.id_block.pop().expect("refilled"))
+    }
+
+    /// The person-map rows created since the last call (bulk mode).
+    pub fn take_new(&mut self) -> Vec<NewPseudonym> {
+        self.deferred
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     pub fn policy(&self) -> &DatePolicy {
@@ -85,6 +149,9 @@ impl<'k> PersonResolver<'k> {
     fn lookup(&mut self, db: &mut impl GenericClient, pseudonym: &str) -> Result<Option<i32>> {
         if let Some(&id) = self.cache.get(pseudonym) {
             return Ok(Some(id));
+        }
+        if self.complete {
+            return Ok(None);
         }
         let row = db.query_opt(
             "SELECT person_id FROM registry.person_map WHERE pseudonym = $1",
@@ -104,6 +171,16 @@ impl<'k> PersonResolver<'k> {
         person_id: i32,
         ty: IdentifierType,
     ) -> Result<()> {
+        if let Some(pending) = self.deferred.as_mut() {
+            pending.push(NewPseudonym {
+                pseudonym: pseudonym.to_string(),
+                person_id,
+                identifier_type: ty,
+            });
+            self.cache.insert(pseudonym.to_string(), person_id);
+            self.counts.pseudonyms_added += 1;
+            return Ok(());
+        }
         let cur = &self.keys.current;
         db.execute(
             "INSERT INTO registry.person_map (pseudonym, person_id, identifier_type, key_id, domain, first_run_id)
@@ -186,10 +263,7 @@ impl<'k> PersonResolver<'k> {
         let (person_id, created) = match found {
             Some((_, id)) => (id, false),
             None => {
-                let id: i32 = db
-                    .query_one("SELECT nextval('registry.seq_person_id')::int4", &[])
-                    .map_err(|e| ResolveError::Db(e.into()))?
-                    .get(0);
+                let id = self.next_person_id(db).map_err(ResolveError::Db)?;
                 self.counts.persons_created += 1;
                 (id, true)
             }
