@@ -41,7 +41,7 @@ impl Default for ImportOptions {
         Self {
             policy: DatePolicy::default(),
             today: chrono::Local::now().date_naive(),
-            batch_rows: 20_000,
+            batch_rows: 10_000,
         }
     }
 }
@@ -82,6 +82,34 @@ struct Pending {
     values: Vec<Value>,
     id: Option<i32>,
     source_row: i64,
+}
+
+/// Hashing for keys that are already uniformly random (digests): use them as they are.
+#[derive(Default, Clone, Copy)]
+struct BuildPassThrough;
+
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl std::hash::Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+impl std::hash::BuildHasher for BuildPassThrough {
+    type Hasher = PassThrough;
+    fn build_hasher(&self) -> PassThrough {
+        PassThrough(0)
+    }
 }
 
 /// What the reader hands the writer: mapped rows, rejects, new person-map rows.
@@ -643,7 +671,9 @@ pub fn import_file(
         unmapped: HashMap::new(),
         dates_shifted: 0,
     };
-    let mut seen: HashMap<[u8; 16], u64> = HashMap::new();
+    // Exact duplicates: 64 bits of SHA-256 per row and the first row number, about 16 bytes
+    // per row (10 million rows in 160 MB).
+    let mut seen: HashMap<u64, u32, BuildPassThrough> = HashMap::default();
     let mut pending: Vec<Pending> = Vec::new();
     let mut rejects: Vec<RejectRow> = Vec::new();
     let mut tables: std::collections::BTreeMap<String, i64> = Default::default();
@@ -730,9 +760,7 @@ pub fn import_file(
                         h.update(f.as_bytes());
                     }
                     let d = h.finalize();
-                    let mut k = [0u8; 16];
-                    k.copy_from_slice(&d[..16]);
-                    k
+                    u64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
                 };
                 if let Some(first) = seen.get(&digest) {
                     rejects.push(RejectRow {
@@ -744,7 +772,7 @@ pub fn import_file(
                     out.rows_skipped += 1;
                     continue;
                 }
-                seen.insert(digest, row.number);
+                seen.insert(digest, u32::try_from(row.number).unwrap_or(u32::MAX));
 
                 // Who is it about?
                 let mut idvals: Vec<(registrar_anonymizer::pseudonym::IdentifierType, String)> =
