@@ -14,4 +14,5 @@ mod research;
 mod roles;
 mod schema_conformance;
 mod synth;
+mod synth_dicom;
 mod vocab;

@@ -17,6 +17,10 @@ pub(crate) const STREAM_DIRT: u64 = 2;
 pub(crate) const STREAM_LABS: u64 = 3;
 pub(crate) const STREAM_IDS: u64 = 4;
 pub(crate) const STREAM_RUN: u64 = 5;
+/// DICOM content of a patient, CT noise, and the run-level DICOM dirt.
+pub(crate) const STREAM_DICOM: u64 = 6;
+pub(crate) const STREAM_DICOM_NOISE: u64 = 7;
+pub(crate) const STREAM_DICOM_DIRT: u64 = 8;
 
 /// First and last diagnosis year.
 pub(crate) const FIRST_DX_YEAR: i32 = 2008;

@@ -24,11 +24,15 @@ pub enum DirtKind {
     EmptyFile,
     /// A FHIR resource with a code outside its required value set.
     FhirInvalidCode,
+    /// One DICOM file cut short (in the middle of its pixel data or of a sequence).
+    DicomTruncated,
+    /// One file in the DICOM tree that is not DICOM (a text file or a JPEG).
+    NotDicom,
 }
 
 impl DirtKind {
     /// Every kind.
-    pub const ALL: [DirtKind; 8] = [
+    pub const ALL: [DirtKind; 10] = [
         DirtKind::BadDate,
         DirtKind::UnknownCode,
         DirtKind::DuplicateRow,
@@ -37,6 +41,8 @@ impl DirtKind {
         DirtKind::Latin1DeclaredUtf8,
         DirtKind::EmptyFile,
         DirtKind::FhirInvalidCode,
+        DirtKind::DicomTruncated,
+        DirtKind::NotDicom,
     ];
 
     /// Name used in the truth files.
@@ -50,6 +56,8 @@ impl DirtKind {
             DirtKind::Latin1DeclaredUtf8 => "latin1_declared_utf8",
             DirtKind::EmptyFile => "empty_file",
             DirtKind::FhirInvalidCode => "fhir_invalid_code",
+            DirtKind::DicomTruncated => "dicom_truncated",
+            DirtKind::NotDicom => "not_dicom",
         }
     }
 
@@ -85,6 +93,10 @@ pub struct DirtCounts {
     pub empty_file: u64,
     /// FHIR resources with an invalid code.
     pub fhir_invalid_code: u64,
+    /// Truncated DICOM files (0 or 1).
+    pub dicom_truncated: u64,
+    /// Files in the DICOM tree that are not DICOM (0 or 1).
+    pub not_dicom: u64,
 }
 
 impl DirtCounts {
@@ -99,6 +111,8 @@ impl DirtCounts {
             DirtKind::Latin1DeclaredUtf8 => self.latin1_declared_utf8,
             DirtKind::EmptyFile => self.empty_file,
             DirtKind::FhirInvalidCode => self.fhir_invalid_code,
+            DirtKind::DicomTruncated => self.dicom_truncated,
+            DirtKind::NotDicom => self.not_dicom,
         }
     }
 
@@ -112,6 +126,8 @@ impl DirtCounts {
             DirtKind::Latin1DeclaredUtf8 => &mut self.latin1_declared_utf8,
             DirtKind::EmptyFile => &mut self.empty_file,
             DirtKind::FhirInvalidCode => &mut self.fhir_invalid_code,
+            DirtKind::DicomTruncated => &mut self.dicom_truncated,
+            DirtKind::NotDicom => &mut self.not_dicom,
         };
         *slot += n;
     }

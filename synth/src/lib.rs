@@ -23,15 +23,32 @@
 //!   number ([`codes::SSIN_SYSTEM`]) and MRN; resource ids are opaque UUIDs. Standard codes
 //!   (SNOMED CT, LOINC, ATC, ICD-10, ICD-O-3) are used only where they are certain; the rest
 //!   are local codes under the hospital's own `https://<hospital>.example/fhir/CodeSystem/`.
+//! - `dicom/P<nnnnnn>/`: for every patient with radiotherapy, a DICOM radiotherapy set
+//!   (Part 10 files, Explicit VR Little Endian): a planning CT series (`CT0001.dcm` …,
+//!   `--dicom-slices` axial slices of `--dicom-matrix`² 16-bit pixels of a thorax phantom whose
+//!   treated breast is denser), one or more RT Structure Sets (`RS1.dcm` …; 2 to 4 observers
+//!   for about one patient in five, with ROI names as each observer types them and
+//!   inter-observer variability that shrinks for sets dated 2016 or later), and per course
+//!   one RT Plan (`RP<n>.dcm`: two tangential beams, the course's dose and fractions,
+//!   referencing the treating observer's structure set) and one RT Dose (`RD<n>.dcm`,
+//!   referencing its plan). The folder is an opaque counter of the export; the files carry the
+//!   patient's name, MRN (as Patient ID, the national number too for some), birth date, sex,
+//!   and the institution, physicians, operators, observers, stations, accession numbers and
+//!   study ids a pseudonymiser must remove. UIDs are `2.25.` UUID-derived and deterministic;
+//!   the planning CT's study and series UIDs are those of the FHIR ImagingStudy. `--no-dicom`
+//!   skips them.
 //! - `truth.jsonl`: one JSON object per patient: identifiers, subtype and receptor values,
 //!   dates, treatment flags, pCR, recurrence, RFS, death, study enrolments, whether a study
 //!   comment names someone (`has_name_in_comment`, `comment_names`), rows written per file, and
 //!   every fault injected into that patient's rows (`dirt`: file, 1-based data row, kind,
-//!   column).
+//!   column); with DICOM, `structure_sets` (how many) and `dicom`: folder, UIDs, CT geometry,
+//!   per structure set the observer (an index, never the name), date and per ROI its name,
+//!   intended TG-263 name, type and volume in cc computed from the polygons (area × slice
+//!   spacing, summed), and per plan its dose, fractions and files.
 //! - `truth_summary.json`: per file, the rows (or resources) written and how many are dirty by
 //!   design (so a test can assert `loaded + rejected + skipped`), declared versus actual
-//!   encodings, counts per dirt kind, which file carries each file-level fault, and cohort
-//!   counts.
+//!   encodings, counts per dirt kind, which file carries each file-level fault, cohort
+//!   counts, and `dicom`: files written per kind (`null` with `--no-dicom`).
 //!
 //! # Determinism and memory
 //!
@@ -66,9 +83,12 @@
 //! `patients.csv` only gets duplicates, so that no patient is lost to dirt. And once per run:
 //! a UTF-8 byte order mark at the start of one CSV (that file is UTF-8 and declared so), one
 //! CSV written in ISO-8859-1 but declared UTF-8 in `his/_manifest.json`, a 0-byte
-//! `his/empty_export.csv`, and in FHIR one Observation with `status: "finalised"` and one
-//! Patient with `gender: "femme"`. Dirty rows stay rows (right quoting, CRLF), so an importer
-//! can reject just them.
+//! `his/empty_export.csv`, in FHIR one Observation with `status: "finalised"` and one
+//! Patient with `gender: "femme"`, and in `dicom/` one file cut short (in the middle of a CT
+//! slice's pixel data or of an RT Structure Set's ROI Contour Sequence) and one file that is not
+//! DICOM (`dicom/README.txt` or a JPEG in a patient folder); both are named in
+//! `truth_summary.json` (`file_dirt`). Dirty rows stay rows (right quoting, CRLF), so an
+//! importer can reject just them.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -81,6 +101,7 @@ use serde_json::{json, Value};
 
 pub mod codes;
 mod cohort;
+mod dicom;
 mod dirt;
 mod fhir;
 mod his;
@@ -91,6 +112,10 @@ pub mod study;
 mod truth;
 
 pub use cohort::{classify, cutoff_date, her2_positive, stage_group, Subtype};
+pub use dicom::{
+    CT_IMAGE_STORAGE, DEFAULT_MATRIX, DEFAULT_SLICES, MATRIX_RANGE, RT_DOSE_STORAGE,
+    RT_PLAN_STORAGE, RT_STRUCTURE_SET_STORAGE, SLICES_RANGE,
+};
 pub use dirt::{DirtCounts, DirtKind};
 pub use his::EMPTY_FILE;
 pub use niss::{format_niss, niss_digits, niss_is_male, niss_is_valid};
@@ -117,10 +142,17 @@ pub struct SynthOptions {
     pub institution: String,
     /// Number of the first patient; runs with disjoint ranges have disjoint patients.
     pub first_patient_number: u64,
+    /// Write the DICOM radiotherapy sets (`dicom/`).
+    pub dicom: bool,
+    /// CT slices per patient ([`SLICES_RANGE`]).
+    pub dicom_slices: u32,
+    /// CT rows and columns ([`MATRIX_RANGE`]).
+    pub dicom_matrix: u32,
 }
 
 impl SynthOptions {
-    /// Options with no dirt, the default institution and patients numbered from 1.
+    /// Options with no dirt, the default institution, patients numbered from 1, and DICOM
+    /// sets of [`DEFAULT_SLICES`] slices of [`DEFAULT_MATRIX`]².
     pub fn new(patients: u64, seed: u64, out: impl Into<PathBuf>) -> SynthOptions {
         SynthOptions {
             patients,
@@ -129,6 +161,9 @@ impl SynthOptions {
             dirt: 0.0,
             institution: DEFAULT_INSTITUTION.to_string(),
             first_patient_number: 1,
+            dicom: true,
+            dicom_slices: DEFAULT_SLICES,
+            dicom_matrix: DEFAULT_MATRIX,
         }
     }
 }
@@ -143,7 +178,8 @@ fn parse_rate(s: &str) -> std::result::Result<f64, String> {
 }
 
 /// Generate a synthetic breast-cancer cohort as hospital sources (HIS CSV export, study
-/// nurse workbook, FHIR bulk export) plus a truth file, deterministically from a seed.
+/// nurse workbook, FHIR bulk export, DICOM radiotherapy sets) plus a truth file,
+/// deterministically from a seed.
 // The arguments of `registrar synth`; the doc comment above is its `--help` text.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SynthArgs {
@@ -169,6 +205,17 @@ pub struct SynthArgs {
     /// seed) to get disjoint patients.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub first_patient_number: u64,
+    /// CT slices per patient in the DICOM radiotherapy sets (4 to 512).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_SLICES,
+          value_parser = clap::value_parser!(u32).range(4..=512))]
+    pub dicom_slices: u32,
+    /// CT rows and columns in the DICOM radiotherapy sets (16 to 1024).
+    #[arg(long, value_name = "M", default_value_t = DEFAULT_MATRIX,
+          value_parser = clap::value_parser!(u32).range(16..=1024))]
+    pub dicom_matrix: u32,
+    /// Do not write the DICOM radiotherapy sets.
+    #[arg(long)]
+    pub no_dicom: bool,
 }
 
 impl SynthArgs {
@@ -181,6 +228,9 @@ impl SynthArgs {
             dirt: self.dirt,
             institution: self.institution.clone(),
             first_patient_number: self.first_patient_number,
+            dicom: !self.no_dicom,
+            dicom_slices: self.dicom_slices,
+            dicom_matrix: self.dicom_matrix,
         }
     }
 }
@@ -192,7 +242,8 @@ pub struct SynthReport {
     pub patients: u64,
     /// Every file written, relative to the output directory, with its count: data rows (CSV,
     /// header excluded), resources (ndjson), enrolled subjects (workbook), patients
-    /// (`truth.jsonl`), or 1 for single JSON documents.
+    /// (`truth.jsonl`), or 1 for single JSON documents; the DICOM tree is one entry, `dicom`,
+    /// with its number of DICOM files.
     pub files: Vec<(PathBuf, u64)>,
     /// Faults injected, per kind.
     pub dirt: DirtCounts,
@@ -229,6 +280,12 @@ pub fn generate(opts: &SynthOptions, progress: &dyn Fn(u64)) -> Result<SynthRepo
     if !(0.0..=1.0).contains(&opts.dirt) {
         bail!("the dirt rate must be between 0 and 1");
     }
+    if opts.dicom && !SLICES_RANGE.contains(&opts.dicom_slices) {
+        bail!("the CT must have 4 to 512 slices");
+    }
+    if opts.dicom && !MATRIX_RANGE.contains(&opts.dicom_matrix) {
+        bail!("the CT matrix must be 16 to 1024");
+    }
     let cohort = Cohort::new(opts.seed);
     let end = opts.first_patient_number.checked_add(opts.patients);
     if end.is_none_or(|e| e > cohort.max_patient_number()) {
@@ -257,6 +314,19 @@ pub fn generate(opts: &SynthOptions, progress: &dyn Fn(u64)) -> Result<SynthRepo
     let mut his = his::His::create(out, bom, latin1, dirty)?;
     let mut fhir = fhir::Fhir::create(out, seed, &opts.institution, &slug, plan)?;
     let mut study = study::Study::create(&opts.institution)?;
+    let mut dicom = if opts.dicom {
+        Some(dicom::Dicom::create(
+            out,
+            seed,
+            opts.dicom_slices,
+            opts.dicom_matrix,
+            &opts.institution,
+            &slug,
+            dirty,
+        )?)
+    } else {
+        None
+    };
     let truth_path = out.join("truth.jsonl");
     let mut truth = BufWriter::with_capacity(
         1 << 16,
@@ -267,13 +337,23 @@ pub fn generate(opts: &SynthOptions, progress: &dyn Fn(u64)) -> Result<SynthRepo
 
     for i in 0..opts.patients {
         let number = opts.first_patient_number + i;
-        let p = cohort.patient(number);
+        let mut p = cohort.patient(number);
+        if opts.dicom {
+            // The FHIR ImagingStudy of the planning CT describes the series written.
+            for im in p.imaging.iter_mut().filter(|im| im.modality == "CT") {
+                im.instances = opts.dicom_slices;
+            }
+        }
         let mut dirt = PatientDirt::new(Rng::stream(seed, number, STREAM_DIRT), opts.dirt);
         let his_before: Vec<u64> = his.tables.iter().map(|t| t.stats.rows).collect();
         let fhir_before = fhir.counts.clone();
         his.write_patient(&p, &mut dirt)?;
         fhir.write_patient(&p, &mut dirt)?;
         let enrolled = study.write_patient(&p)?;
+        let dicom_truth = match dicom.as_mut() {
+            Some(d) => d.write_patient(&p, i + 1)?,
+            None => None,
+        };
 
         let mut rows = BTreeMap::new();
         for (t, before) in his.tables.iter().zip(his_before) {
@@ -293,6 +373,7 @@ pub fn generate(opts: &SynthOptions, progress: &dyn Fn(u64)) -> Result<SynthRepo
             enrolled,
             rows,
             dirt.events,
+            dicom_truth,
         );
         line.clear();
         serde_json::to_writer(&mut line, &t)?;
@@ -386,6 +467,32 @@ pub fn generate(opts: &SynthOptions, progress: &dyn Fn(u64)) -> Result<SynthRepo
             "sheets": {codes::STUDY_SHEETS[0]: subjects[0], codes::STUDY_SHEETS[1]: subjects[1]},
         }),
     );
+    let mut dicom_summary = Value::Null;
+    if let Some(d) = dicom {
+        let counts = d.counts;
+        let dd = d.finish()?;
+        if dd.truncated.is_some() {
+            total.add(DirtKind::DicomTruncated, 1);
+        }
+        if dd.not_dicom.is_some() {
+            total.add(DirtKind::NotDicom, 1);
+        }
+        file_dirt["dicom_truncated"] = json!(dd.truncated);
+        file_dirt["not_dicom"] = json!(dd.not_dicom);
+        files.push((PathBuf::from("dicom"), counts.files));
+        dicom_summary = json!({
+            "slices": opts.dicom_slices,
+            "matrix": opts.dicom_matrix,
+            "patients": counts.patients,
+            "files": counts.files,
+            "ct": counts.ct,
+            "rtstruct": counts.rtstruct,
+            "rtplan": counts.rtplan,
+            "rtdose": counts.rtdose,
+            "truncated": dd.truncated,
+            "not_dicom": dd.not_dicom,
+        });
+    }
     files.push((PathBuf::from("truth.jsonl"), opts.patients));
     summary_files.insert(
         "truth.jsonl".to_string(),
@@ -403,6 +510,7 @@ pub fn generate(opts: &SynthOptions, progress: &dyn Fn(u64)) -> Result<SynthRepo
         "files": Value::Object(summary_files),
         "dirt": total,
         "file_dirt": file_dirt,
+        "dicom": dicom_summary,
         "cohort": {
             "subtypes": tally.subtypes,
             "men": tally.men,

@@ -6,6 +6,7 @@ use chrono::NaiveDate;
 use serde::Serialize;
 
 use crate::cohort::{Patient, Sex, Tnm};
+use crate::dicom::DicomTruth;
 use crate::dirt::DirtEvent;
 use crate::study::Enrolled;
 
@@ -79,7 +80,10 @@ pub(crate) struct PatientTruth<'a> {
     /// True when `rfs_days` ends with a recurrence or death (false: censored at cut-off).
     rfs_event: Option<bool>,
     death_date: Option<String>,
+    /// RT Structure Sets written for this patient (0 without radiotherapy or DICOM).
     structure_sets: u32,
+    /// The patient's DICOM radiotherapy set, when written.
+    dicom: Option<DicomTruth>,
     has_name_in_comment: bool,
     comment_names: Vec<&'static str>,
     studies: Vec<Enrolled>,
@@ -94,6 +98,7 @@ pub(crate) fn patient_truth<'a>(
     studies: Vec<Enrolled>,
     rows: BTreeMap<&'static str, u64>,
     dirt: Vec<DirtEvent>,
+    dicom: Option<DicomTruth>,
 ) -> PatientTruth<'a> {
     use crate::codes::{CARB, CYCL, DOCE, DOXO, LETR, PACL, PERT, TAMO, TRAS};
     let her2 = p.her2_positive();
@@ -168,7 +173,8 @@ pub(crate) fn patient_truth<'a>(
         rfs_days: rfs.map(|r| r.0),
         rfs_event: rfs.map(|r| r.1),
         death_date: p.death.as_ref().map(|d| iso(d.date)),
-        structure_sets: 0,
+        structure_sets: dicom.as_ref().map_or(0, |d| d.structure_sets.len() as u32),
+        dicom,
         has_name_in_comment: !comment_names.is_empty(),
         comment_names,
         studies,

@@ -168,6 +168,7 @@ pub fn synth(dir: &std::path::Path, patients: u64, seed: u64, dirt: f64) -> Path
     let out = dir.join("src");
     let mut o = registrar_synth::SynthOptions::new(patients, seed, out.clone());
     o.dirt = dirt;
+    o.dicom = false;
     registrar_synth::generate(&o, &|_| {}).expect("synth");
     out
 }
