@@ -8,6 +8,7 @@ mod cli;
 mod embedded;
 mod hospital;
 mod import;
+mod nightly;
 mod privacy;
 mod quality;
 mod research;

@@ -10,11 +10,13 @@
 
 pub mod cli;
 pub mod cohort;
+pub mod config;
 pub mod db;
 pub mod demo;
 pub mod import;
 pub mod load;
 pub mod mapping;
+pub mod nightly;
 pub mod privacy;
 pub mod progress;
 pub mod quality;

@@ -102,6 +102,25 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    registry.nightly_source (run_id, source_name) {
+        run_id -> Int8,
+        source_name -> Text,
+        source_kind -> Text,
+        status -> Text,
+        files_seen -> Int8,
+        files_loaded -> Int8,
+        files_skipped -> Int8,
+        files_rejected -> Int8,
+        rows_in -> Int8,
+        rows_loaded -> Int8,
+        rows_rejected -> Int8,
+        rows_skipped -> Int8,
+        duration_ms -> Int8,
+        error -> Nullable<Text>,
+    }
+}
+
 diesel::joinable!(source_file -> import_run (run_id));
 diesel::joinable!(reject -> import_run (run_id));
 diesel::joinable!(lineage -> source_file (source_file_id));
@@ -114,6 +133,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     person_map,
     audit_log,
     unmapped_code,
+    nightly_source,
 );
 
 /// Every registry column, described through its diesel type (see [`crate::introspect`]).

@@ -210,3 +210,36 @@ pub fn import_hospital(
     }
     runs
 }
+
+/// A registrar.toml for a synthetic cohort in `src`, every HIS table and both study sheets.
+pub fn nightly_config(
+    db: &TestDb,
+    dir: &std::path::Path,
+    src: &std::path::Path,
+    key: &std::path::Path,
+) -> PathBuf {
+    let mut t = format!(
+        "[registry]\ndatabase_url = \"{}\"\nkey_file = \"{}\"\nreport_dir = \"{}\"\n\n",
+        db.database_url_arg(),
+        key.display(),
+        dir.join("reports").display()
+    );
+    for table in HIS_TABLES {
+        t.push_str(&format!(
+            "[[source]]\nname = \"his-{table}\"\nkind = \"csv\"\nfolder = \"{}\"\npattern = \"{table}.csv\"\nmapping = \"{}\"\n\n",
+            src.join("his").display(),
+            repo_file(&format!("mappings/hospital/{table}.toml")).display()
+        ));
+    }
+    for sheet in ["study_neoadj-2019", "study_rt-boost"] {
+        t.push_str(&format!(
+            "[[source]]\nname = \"{sheet}\"\nkind = \"xlsx\"\nfolder = \"{}\"\npattern = \"*.xlsx\"\nmapping = \"{}\"\n\n",
+            src.join("study").display(),
+            repo_file(&format!("mappings/hospital/{sheet}.toml")).display()
+        ));
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    let p = dir.join("registrar.toml");
+    std::fs::write(&p, t).unwrap();
+    p
+}

@@ -76,6 +76,19 @@ pub enum Command {
     /// Generate synthetic breast-cancer sources (HIS CSV export, study workbook, FHIR bulk
     /// export) with a truth file, deterministically from a seed.
     Synth(registrar_synth::SynthArgs),
+    /// The data manager's nightly job: every source of registrar.toml, one run, one report.
+    ///
+    /// Exit codes for cron and systemd: 0 all good, 1 finished with rejects or rejected
+    /// files, 2 a source failed, 3 configuration or database error (or another run holds the
+    /// lock). A run killed at any point is completed by the next one.
+    Nightly {
+        /// The configuration file.
+        #[arg(long, value_name = "FILE", default_value = "registrar.toml")]
+        config: PathBuf,
+    },
+    /// Validate a registrar.toml: paths, key, mappings against the schema.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Import hospital exports and spreadsheets through mapping files.
     #[command(subcommand)]
     Import(import::ImportCommand),
@@ -107,6 +120,15 @@ pub enum Command {
     /// The privacy officer's audit log: checkpoints, verification, reports.
     #[command(subcommand)]
     Audit(crate::cli::privacy::AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check the configuration file; exit 3 when it has errors.
+    Check {
+        #[arg(long, value_name = "FILE", default_value = "registrar.toml")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -247,6 +269,45 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 stmts.len()
             );
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Nightly { config } => {
+            let cfg = crate::config::Config::load(&config)?;
+            let opts = cfg.db_options(g.database_url.as_deref(), g.data_dir.as_deref());
+            match crate::nightly::run(&cfg, &opts) {
+                Ok(r) => {
+                    if g.json {
+                        println!("{}", serde_json::to_string_pretty(&r)?);
+                    } else {
+                        for s in &r.sources {
+                            println!(
+                                "{:<24} {:<8} {} files ({} loaded, {} unchanged, {} rejected), {} rows loaded, {} rejected{}",
+                                s.name, s.status, s.files_seen, s.files_loaded, s.files_skipped, s.files_rejected,
+                                s.rows_loaded, s.rows_rejected,
+                                s.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+                            );
+                        }
+                        println!("report: {}", r.report_html.display());
+                    }
+                    Ok(ExitCode::from(r.exit_code))
+                }
+                Err(crate::nightly::Fatal(e)) => {
+                    eprintln!("error: {e:#}");
+                    Ok(ExitCode::from(3))
+                }
+            }
+        }
+        Command::Config(ConfigCommand::Check { config }) => {
+            let problems =
+                crate::config::check(&config, g.database_url.as_deref(), g.data_dir.as_deref());
+            if problems.is_empty() {
+                println!("{}: ok", config.display());
+                Ok(ExitCode::SUCCESS)
+            } else {
+                for p in &problems {
+                    println!("{p}");
+                }
+                Ok(ExitCode::from(3))
+            }
         }
         Command::Cohort(cmd) => {
             let target = g.db().resolve()?;
