@@ -25,9 +25,18 @@ fn embedded_cluster_starts_migrates_is_reused_and_stops() {
     assert!(out.status.success(), "{}", text(&out));
     let s = String::from_utf8_lossy(&out.stdout);
     assert!(
-        s.contains("embedded cluster") && s.contains("41 tables"),
+        s.contains("nightly report:")
+            && s.contains("cdm.person")
+            && s.contains("research.modeling_cohort"),
         "{s}"
     );
+    let report = s
+        .lines()
+        .find_map(|l| l.strip_prefix("nightly report: "))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(std::fs::read_to_string(report).unwrap().contains("<svg"));
     assert!(data.join("PG_VERSION").is_file());
     assert!(
         data.join(".s.PGSQL.5432").exists(),

@@ -1,21 +1,106 @@
-//! `registrar demo`: the main job on sample data, in the embedded registry by default.
+//! `registrar demo`: the whole nightly pipeline on synthetic sample data, in the embedded
+//! registry unless DATABASE_URL is set.
 //!
-//! Migrates the registry, creates a demo key next to the embedded cluster (once), imports the
-//! bundled GBSG2 trial spreadsheet through its mapping (a second run finds it unchanged and
-//! skips it), verifies the audit chain, and prints the registry's status.
+//! The first run generates a synthetic cohort (`registrar synth`, 500 patients, a little dirt
+//! so the report has rejects to show) next to the embedded cluster, writes the bundled
+//! mappings and a `registrar.toml` for it, creates a demo key, and runs `registrar nightly`;
+//! later runs find the files unchanged and skip them. It prints where the report is.
 
+use crate::config::Config;
 use crate::db::{self, DbOptions};
-use crate::import::{import_file, ImportOptions};
-use crate::mapping::{check::compile, Mapping};
-use crate::privacy::keys::{KeyOpts, DEFAULT_DOMAIN};
-use crate::{privacy, progress, runs, status};
 use anyhow::{Context, Result};
 use registrar_anonymizer::key::Key;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-const GBSG2_MAPPING: &str = include_str!("../../mappings/gbsg2/gbsg2.toml");
+/// The mappings shipped in the binary, by their path in the repository.
+const MAPPINGS: &[(&str, &str)] = &[
+    (
+        "mappings/gbsg2/gbsg2.toml",
+        include_str!("../../mappings/gbsg2/gbsg2.toml"),
+    ),
+    (
+        "mappings/hospital/concept_maps/drugs.csv",
+        include_str!("../../mappings/hospital/concept_maps/drugs.csv"),
+    ),
+    (
+        "mappings/hospital/concept_maps/icd10_condition.csv",
+        include_str!("../../mappings/hospital/concept_maps/icd10_condition.csv"),
+    ),
+    (
+        "mappings/hospital/concept_maps/lab_codes.csv",
+        include_str!("../../mappings/hospital/concept_maps/lab_codes.csv"),
+    ),
+    (
+        "mappings/hospital/concept_maps/pathology_codes.csv",
+        include_str!("../../mappings/hospital/concept_maps/pathology_codes.csv"),
+    ),
+    (
+        "mappings/hospital/concept_maps/procedures.csv",
+        include_str!("../../mappings/hospital/concept_maps/procedures.csv"),
+    ),
+    (
+        "mappings/hospital/deaths.toml",
+        include_str!("../../mappings/hospital/deaths.toml"),
+    ),
+    (
+        "mappings/hospital/diagnoses.toml",
+        include_str!("../../mappings/hospital/diagnoses.toml"),
+    ),
+    (
+        "mappings/hospital/measurements.toml",
+        include_str!("../../mappings/hospital/measurements.toml"),
+    ),
+    (
+        "mappings/hospital/pathology.toml",
+        include_str!("../../mappings/hospital/pathology.toml"),
+    ),
+    (
+        "mappings/hospital/patients.toml",
+        include_str!("../../mappings/hospital/patients.toml"),
+    ),
+    (
+        "mappings/hospital/radiotherapy.toml",
+        include_str!("../../mappings/hospital/radiotherapy.toml"),
+    ),
+    (
+        "mappings/hospital/recurrences.toml",
+        include_str!("../../mappings/hospital/recurrences.toml"),
+    ),
+    (
+        "mappings/hospital/study_neoadj-2019.toml",
+        include_str!("../../mappings/hospital/study_neoadj-2019.toml"),
+    ),
+    (
+        "mappings/hospital/study_rt-boost.toml",
+        include_str!("../../mappings/hospital/study_rt-boost.toml"),
+    ),
+    (
+        "mappings/hospital/surgery.toml",
+        include_str!("../../mappings/hospital/surgery.toml"),
+    ),
+    (
+        "mappings/hospital/systemic_therapy.toml",
+        include_str!("../../mappings/hospital/systemic_therapy.toml"),
+    ),
+    (
+        "mappings/hospital/tnm.toml",
+        include_str!("../../mappings/hospital/tnm.toml"),
+    ),
+];
 const GBSG2_DATA: &str = include_str!("../../tests/data/gbsg2.csv");
+const HIS: &[&str] = &[
+    "patients",
+    "diagnoses",
+    "pathology",
+    "tnm",
+    "surgery",
+    "systemic_therapy",
+    "radiotherapy",
+    "recurrences",
+    "deaths",
+    "measurements",
+];
 
 fn demo_dir(opts: &DbOptions) -> PathBuf {
     let data = opts
@@ -27,103 +112,99 @@ fn demo_dir(opts: &DbOptions) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("registrar-demo"))
 }
 
+fn write_if_changed(path: &Path, text: &str) -> Result<()> {
+    if std::fs::read_to_string(path).ok().as_deref() != Some(text) {
+        if let Some(p) = path.parent() {
+            std::fs::create_dir_all(p)?;
+        }
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Prepare the demo folder: sources, mappings, key and configuration.
+pub fn prepare(dir: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for (path, text) in MAPPINGS {
+        write_if_changed(&dir.join(path), text)?;
+    }
+    write_if_changed(&dir.join("gbsg2/gbsg2.csv"), GBSG2_DATA)?;
+    let src = dir.join("src");
+    if !src.join("truth.jsonl").exists() {
+        let _ = std::fs::remove_dir_all(&src);
+        let mut o = registrar_synth::SynthOptions::new(500, 2026, src.clone());
+        o.dirt = 0.01;
+        o.dicom = false;
+        eprintln!(
+            "registrar: generating a synthetic cohort of 500 patients in {}",
+            src.display()
+        );
+        registrar_synth::generate(&o, &|_| {})?;
+    }
+    let key = dir.join("demo.key");
+    if !key.exists() {
+        Key::write_new(&key).context("cannot create the demo key")?;
+    }
+    let mut t = String::from("# registrar demo configuration (written by `registrar demo`)\n[registry]\nkey_file = \"demo.key\"\nreport_dir = \"reports\"\n\n");
+    for table in HIS {
+        t.push_str(&format!(
+            "[[source]]\nname = \"his-{table}\"\nkind = \"csv\"\nfolder = \"src/his\"\npattern = \"{table}.csv\"\nmapping = \"mappings/hospital/{table}.toml\"\n\n"
+        ));
+    }
+    for sheet in ["study_neoadj-2019", "study_rt-boost"] {
+        t.push_str(&format!(
+            "[[source]]\nname = \"{sheet}\"\nkind = \"xlsx\"\nfolder = \"src/study\"\npattern = \"*.xlsx\"\nmapping = \"mappings/hospital/{sheet}.toml\"\n\n"
+        ));
+    }
+    t.push_str("[[source]]\nname = \"gbsg2-trial\"\nkind = \"csv\"\nfolder = \"gbsg2\"\npattern = \"gbsg2.csv\"\nmapping = \"mappings/gbsg2/gbsg2.toml\"\n");
+    let cfg = dir.join("registrar.toml");
+    write_if_changed(&cfg, &t)?;
+    Ok(cfg)
+}
+
 /// Run the demo.
 pub fn run(opts: &DbOptions, json: bool) -> Result<ExitCode> {
-    let target = opts.resolve()?;
-    let mut conn = target.diesel()?;
-    let applied = db::migrate(&mut conn)?;
-
-    // Sample sources and a demo key, kept between runs so the second run is incremental.
     let dir = demo_dir(opts);
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let key_path = dir.join("demo.key");
-    if !key_path.exists() {
-        Key::write_new(&key_path).context("cannot create the demo key")?;
-    }
-    let mapping_path = dir.join("gbsg2.toml");
-    let data_path = dir.join("gbsg2.csv");
-    std::fs::write(&mapping_path, GBSG2_MAPPING)?;
-    if std::fs::read_to_string(&data_path).ok().as_deref() != Some(GBSG2_DATA) {
-        std::fs::write(&data_path, GBSG2_DATA)?;
-    }
-    let keys = KeyOpts {
-        key_file: Some(key_path.clone()),
-        domain: DEFAULT_DOMAIN.into(),
-        previous_key_file: vec![],
-    }
-    .load()?;
-    let mut client = target.client()?;
-    let compiled = compile(Mapping::load(&mapping_path)?, &mut client)
-        .map_err(|e| anyhow::anyhow!("bundled mapping: {}", e.join("; ")))?;
-    privacy::audit::record_configuration(
-        &mut client,
-        keys.current.key_id().as_str(),
-        keys.current.domain(),
-        &crate::import::date_policy_text(&ImportOptions::default().policy),
-    )?;
-    let run_id = runs::start(&mut conn, "demo", Some(keys.current.key_id().as_str()))?;
-    let bar = progress::count_bar(None, "gbsg2", "rows");
-    let mut seq = target.client()?;
-    let outcome = import_file(
-        &mut client,
-        &mut seq,
-        &compiled,
-        &keys,
-        run_id,
-        &data_path,
-        &ImportOptions::default(),
-        &bar,
-    )?;
-    bar.finish_and_clear();
-    runs::finish(
-        &mut conn,
-        run_id,
-        "succeeded",
-        runs::Counts {
-            rows_in: outcome.rows_in,
-            rows_loaded: outcome.rows_loaded,
-            rows_rejected: outcome.rows_rejected,
-            rows_skipped: outcome.rows_skipped,
-        },
-        None,
-    )?;
-    let verified = privacy::audit::verify(&mut client, Vec::new())?;
-    let s = status::collect(&target)?;
+    let cfg_path = prepare(&dir)?;
+    let cfg = Config::load(&cfg_path)?;
+    let report = match crate::nightly::run(&cfg, opts) {
+        Ok(r) => r,
+        Err(crate::nightly::Fatal(e)) => return Err(e),
+    };
     if json {
-        println!(
-            "{}",
-            serde_json::json!({ "applied_migrations": applied, "import": outcome, "audit_intact": verified.is_ok(), "status": s })
-        );
+        println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        if !applied.is_empty() {
-            println!("applied {} migrations", applied.len());
+        for s in &report.sources {
+            println!(
+                "{:<22} {:<8} {} rows loaded, {} rejected, {} skipped{}",
+                s.name,
+                s.status,
+                s.rows_loaded,
+                s.rows_rejected,
+                s.rows_skipped,
+                if s.files_skipped > 0 {
+                    " (unchanged since the last run)"
+                } else {
+                    ""
+                }
+            );
         }
-        match outcome.status.as_str() {
-            "loaded" => println!(
-                "imported the GBSG2 trial spreadsheet: {} patients, pseudonymised with key {} ({} rejected)",
-                outcome.rows_loaded,
-                keys.current.key_id(),
-                outcome.rows_rejected
-            ),
-            _ => println!(
-                "GBSG2 trial spreadsheet: {} ({})",
-                outcome.status,
-                outcome.reason.as_deref().unwrap_or("")
-            ),
-        }
-        println!(
-            "audit log: {} ({} entries)",
-            if verified.is_ok() {
-                "intact"
-            } else {
-                "ALTERED"
-            },
-            verified.entries
-        );
         println!();
-        print!("{}", status::render(&s));
-        println!("\nsample sources and the demo key: {}", dir.display());
-        println!("connect with: psql \"{}\"", target.conninfo());
+        for t in &report.cdm_rows {
+            println!("  cdm.{:<24} {:>10}", t.table, t.rows);
+        }
+        println!("\nnightly report: {}", report.report_html.display());
+        println!("configuration:  {}", cfg_path.display());
+        let target = opts.resolve()?;
+        println!("connect with:   psql \"{}\"", target.conninfo());
+        println!(
+            "try:            SELECT pillar, count(*) FROM research.modeling_cohort GROUP BY 1;"
+        );
     }
-    Ok(ExitCode::SUCCESS)
+    // Rejects in the sample data are expected (it carries some dirt on purpose).
+    Ok(if report.exit_code >= 2 {
+        ExitCode::from(report.exit_code)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
