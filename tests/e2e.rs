@@ -5,6 +5,7 @@
 mod support;
 
 mod cli;
+mod dicom;
 mod embedded;
 mod hospital;
 mod import;

@@ -17,6 +17,10 @@
 //! * [`dateshift`]: a per-person, key-derived, never-zero date shift.
 //! * [`audit`]: the canonical encoding and SHA-256 hash chain of the audit log, checkpoints
 //!   kept outside the database, and a streaming verifier that names the first tampered entry.
+//! * [`dicom`]: DICOM pseudonymisation (PS3.15 Annex E Basic Profile and options, on
+//!   dicom-rs): person pseudonyms for Patient ID and Name, keyed `2.25.` UIDs mapped by value,
+//!   per-person date shifts, quarantine of what cannot be made safe, and a parallel directory
+//!   runner. The one part of this crate that reads and writes data files.
 //!
 //! ## Key hierarchy
 //!
@@ -57,6 +61,7 @@
 
 pub mod audit;
 pub mod dateshift;
+pub mod dicom;
 pub mod key;
 pub mod pseudonym;
 

@@ -172,5 +172,10 @@ pub fn columns() -> Vec<crate::introspect::ColumnInfo> {
         cols!(unmapped_code: mapping_name, concept_map, source_code, occurrences,
         first_seen, last_seen, last_run_id),
     );
+    v.extend(
+        cols!(nightly_source: run_id, source_name, source_kind, status, files_seen,
+        files_loaded, files_skipped, files_rejected, rows_in, rows_loaded, rows_rejected,
+        rows_skipped, duration_ms, error),
+    );
     v
 }

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod dicom;
 mod import;
 mod privacy;
 
@@ -89,6 +90,9 @@ pub enum Command {
     /// Validate a registrar.toml: paths, key, mappings against the schema.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Pseudonymise DICOM files (PS3.15 Basic Profile; no database).
+    #[command(subcommand)]
+    Dicom(dicom::DicomCommand),
     /// Import hospital exports and spreadsheets through mapping files.
     #[command(subcommand)]
     Import(import::ImportCommand),
@@ -252,6 +256,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Demo => crate::demo::run(&g.db(), g.json),
         Command::Synth(args) => synth_command(g, &args),
         Command::Import(cmd) => import::import_command(g, cmd),
+        Command::Dicom(cmd) => dicom::dicom_command(g, cmd),
         Command::Mapping(cmd) => import::mapping_command(g, cmd),
         Command::Roles(RolesCommand::Apply {
             researcher_reads_cdm,

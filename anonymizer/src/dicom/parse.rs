@@ -1,0 +1,717 @@
+//! Reading DICOM files into dicom-object's in-memory model, tolerantly and strictly at once:
+//! tolerant of what real archives contain (no preamble, no file meta, a file meta without a
+//! transfer syntax, implicit or big-endian data sets, deflated data sets, sequences encoded as
+//! UN), strict about what would make the output wrong (a value, item or pixel fragment running
+//! past the end of the file, a sequence that is never closed).
+//!
+//! Element values are kept as the bytes of the file (only DS and IS are read as text, because
+//! dicom-rs writes those as text), so every value this program does not change is written back
+//! byte for byte, in any character set: the program never decodes and re-encodes text it keeps,
+//! and pixel data (native or encapsulated) is never decoded.
+
+use std::io::Read;
+
+use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
+use dicom_core::value::{DataSetSequence, PixelFragmentSequence, Value, C};
+use dicom_core::{DataElement, Length, PrimitiveValue, Tag, VR};
+use dicom_dictionary_std::StandardDataDictionary;
+use dicom_encoding::transfer_syntax::{Codec, Endianness, TransferSyntaxIndex};
+use dicom_object::mem::InMemElement;
+use dicom_object::InMemDicomObject;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+
+/// A data element of the in-memory model.
+pub type Elem = InMemElement;
+
+const UNDEFINED: u32 = 0xFFFF_FFFF;
+const ITEM: Tag = Tag(0xFFFE, 0xE000);
+const ITEM_DELIMITER: Tag = Tag(0xFFFE, 0xE00D);
+const SEQUENCE_DELIMITER: Tag = Tag(0xFFFE, 0xE0DD);
+const PIXEL_DATA: Tag = Tag(0x7FE0, 0x0010);
+
+/// Implicit VR Little Endian.
+pub const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
+/// Explicit VR Little Endian.
+pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
+/// Explicit VR Big Endian (retired, still found in archives).
+pub const EXPLICIT_VR_BE: &str = "1.2.840.10008.1.2.2";
+
+/// How a data set is encoded (after inflation, for deflated transfer syntaxes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    /// Implicit VR Little Endian.
+    ImplicitLittle,
+    /// Explicit VR Little Endian (also every encapsulated transfer syntax).
+    ExplicitLittle,
+    /// Explicit VR Big Endian.
+    ExplicitBig,
+}
+
+impl Encoding {
+    /// The transfer syntax UID whose data set encoding this is.
+    pub fn uid(self) -> &'static str {
+        match self {
+            Encoding::ImplicitLittle => IMPLICIT_VR_LE,
+            Encoding::ExplicitLittle => EXPLICIT_VR_LE,
+            Encoding::ExplicitBig => EXPLICIT_VR_BE,
+        }
+    }
+
+    fn little(self) -> bool {
+        self != Encoding::ExplicitBig
+    }
+}
+
+/// Why a file could not be read. Messages name tags and offsets, never values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// Not a DICOM file (no preamble or file meta, and no data set either).
+    #[error("not a DICOM file ({0})")]
+    NotDicom(String),
+    /// The file ends in the middle of an element, item or pixel data.
+    #[error("truncated ({0})")]
+    Truncated(String),
+    /// The structure is inconsistent.
+    #[error("malformed ({0})")]
+    Malformed(String),
+    /// A transfer syntax this program cannot read (its UID, which identifies nobody).
+    #[error("unsupported transfer syntax {0}")]
+    UnsupportedTransferSyntax(String),
+}
+
+/// A parsed file.
+#[derive(Debug)]
+pub struct Parsed {
+    /// The data set.
+    pub dataset: InMemDicomObject,
+    /// The transfer syntax UID of the file (from its file meta, or detected).
+    pub transfer_syntax: String,
+    /// The data set encoding.
+    pub encoding: Encoding,
+    /// Whether the data set was deflated.
+    pub deflated: bool,
+    /// Whether the file had a file meta group.
+    pub had_meta: bool,
+    /// The file meta's Media Storage SOP Class UID, if any.
+    pub meta_sop_class: Option<String>,
+}
+
+/// The largest inflated data set accepted (a bound against deflate bombs).
+pub const MAX_INFLATED: u64 = 4 << 30;
+
+struct Reader<'a> {
+    data: &'a [u8],
+    pos: usize,
+    enc: Encoding,
+    elements: usize,
+}
+
+struct Header {
+    tag: Tag,
+    vr: VR,
+    len: u32,
+}
+
+enum End {
+    Eof,
+    At(usize),
+    Delimiter,
+}
+
+fn truncated(what: &str, pos: usize) -> ParseError {
+    ParseError::Truncated(format!(
+        "{what} at offset {pos} runs past the end of the data"
+    ))
+}
+
+fn tag_text(t: Tag) -> String {
+    format!("({:04X},{:04X})", t.0, t.1)
+}
+
+/// VRs whose explicit header has a 4-byte length.
+fn long_length(vr: VR) -> bool {
+    matches!(
+        vr,
+        VR::OB
+            | VR::OD
+            | VR::OF
+            | VR::OL
+            | VR::OV
+            | VR::OW
+            | VR::SQ
+            | VR::SV
+            | VR::UC
+            | VR::UN
+            | VR::UR
+            | VR::UT
+            | VR::UV
+    )
+}
+
+/// The VR of a tag in an implicit VR data set (as dicom-rs's implicit decoder would give it).
+pub(crate) fn dictionary_vr(tag: Tag) -> Option<VR> {
+    if tag.1 == 0 {
+        return Some(VR::UL);
+    }
+    if tag.0 % 2 == 1 {
+        return (0x0010..=0x00FF).contains(&tag.1).then_some(VR::LO);
+    }
+    match StandardDataDictionary.by_tag(tag)?.vr() {
+        VirtualVr::Exact(vr) => Some(vr),
+        VirtualVr::Xs => Some(VR::US),
+        VirtualVr::Ox | VirtualVr::Px | VirtualVr::Lt => Some(VR::OW),
+        _ => None,
+    }
+}
+
+/// VRs whose value is text (byte order does not matter).
+pub(crate) fn is_text(vr: VR) -> bool {
+    matches!(
+        vr,
+        VR::AE
+            | VR::AS
+            | VR::CS
+            | VR::DA
+            | VR::DS
+            | VR::DT
+            | VR::IS
+            | VR::LO
+            | VR::LT
+            | VR::PN
+            | VR::SH
+            | VR::ST
+            | VR::TM
+            | VR::UC
+            | VR::UI
+            | VR::UR
+            | VR::UT
+    )
+}
+
+/// A value from the bytes of the file: DS and IS as text, everything else as bytes.
+pub(crate) fn primitive(vr: VR, bytes: &[u8]) -> PrimitiveValue {
+    if bytes.is_empty() {
+        return PrimitiveValue::Empty;
+    }
+    match vr {
+        VR::DS | VR::IS => PrimitiveValue::Strs(
+            bytes
+                .split(|&b| b == b'\\')
+                .map(|v| v.iter().map(|&b| b as char).collect::<String>())
+                .collect(),
+        ),
+        _ => PrimitiveValue::U8(C::from_vec(bytes.to_vec())),
+    }
+}
+
+impl<'a> Reader<'a> {
+    fn new(data: &'a [u8], enc: Encoding) -> Self {
+        Reader {
+            data,
+            pos: 0,
+            enc,
+            elements: 0,
+        }
+    }
+
+    fn left(&self) -> usize {
+        self.data.len() - self.pos
+    }
+
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], ParseError> {
+        if self.left() < n {
+            return Err(truncated(what, self.pos));
+        }
+        let s = &self.data[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+
+    fn u16(&mut self) -> Result<u16, ParseError> {
+        let b = self.take(2, "element header")?;
+        Ok(if self.enc.little() {
+            u16::from_le_bytes([b[0], b[1]])
+        } else {
+            u16::from_be_bytes([b[0], b[1]])
+        })
+    }
+
+    fn u32(&mut self) -> Result<u32, ParseError> {
+        let b = self.take(4, "element header")?;
+        let a = [b[0], b[1], b[2], b[3]];
+        Ok(if self.enc.little() {
+            u32::from_le_bytes(a)
+        } else {
+            u32::from_be_bytes(a)
+        })
+    }
+
+    fn tag(&mut self) -> Result<Tag, ParseError> {
+        let g = self.u16()?;
+        let e = self.u16()?;
+        Ok(Tag(g, e))
+    }
+
+    fn peek_group(&self) -> Option<u16> {
+        let b = self.data.get(self.pos..self.pos + 2)?;
+        Some(if self.enc.little() {
+            u16::from_le_bytes([b[0], b[1]])
+        } else {
+            u16::from_be_bytes([b[0], b[1]])
+        })
+    }
+
+    /// An element header (or an item header, for group FFFE, whose VR is reported as UN).
+    fn header(&mut self) -> Result<Header, ParseError> {
+        let at = self.pos;
+        let tag = self.tag()?;
+        if tag.0 == 0xFFFE {
+            let len = self.u32()?;
+            return Ok(Header {
+                tag,
+                vr: VR::UN,
+                len,
+            });
+        }
+        match self.enc {
+            Encoding::ImplicitLittle => {
+                let len = self.u32()?;
+                Ok(Header {
+                    tag,
+                    vr: dictionary_vr(tag).unwrap_or(VR::UN),
+                    len,
+                })
+            }
+            _ => {
+                let b = self.take(2, "element header")?;
+                let vr = VR::from_binary([b[0], b[1]]).ok_or_else(|| {
+                    ParseError::Malformed(format!(
+                        "element {} at offset {at} has no valid VR",
+                        tag_text(tag)
+                    ))
+                })?;
+                let len = if long_length(vr) {
+                    self.take(2, "element header")?;
+                    self.u32()?
+                } else {
+                    u32::from(self.u16()?)
+                };
+                Ok(Header { tag, vr, len })
+            }
+        }
+    }
+
+    fn dataset(&mut self, end: End) -> Result<Vec<Elem>, ParseError> {
+        let mut out = Vec::new();
+        loop {
+            match end {
+                End::At(e) if self.pos == e => break,
+                End::At(e) if self.pos > e => {
+                    return Err(ParseError::Malformed(format!(
+                        "item content overruns its length (ends at {e}, reached {})",
+                        self.pos
+                    )))
+                }
+                End::Eof if self.left() == 0 => break,
+                _ => {}
+            }
+            if let End::Eof = end {
+                // Trailing zero padding after the last element (seen in archives).
+                if self.left() < 8 && self.data[self.pos..].iter().all(|&b| b == 0) {
+                    break;
+                }
+            }
+            let at = self.pos;
+            let h = self.header()?;
+            if h.tag.0 == 0xFFFE {
+                if h.tag == ITEM_DELIMITER && matches!(end, End::Delimiter) {
+                    return Ok(out);
+                }
+                return Err(ParseError::Malformed(format!(
+                    "unexpected {} at offset {at}",
+                    tag_text(h.tag)
+                )));
+            }
+            self.elements += 1;
+            out.push(self.element(h)?);
+        }
+        if let End::Delimiter = end {
+            return Err(truncated("item without its delimiter", self.pos));
+        }
+        Ok(out)
+    }
+
+    fn element(&mut self, h: Header) -> Result<Elem, ParseError> {
+        if h.tag == PIXEL_DATA && h.len == UNDEFINED {
+            let (table, fragments) = self.fragments()?;
+            // Encapsulated pixel data is OB (some writers say OW or UN); dicom-rs writes a
+            // fragment sequence only under OB.
+            return Ok(DataElement::new(
+                h.tag,
+                VR::OB,
+                Value::PixelSequence(PixelFragmentSequence::new(table, fragments)),
+            ));
+        }
+        if h.vr == VR::SQ || h.len == UNDEFINED {
+            // A sequence; an undefined-length UN holds a sequence in Implicit VR Little Endian.
+            let saved = self.enc;
+            if h.vr == VR::UN {
+                self.enc = Encoding::ImplicitLittle;
+            }
+            let items = self.sequence(h.len);
+            self.enc = saved;
+            return Ok(sequence_element(h.tag, items?));
+        }
+        let bytes = self.take(h.len as usize, &format!("element {}", tag_text(h.tag)))?;
+        if h.vr == VR::UN && h.tag.0.is_multiple_of(2) {
+            return Ok(un_to_known(h.tag, bytes, self.enc));
+        }
+        Ok(DataElement::new(h.tag, h.vr, primitive(h.vr, bytes)))
+    }
+
+    fn sequence(&mut self, len: u32) -> Result<Vec<InMemDicomObject>, ParseError> {
+        let end = if len == UNDEFINED {
+            None
+        } else {
+            if self.left() < len as usize {
+                return Err(truncated("sequence", self.pos));
+            }
+            Some(self.pos + len as usize)
+        };
+        let mut items = Vec::new();
+        loop {
+            if let Some(e) = end {
+                if self.pos == e {
+                    break;
+                }
+                if self.pos > e {
+                    return Err(ParseError::Malformed(format!(
+                        "sequence content overruns its length (ends at {e}, reached {})",
+                        self.pos
+                    )));
+                }
+            }
+            if end.is_none() && self.left() == 0 {
+                return Err(truncated("sequence without its delimiter", self.pos));
+            }
+            let at = self.pos;
+            let tag = self.tag()?;
+            let item_len = self.u32()?;
+            match tag {
+                ITEM => {
+                    let elems = if item_len == UNDEFINED {
+                        self.dataset(End::Delimiter)?
+                    } else {
+                        if self.left() < item_len as usize {
+                            return Err(truncated("item", at));
+                        }
+                        let e = self.pos + item_len as usize;
+                        self.dataset(End::At(e))?
+                    };
+                    items.push(InMemDicomObject::from_element_iter(elems));
+                }
+                SEQUENCE_DELIMITER => break,
+                _ => {
+                    return Err(ParseError::Malformed(format!(
+                        "expected an item at offset {at}, found {}",
+                        tag_text(tag)
+                    )))
+                }
+            }
+        }
+        Ok(items)
+    }
+
+    fn fragments(&mut self) -> Result<(C<u32>, Vec<Vec<u8>>), ParseError> {
+        let mut table = C::new();
+        let mut fragments = Vec::new();
+        let mut first = true;
+        loop {
+            let at = self.pos;
+            let tag = self.tag()?;
+            let len = self.u32()?;
+            match tag {
+                ITEM if len != UNDEFINED => {
+                    let bytes = self.take(len as usize, "pixel data fragment")?;
+                    if first {
+                        if len % 4 != 0 {
+                            return Err(ParseError::Malformed(
+                                "basic offset table length is not a multiple of 4".into(),
+                            ));
+                        }
+                        table = bytes
+                            .chunks_exact(4)
+                            .map(|c| {
+                                let a = [c[0], c[1], c[2], c[3]];
+                                if self.enc.little() {
+                                    u32::from_le_bytes(a)
+                                } else {
+                                    u32::from_be_bytes(a)
+                                }
+                            })
+                            .collect();
+                        first = false;
+                    } else {
+                        fragments.push(bytes.to_vec());
+                    }
+                }
+                SEQUENCE_DELIMITER => break,
+                _ => {
+                    return Err(ParseError::Malformed(format!(
+                        "expected a pixel data item at offset {at}, found {}",
+                        tag_text(tag)
+                    )))
+                }
+            }
+        }
+        Ok((table, fragments))
+    }
+}
+
+pub(crate) fn sequence_element(tag: Tag, items: Vec<InMemDicomObject>) -> Elem {
+    DataElement::new(
+        tag,
+        VR::SQ,
+        Value::from(DataSetSequence::new(items, Length::UNDEFINED)),
+    )
+}
+
+/// A standard attribute encoded as UN (explicit VR, defined length) gets its dictionary VR
+/// back, so that the profile sees (and cleans) what is inside: a sequence is parsed as Implicit
+/// VR Little Endian items; text takes its VR; binary values take theirs in little-endian data
+/// sets. Anything that does not parse stays UN.
+fn un_to_known(tag: Tag, bytes: &[u8], enc: Encoding) -> Elem {
+    match dictionary_vr(tag) {
+        Some(VR::SQ) => {
+            let mut r = Reader::new(bytes, Encoding::ImplicitLittle);
+            match r.sequence(bytes.len() as u32) {
+                Ok(items) => sequence_element(tag, items),
+                Err(_) => DataElement::new(tag, VR::UN, primitive(VR::UN, bytes)),
+            }
+        }
+        Some(vr)
+            if (is_text(vr) || enc.little())
+                && (long_length(vr) || bytes.len() <= usize::from(u16::MAX)) =>
+        {
+            DataElement::new(tag, vr, primitive(vr, bytes))
+        }
+        _ => DataElement::new(tag, VR::UN, primitive(VR::UN, bytes)),
+    }
+}
+
+/// The encoding of a raw data set starting at `pos`, from its first element header: explicit if
+/// bytes 4..6 are a VR, little endian if the group reads smaller that way. `None` if it does not
+/// look like a data set.
+fn detect(data: &[u8], pos: usize) -> Option<Encoding> {
+    let b = data.get(pos..pos + 8)?;
+    let g_le = u16::from_le_bytes([b[0], b[1]]);
+    let g_be = u16::from_be_bytes([b[0], b[1]]);
+    let explicit = b[4].is_ascii_uppercase()
+        && b[5].is_ascii_uppercase()
+        && VR::from_binary([b[4], b[5]]).is_some();
+    let little = g_le <= g_be;
+    let group = if little { g_le } else { g_be };
+    // A data set starts with a low group (0002 meta, 0004 directory, 0008 identification...).
+    if group > 0x00FF {
+        return None;
+    }
+    match (explicit, little) {
+        (true, true) => Some(Encoding::ExplicitLittle),
+        (true, false) => Some(Encoding::ExplicitBig),
+        (false, true) => Some(Encoding::ImplicitLittle),
+        (false, false) => None,
+    }
+}
+
+fn trim_uid(b: &[u8]) -> String {
+    let s: String = b.iter().map(|&c| c as char).collect();
+    s.trim_matches(|c: char| c == '\0' || c == ' ').to_string()
+}
+
+struct Meta {
+    transfer_syntax: Option<String>,
+    sop_class: Option<String>,
+    end: usize,
+}
+
+/// Reads the file meta group (group 0002, explicit VR little endian, or implicit as some
+/// writers did) starting at `start`.
+fn read_meta(data: &[u8], start: usize) -> Result<Meta, ParseError> {
+    let enc = match detect(data, start) {
+        Some(Encoding::ImplicitLittle) => Encoding::ImplicitLittle,
+        _ => Encoding::ExplicitLittle,
+    };
+    let mut r = Reader::new(data, enc);
+    r.pos = start;
+    let mut meta = Meta {
+        transfer_syntax: None,
+        sop_class: None,
+        end: start,
+    };
+    while r.peek_group() == Some(0x0002) {
+        let h = r.header()?;
+        if h.len == UNDEFINED {
+            return Err(ParseError::Malformed(
+                "file meta element of undefined length".into(),
+            ));
+        }
+        let v = r.take(h.len as usize, "file meta element")?;
+        match h.tag.1 {
+            0x0010 => meta.transfer_syntax = Some(trim_uid(v)).filter(|s| !s.is_empty()),
+            0x0002 => meta.sop_class = Some(trim_uid(v)).filter(|s| !s.is_empty()),
+            _ => {}
+        }
+    }
+    meta.end = r.pos;
+    Ok(meta)
+}
+
+/// Parses a whole file (Part 10 with or without preamble, or a bare data set).
+pub fn parse(data: &[u8]) -> Result<Parsed, ParseError> {
+    let meta_start = if data.len() >= 132 && &data[128..132] == b"DICM" {
+        Some(132)
+    } else if data.starts_with(b"DICM") {
+        Some(4)
+    } else if detect(data, 0).is_some() && data.get(0..2) == Some(&[0x02, 0x00]) {
+        Some(0)
+    } else {
+        None
+    };
+    let meta = match meta_start {
+        Some(start) => Some(read_meta(data, start)?),
+        None => None,
+    };
+    let body_start = meta.as_ref().map_or(0, |m| m.end);
+    let (ts_uid, encoding, deflated) = match meta.as_ref().and_then(|m| m.transfer_syntax.clone()) {
+        Some(uid) => {
+            let ts = TransferSyntaxRegistry
+                .get(&uid)
+                .ok_or_else(|| ParseError::UnsupportedTransferSyntax(uid.clone()))?;
+            let deflated = matches!(ts.codec(), Codec::Dataset(_));
+            // Implicit VR Little Endian is the only implicit transfer syntax.
+            let encoding = match (ts.uid() != IMPLICIT_VR_LE, ts.endianness()) {
+                (false, Endianness::Little) => Encoding::ImplicitLittle,
+                (true, Endianness::Little) => Encoding::ExplicitLittle,
+                (true, Endianness::Big) => Encoding::ExplicitBig,
+                (false, Endianness::Big) => return Err(ParseError::UnsupportedTransferSyntax(uid)),
+            };
+            (uid, encoding, deflated)
+        }
+        None => {
+            let enc = detect(data, body_start).ok_or_else(|| {
+                ParseError::NotDicom(if meta.is_some() {
+                    "file meta without a transfer syntax, and the data set is not recognisable"
+                        .into()
+                } else {
+                    "no DICM preamble or file meta, and no data set".into()
+                })
+            })?;
+            (enc.uid().to_string(), enc, false)
+        }
+    };
+    let inflated;
+    let body: &[u8] = if deflated {
+        let mut out = Vec::new();
+        flate2::read::DeflateDecoder::new(&data[body_start..])
+            .take(MAX_INFLATED + 1)
+            .read_to_end(&mut out)
+            .map_err(|_| ParseError::Malformed("the deflated data set does not inflate".into()))?;
+        if out.len() as u64 > MAX_INFLATED {
+            return Err(ParseError::Malformed(
+                "the deflated data set inflates beyond the size limit".into(),
+            ));
+        }
+        inflated = out;
+        &inflated
+    } else {
+        &data[body_start..]
+    };
+    let mut r = Reader::new(body, encoding);
+    let elements = match r.dataset(End::Eof) {
+        Ok(e) => e,
+        // Without file meta, a file that breaks down within its first few elements was
+        // probably never DICOM.
+        Err(e) if meta.is_none() && r.elements < 4 => {
+            return Err(ParseError::NotDicom(format!(
+                "no DICM preamble or file meta, and the content is not a data set: {e}"
+            )))
+        }
+        Err(e) => return Err(e),
+    };
+    if elements.is_empty() {
+        return Err(ParseError::NotDicom("empty data set".into()));
+    }
+    Ok(Parsed {
+        dataset: InMemDicomObject::from_element_iter(elements),
+        transfer_syntax: ts_uid,
+        encoding,
+        deflated,
+        had_meta: meta.is_some(),
+        meta_sop_class: meta.and_then(|m| m.sop_class),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn el(tag: (u16, u16), vr: &[u8; 2], value: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend(tag.0.to_le_bytes());
+        v.extend(tag.1.to_le_bytes());
+        v.extend(vr);
+        v.extend((value.len() as u16).to_le_bytes());
+        v.extend(value);
+        v
+    }
+
+    #[test]
+    fn bare_explicit_dataset_is_detected() {
+        let mut d = el((0x0008, 0x0016), b"UI", b"1.2.3\0");
+        d.extend(el((0x0010, 0x0010), b"PN", b"Doe^J "));
+        let p = parse(&d).unwrap();
+        assert_eq!(p.encoding, Encoding::ExplicitLittle);
+        assert!(!p.had_meta);
+        assert_eq!(p.dataset.iter().count(), 2);
+        let pn = p.dataset.get(Tag(0x0010, 0x0010)).unwrap();
+        assert_eq!(pn.vr(), VR::PN);
+        assert_eq!(pn.value().to_bytes().unwrap().as_ref(), b"Doe^J ");
+    }
+
+    #[test]
+    fn truncation_and_garbage() {
+        let d = el((0x0010, 0x0010), b"PN", b"Doe^John");
+        assert!(matches!(
+            parse(&d[..d.len() - 3]),
+            Err(ParseError::NotDicom(_))
+        ));
+        assert!(matches!(
+            parse(b"hello, this is not DICOM at all"),
+            Err(ParseError::NotDicom(_))
+        ));
+        assert!(matches!(parse(b""), Err(ParseError::NotDicom(_))));
+        let mut part10 = vec![0u8; 128];
+        part10.extend(b"DICM");
+        part10.extend(el((0x0002, 0x0010), b"UI", b"1.2.840.10008.1.2.1\0"));
+        let mut body = Vec::new();
+        for i in 0..5u16 {
+            body.extend(el((0x0008, 0x0100 + i), b"SH", b"ABCD"));
+        }
+        let full = [part10.clone(), body.clone()].concat();
+        assert!(parse(&full).is_ok());
+        let cut = &full[..full.len() - 2];
+        assert!(
+            matches!(parse(cut), Err(ParseError::Truncated(_))),
+            "{:?}",
+            parse(cut)
+        );
+        let mut unknown = part10.clone();
+        unknown.truncate(132);
+        unknown.extend(el((0x0002, 0x0010), b"UI", b"1.2.3.4.5\0"));
+        unknown.extend(&body);
+        assert_eq!(
+            parse(&unknown).unwrap_err(),
+            ParseError::UnsupportedTransferSyntax("1.2.3.4.5".into())
+        );
+    }
+}

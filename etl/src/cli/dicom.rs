@@ -1,0 +1,188 @@
+//! `registrar dicom pseudonymise`: a tree of DICOM files in, pseudonymised copies out (no
+//! database; the work is `registrar_anonymizer::dicom`).
+
+use super::import::DateOpts;
+use super::GlobalOpts;
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use registrar_anonymizer::dicom::{
+    batch, BatchOptions, BurnedInPolicy, DicomProfile, DicomPseudonymiser, FileRecord,
+};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Subcommand)]
+pub enum DicomCommand {
+    /// Pseudonymise DICOM files (PS3.15 Annex E Basic Profile and options) without a database.
+    ///
+    /// Every file under --in is read (never modified) and written to
+    /// --out/<study uid>/<series uid>/<sop instance uid>.dcm with pseudonymous UIDs; Patient ID
+    /// and Patient's Name become the person pseudonym (the MRN's, as for clinical rows), dates
+    /// move by the person's shift, and the options in force are recorded in each file. Files
+    /// that cannot be made safe (not DICOM, truncated, burned-in text, no Patient ID, ...) are
+    /// copied to --out/quarantine/ and listed with a reason in
+    /// --out/quarantine/report.jsonl: that folder holds identifying data and stays with the
+    /// key. Files already pseudonymised by registrar are skipped. Exit code 0: every file
+    /// pseudonymised or skipped; 1: some quarantined; 3: error.
+    Pseudonymise(PseudonymiseArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PseudonymiseArgs {
+    /// The input directory (read only).
+    #[arg(long = "in", value_name = "DIR")]
+    pub input: PathBuf,
+    /// The output directory (created if needed; must not overlap --in).
+    #[arg(long = "out", value_name = "DIR")]
+    pub output: PathBuf,
+    /// The DICOM profile (TOML, kebab-case keys of `DicomProfile`, e.g.
+    /// `retain-device-identity = true`); defaults: retain longitudinal dates, patient
+    /// characteristics, clean descriptors, no private elements.
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
+    /// Pseudonymise objects that may show burned-in text instead of quarantining them (only
+    /// where the pixels are checked elsewhere).
+    #[arg(long)]
+    pub accept_burned_in: bool,
+    /// Worker threads (default: the number of cores).
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Write one JSON line per input file (locator hash, status, reason, counts per rule) to
+    /// this file, for the audit log.
+    #[arg(long, value_name = "FILE")]
+    pub records: Option<PathBuf>,
+    #[command(flatten)]
+    pub dates: DateOpts,
+}
+
+pub fn dicom_command(g: &GlobalOpts, cmd: DicomCommand) -> Result<ExitCode> {
+    match cmd {
+        DicomCommand::Pseudonymise(args) => pseudonymise(g, args),
+    }
+}
+
+fn pseudonymise(g: &GlobalOpts, args: PseudonymiseArgs) -> Result<ExitCode> {
+    let keys = g.keys.load()?;
+    let policy = args.dates.policy()?;
+    let mut profile: DicomProfile = match &args.profile {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read the profile {}", p.display()))?;
+            toml::from_str(&text).with_context(|| format!("invalid profile {}", p.display()))?
+        }
+        None => DicomProfile::default(),
+    };
+    if args.accept_burned_in {
+        profile.burned_in_annotation = BurnedInPolicy::Accept;
+    }
+    let key_id = keys.current.key_id().as_str().to_string();
+    let domain = keys.current.domain().to_string();
+    let input_hash = keys
+        .current
+        .locator_hash(&format!("dicom-in/{}", args.input.display()));
+    let d = DicomPseudonymiser::new(keys.current, policy, &profile)?;
+    let opts = BatchOptions {
+        jobs: args.jobs.unwrap_or_else(|| BatchOptions::default().jobs),
+    };
+    let records = match &args.records {
+        Some(p) => Some(std::sync::Mutex::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        ))),
+        None => None,
+    };
+    let bar = crate::progress::count_bar(None, "dicom", "files");
+    let start = std::time::Instant::now();
+    let on_file = |r: &FileRecord| {
+        bar.inc(1);
+        if let Some(w) = &records {
+            use std::io::Write;
+            let line = serde_json::to_string(r).expect("records serialise");
+            let _ = writeln!(w.lock().expect("lock"), "{line}");
+        }
+    };
+    let summary = batch::run(&d, &args.input, &args.output, &opts, &on_file)?;
+    bar.finish_and_clear();
+    if let Some(w) = records {
+        use std::io::Write;
+        w.into_inner()
+            .expect("lock")
+            .flush()
+            .context("cannot write the records")?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    // The privacy officer's record: one entry per run (per-file records go to --records).
+    let detail = serde_json::json!({
+        "files": summary.files,
+        "pseudonymised": summary.pseudonymised,
+        "skipped": summary.skipped,
+        "quarantined": summary.quarantined,
+        "method": summary.method,
+        "domain": domain,
+        "dates": crate::import::date_policy_text(&policy),
+        "rules": serde_json::to_value(&summary.counts)?,
+    });
+    let audited = g.db().resolve().and_then(|t| {
+        crate::db::migrate(&mut t.diesel()?)?;
+        let mut c = t.client()?;
+        crate::privacy::audit::append_now(
+            &mut c,
+            &crate::privacy::audit::Record {
+                action: crate::privacy::audit::action::DICOM_FILE,
+                run_id: None,
+                locator_hash: Some(&input_hash),
+                key_id: Some(&key_id),
+                detail: detail.clone(),
+            },
+        )
+    });
+    if let Err(e) = &audited {
+        eprintln!("warning: this run is not recorded in the audit log: {e:#}");
+    }
+    if g.json {
+        let mut v = serde_json::to_value(&summary)?;
+        v["key_id"] = keys_id(&d).into();
+        v["seconds"] = secs.into();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "{} files: {} pseudonymised, {} skipped, {} quarantined ({:.0} files/s)",
+            summary.files,
+            summary.pseudonymised,
+            summary.skipped,
+            summary.quarantined,
+            summary.files as f64 / secs.max(1e-9)
+        );
+        let c = &summary.counts;
+        println!(
+            "elements: {} removed, {} zeroed, {} replaced, {} private removed, {} private kept; \
+             {} UIDs remapped, {} dates shifted, {} labels kept",
+            c.removed,
+            c.zeroed,
+            c.replaced,
+            c.private_removed,
+            c.private_kept,
+            c.uids_remapped,
+            c.dates_shifted,
+            c.labels_kept
+        );
+        println!("method: {}", summary.method.join("; "));
+        if summary.quarantined > 0 {
+            println!(
+                "quarantine: {} (identifying data: keep it with the key)",
+                args.output
+                    .join(batch::QUARANTINE_DIR)
+                    .join(batch::QUARANTINE_REPORT)
+                    .display()
+            );
+        }
+    }
+    Ok(if summary.quarantined > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn keys_id(d: &DicomPseudonymiser) -> String {
+    d.pseudonymiser().key_id().as_str().to_string()
+}
