@@ -441,7 +441,7 @@ td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;font-size:.9em}th{
             html_escape(s.error.as_deref().unwrap_or(""))
         ));
     }
-    o.push_str("</table><h2>Rejects by reason</h2>");
+    o.push_str("</table><h2>Rejects and skips by reason</h2>");
     if r.rejects.is_empty() {
         o.push_str("<p>None.</p>");
     } else {
