@@ -89,7 +89,9 @@ const MAPPINGS: &[(&str, &str)] = &[
     ),
 ];
 const GBSG2_DATA: &str = include_str!("../../tests/data/gbsg2.csv");
-const HIS: &[&str] = &[
+/// The tables of the hospital information system export, as `registrar synth` writes them
+/// and `mappings/hospital/<table>.toml` maps them.
+pub const HIS_TABLES: &[&str] = &[
     "patients",
     "diagnoses",
     "pathology",
@@ -101,6 +103,26 @@ const HIS: &[&str] = &[
     "deaths",
     "measurements",
 ];
+
+/// The study workbook sheets and their mappings (`mappings/hospital/<name>.toml`).
+pub const STUDY_SHEETS: &[&str] = &["study_neoadj-2019", "study_rt-boost"];
+
+/// `[[source]]` blocks of a registrar.toml for a hospital export in `his`, a study workbook
+/// in `study`, mapped by the mappings in `mappings` (paths as written into the file).
+pub fn hospital_sources_toml(his: &str, study: &str, mappings: &str) -> String {
+    let mut t = String::new();
+    for table in HIS_TABLES {
+        t.push_str(&format!(
+            "[[source]]\nname = \"his-{table}\"\nkind = \"csv\"\nfolder = \"{his}\"\npattern = \"{table}.csv\"\nmapping = \"{mappings}/{table}.toml\"\n\n"
+        ));
+    }
+    for sheet in STUDY_SHEETS {
+        t.push_str(&format!(
+            "[[source]]\nname = \"{sheet}\"\nkind = \"xlsx\"\nfolder = \"{study}\"\npattern = \"*.xlsx\"\nmapping = \"{mappings}/{sheet}.toml\"\n\n"
+        ));
+    }
+    t
+}
 
 fn demo_dir(opts: &DbOptions) -> PathBuf {
     let data = opts
@@ -146,16 +168,11 @@ pub fn prepare(dir: &Path) -> Result<PathBuf> {
         Key::write_new(&key).context("cannot create the demo key")?;
     }
     let mut t = String::from("# registrar demo configuration (written by `registrar demo`)\n[registry]\nkey_file = \"demo.key\"\nreport_dir = \"reports\"\n\n");
-    for table in HIS {
-        t.push_str(&format!(
-            "[[source]]\nname = \"his-{table}\"\nkind = \"csv\"\nfolder = \"src/his\"\npattern = \"{table}.csv\"\nmapping = \"mappings/hospital/{table}.toml\"\n\n"
-        ));
-    }
-    for sheet in ["study_neoadj-2019", "study_rt-boost"] {
-        t.push_str(&format!(
-            "[[source]]\nname = \"{sheet}\"\nkind = \"xlsx\"\nfolder = \"src/study\"\npattern = \"*.xlsx\"\nmapping = \"mappings/hospital/{sheet}.toml\"\n\n"
-        ));
-    }
+    t.push_str(&hospital_sources_toml(
+        "src/his",
+        "src/study",
+        "mappings/hospital",
+    ));
     t.push_str("[[source]]\nname = \"gbsg2-trial\"\nkind = \"csv\"\nfolder = \"gbsg2\"\npattern = \"gbsg2.csv\"\nmapping = \"mappings/gbsg2/gbsg2.toml\"\n");
     let cfg = dir.join("registrar.toml");
     write_if_changed(&cfg, &t)?;

@@ -150,18 +150,7 @@ pub fn new_key(dir: &std::path::Path, name: &str) -> PathBuf {
 }
 
 /// The hospital export tables and their mapping files (mappings/hospital/).
-pub const HIS_TABLES: &[&str] = &[
-    "patients",
-    "diagnoses",
-    "pathology",
-    "tnm",
-    "surgery",
-    "systemic_therapy",
-    "radiotherapy",
-    "recurrences",
-    "deaths",
-    "measurements",
-];
+pub use registrar_etl::demo::HIS_TABLES;
 
 /// Generate a synthetic cohort into `dir/src`.
 pub fn synth(dir: &std::path::Path, patients: u64, seed: u64, dirt: f64) -> PathBuf {
@@ -205,7 +194,7 @@ pub fn import_hospital(
     for t in HIS_TABLES {
         one("csv", t, src.join("his").join(format!("{t}.csv")));
     }
-    for sheet in ["study_neoadj-2019", "study_rt-boost"] {
+    for sheet in registrar_etl::demo::STUDY_SHEETS {
         one("xlsx", sheet, src.join("study/study_nurse.xlsx"));
     }
     runs
@@ -224,20 +213,11 @@ pub fn nightly_config(
         key.display(),
         dir.join("reports").display()
     );
-    for table in HIS_TABLES {
-        t.push_str(&format!(
-            "[[source]]\nname = \"his-{table}\"\nkind = \"csv\"\nfolder = \"{}\"\npattern = \"{table}.csv\"\nmapping = \"{}\"\n\n",
-            src.join("his").display(),
-            repo_file(&format!("mappings/hospital/{table}.toml")).display()
-        ));
-    }
-    for sheet in ["study_neoadj-2019", "study_rt-boost"] {
-        t.push_str(&format!(
-            "[[source]]\nname = \"{sheet}\"\nkind = \"xlsx\"\nfolder = \"{}\"\npattern = \"*.xlsx\"\nmapping = \"{}\"\n\n",
-            src.join("study").display(),
-            repo_file(&format!("mappings/hospital/{sheet}.toml")).display()
-        ));
-    }
+    t.push_str(&registrar_etl::demo::hospital_sources_toml(
+        &src.join("his").display().to_string(),
+        &src.join("study").display().to_string(),
+        &repo_file("mappings/hospital").display().to_string(),
+    ));
     std::fs::create_dir_all(dir).unwrap();
     let p = dir.join("registrar.toml");
     std::fs::write(&p, t).unwrap();
