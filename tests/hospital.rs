@@ -64,13 +64,7 @@ fn a_clean_hospital_export_and_workbook_load_completely() {
         enrolled
     );
     // Every person's dates move together: the diagnosis-to-surgery interval is the true one.
-    let keys = registrar_etl::privacy::keys::KeyOpts {
-        key_file: Some(key.clone()),
-        domain: "registry".into(),
-        previous_key_file: vec![],
-    }
-    .load()
-    .unwrap();
+    let keys = crate::support::registry_keys(&key);
     let days = |a: &serde_json::Value, b: &serde_json::Value| {
         let d = |v: &serde_json::Value| {
             chrono::NaiveDate::parse_from_str(v.as_str().unwrap(), "%Y-%m-%d").unwrap()

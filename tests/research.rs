@@ -11,13 +11,7 @@ fn research_views_agree_with_the_truth_file() {
     let src = synth(dir.path(), 250, 31, 0.0);
     let key = new_key(dir.path(), "k");
     import_hospital(&db, &key, &src);
-    let keys = registrar_etl::privacy::keys::KeyOpts {
-        key_file: Some(key.clone()),
-        domain: "registry".into(),
-        previous_key_file: vec![],
-    }
-    .load()
-    .unwrap();
+    let keys = crate::support::registry_keys(&key);
     let mut c = db.client();
     let ids: HashMap<String, i32> = c
         .query("SELECT pseudonym, person_id FROM registry.person_map", &[])

@@ -223,3 +223,14 @@ pub fn nightly_config(
     std::fs::write(&p, t).unwrap();
     p
 }
+
+/// The registry-domain keys of a key file, for computing pseudonyms in tests.
+pub fn registry_keys(key: &std::path::Path) -> registrar_etl::privacy::keys::Keys {
+    registrar_etl::privacy::keys::KeyOpts {
+        key_file: Some(key.to_path_buf()),
+        domain: registrar_etl::privacy::keys::DEFAULT_DOMAIN.into(),
+        previous_key_file: vec![],
+    }
+    .load()
+    .unwrap()
+}
