@@ -8,6 +8,7 @@ mod cli;
 mod dicom;
 mod embedded;
 mod hospital;
+mod imaging;
 mod import;
 mod nightly;
 mod privacy;

@@ -13,6 +13,7 @@ pub mod cohort;
 pub mod config;
 pub mod db;
 pub mod demo;
+pub mod imaging;
 pub mod import;
 pub mod load;
 pub mod mapping;

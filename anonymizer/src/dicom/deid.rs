@@ -38,6 +38,11 @@ const DEIDENTIFICATION_METHOD_CODES: Tag = Tag(0x0012, 0x0064);
 const BURNED_IN_ANNOTATION: Tag = Tag(0x0028, 0x0301);
 const LONGITUDINAL_MODIFIED: Tag = Tag(0x0028, 0x0303);
 const TEXT_VALUE: Tag = Tag(0x0040, 0xA160);
+/// ROI Interpreter (RT ROI Observations): the observer who delineated a structure. The Basic
+/// Profile empties it; registrar replaces it with a keyed observer pseudonym instead, so the
+/// same observer is the same pseudonym in every file (inter-observer studies need that) and
+/// the name never leaves.
+const ROI_INTERPRETER: Tag = Tag(0x3006, 0x00A6);
 const TRAILING_PADDING: Tag = Tag(0xFFFC, 0xFFFC);
 const CODE_VALUE: Tag = Tag(0x0008, 0x0100);
 const CODING_SCHEME_DESIGNATOR: Tag = Tag(0x0008, 0x0102);
@@ -961,6 +966,19 @@ impl Walk<'_> {
             | DEIDENTIFICATION_METHOD_CODES
             | LONGITUDINAL_MODIFIED => return None,
             TEXT_VALUE => return self.dummy(e),
+            ROI_INTERPRETER => {
+                let name = raw(&e)
+                    .map(|b| latin1(trim(b)).trim().to_uppercase())
+                    .filter(|n| !n.is_empty());
+                return match name {
+                    Some(n) => {
+                        self.counts.replaced += 1;
+                        let h = self.d.p.keyed_hash("observer", n.as_bytes());
+                        Some(text_elem(t, vr, &format!("OBS-{}", &h[..12])))
+                    }
+                    None => self.zero(e),
+                };
+            }
             _ => {}
         }
         // Overlay (60xx) and curve (50xx) groups go whole: the profile removes their data and

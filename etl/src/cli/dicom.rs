@@ -1,5 +1,6 @@
 //! `registrar dicom pseudonymise`: a tree of DICOM files in, pseudonymised copies out (no
-//! database; the work is `registrar_anonymizer::dicom`).
+//! database; the work is `registrar_anonymizer::dicom`); `registrar dicom index`: a
+//! pseudonymised tree into the registry (the work is [`crate::imaging`]).
 
 use super::import::DateOpts;
 use super::GlobalOpts;
@@ -25,6 +26,24 @@ pub enum DicomCommand {
     /// key. Files already pseudonymised by registrar are skipped. Exit code 0: every file
     /// pseudonymised or skipped; 1: some quarantined; 3: error.
     Pseudonymise(PseudonymiseArgs),
+    /// Index a pseudonymised DICOM tree (the --out of `registrar dicom pseudonymise`) into
+    /// the registry.
+    ///
+    /// One procedure_occurrence and one image_occurrence per series (person: the MRN
+    /// pseudonym in Patient ID), and for RT Structure Sets one image_feature per ROI (name,
+    /// TG-263 name, type, volume from the contours, ...; see the view
+    /// research.rt_structure_set). The tree is one source file: an unchanged tree is skipped,
+    /// a changed one replaces the rows of its earlier index. Series of a person unknown to
+    /// the registry are rejected with a reason. Exit code 0: everything indexed or skipped;
+    /// 1: some series rejected or files unreadable; 3: error.
+    Index(IndexArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct IndexArgs {
+    /// The pseudonymised tree (read only; its quarantine folder is ignored).
+    #[arg(long = "in", value_name = "DIR")]
+    pub input: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -58,7 +77,79 @@ pub struct PseudonymiseArgs {
 pub fn dicom_command(g: &GlobalOpts, cmd: DicomCommand) -> Result<ExitCode> {
     match cmd {
         DicomCommand::Pseudonymise(args) => pseudonymise(g, args),
+        DicomCommand::Index(args) => index(g, args),
     }
+}
+
+fn index(g: &GlobalOpts, args: IndexArgs) -> Result<ExitCode> {
+    let keys = g.keys.load()?;
+    let target = g.db().resolve()?;
+    let mut conn = target.diesel()?;
+    crate::db::migrate(&mut conn)?;
+    let mut client = target.client()?;
+    let key_id = keys.current.key_id().as_str().to_string();
+    let run_id = crate::runs::start(&mut conn, "dicom index", Some(&key_id))?;
+    let outcome = match crate::imaging::index_tree(&mut client, &keys, run_id, &args.input) {
+        Ok(o) => o,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            let _ = crate::runs::finish(
+                &mut conn,
+                run_id,
+                "failed",
+                crate::runs::Counts::default(),
+                Some(&msg),
+            );
+            return Err(e);
+        }
+    };
+    let problems = outcome.rejected.len() + outcome.unreadable.len();
+    let counts = crate::runs::Counts {
+        rows_in: outcome.files,
+        rows_loaded: outcome.procedure_occurrences
+            + outcome.image_occurrences
+            + outcome.image_features,
+        rows_rejected: problems as i64,
+        rows_skipped: if outcome.status == "skipped" {
+            outcome.files
+        } else {
+            0
+        },
+    };
+    let status = if problems > 0 { "partial" } else { "succeeded" };
+    crate::runs::finish(&mut conn, run_id, status, counts, outcome.reason.as_deref())?;
+    if g.json {
+        let mut v = serde_json::to_value(&outcome)?;
+        v["run_id"] = run_id.into();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if outcome.status == "skipped" {
+        println!(
+            "{} files: skipped ({})",
+            outcome.files,
+            outcome.reason.as_deref().unwrap_or("")
+        );
+    } else {
+        println!(
+            "{} files, {} series: {} image occurrences, {} image features (ROIs), {} series rejected, {} files unreadable",
+            outcome.files,
+            outcome.series,
+            outcome.image_occurrences,
+            outcome.image_features,
+            outcome.rejected.len(),
+            outcome.unreadable.len()
+        );
+        for (folder, reason) in &outcome.rejected {
+            println!("rejected {folder}: {reason}");
+        }
+        for f in &outcome.unreadable {
+            println!("unreadable {f}");
+        }
+    }
+    Ok(if problems > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn pseudonymise(g: &GlobalOpts, args: PseudonymiseArgs) -> Result<ExitCode> {

@@ -1,0 +1,1 @@
+DROP VIEW IF EXISTS research.rt_structure_set;
