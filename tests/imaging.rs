@@ -46,6 +46,26 @@ fn index(db: &TestDb, key: &Path, dir: &Path) -> Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o)))
 }
 
+/// Pseudonymise a DICOM tree with the CLI (every file must come out).
+fn pseudonymise(
+    db: &TestDb,
+    key: &std::path::Path,
+    input: &std::path::Path,
+    out: &std::path::Path,
+) {
+    let o = db.registrar(&[
+        "--key-file",
+        key.to_str().unwrap(),
+        "dicom",
+        "pseudonymise",
+        "--in",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
 #[test]
 fn dicom_index_writes_series_and_rois() {
     let dir = tempfile::tempdir().unwrap();
@@ -79,17 +99,7 @@ fn dicom_index_writes_series_and_rois() {
 
     // Pseudonymise the DICOM tree with the same key.
     let out = dir.path().join("out");
-    let o = db.registrar(&[
-        "--key-file",
-        key.to_str().unwrap(),
-        "dicom",
-        "pseudonymise",
-        "--in",
-        src.join("dicom").to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    pseudonymise(&db, &key, &src.join("dicom"), &out);
     let series = series_dirs(&out);
 
     let v = index(&db, &key, &out);
@@ -292,17 +302,7 @@ fn dicom_index_rejects_series_of_unknown_persons() {
     let db = TestDb::new();
     let key = new_key(dir.path(), "key.json");
     let out = dir.path().join("out");
-    let o = db.registrar(&[
-        "--key-file",
-        key.to_str().unwrap(),
-        "dicom",
-        "pseudonymise",
-        "--in",
-        src.join("dicom").to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    pseudonymise(&db, &key, &src.join("dicom"), &out);
     // No patients imported: every series is rejected with a reason, nothing is written.
     let o = db.registrar(&[
         "--json",

@@ -523,21 +523,7 @@ pub fn index_tree(
     }
 
     let mut tx = client.transaction()?;
-    let previous: Vec<i64> = tx
-        .query(
-            "SELECT source_file_id FROM registry.source_file WHERE locator_hash = $1 AND status = 'loaded'",
-            &[&locator_hash],
-        )?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    for id in &previous {
-        out.replaced += crate::import::delete_file_rows(&mut tx, *id)?;
-        tx.execute(
-            "UPDATE registry.source_file SET status = 'superseded' WHERE source_file_id = $1",
-            &[id],
-        )?;
-    }
+    out.replaced += crate::import::supersede_previous(&mut tx, &locator_hash)?;
     let file_id: i64 = tx
         .query_one(
             "INSERT INTO registry.source_file (source_kind, locator_hash, content_sha256, byte_size, run_id, status)

@@ -488,6 +488,31 @@ pub fn delete_file_rows(tx: &mut impl postgres::GenericClient, source_file_id: i
     Ok(n)
 }
 
+/// Replace the loaded earlier versions of a source (same locator): delete every row they
+/// produced (through lineage) and mark them superseded. Returns the rows deleted.
+pub fn supersede_previous(
+    tx: &mut impl postgres::GenericClient,
+    locator_hash: &str,
+) -> Result<i64> {
+    let previous: Vec<i64> = tx
+        .query(
+            "SELECT source_file_id FROM registry.source_file WHERE locator_hash = $1 AND status = 'loaded'",
+            &[&locator_hash],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut replaced = 0;
+    for id in &previous {
+        replaced += delete_file_rows(tx, *id)?;
+        tx.execute(
+            "UPDATE registry.source_file SET status = 'superseded' WHERE source_file_id = $1",
+            &[id],
+        )?;
+    }
+    Ok(replaced)
+}
+
 /// Import one file through a compiled mapping.
 #[allow(clippy::too_many_arguments)]
 pub fn import_file(
@@ -610,22 +635,7 @@ pub fn import_file(
     // One import at a time resolves persons (see PERSON_MAP_LOCK).
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PERSON_MAP_LOCK])?;
     // Earlier versions of this file are replaced.
-    let previous: Vec<i64> = tx
-        .query(
-            "SELECT source_file_id FROM registry.source_file WHERE locator_hash = $1 AND status = 'loaded'",
-            &[&locator_hash],
-        )?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let mut replaced = 0;
-    for id in &previous {
-        replaced += delete_file_rows(&mut tx, *id)?;
-        tx.execute(
-            "UPDATE registry.source_file SET status = 'superseded' WHERE source_file_id = $1",
-            &[id],
-        )?;
-    }
+    let replaced = supersede_previous(&mut tx, &locator_hash)?;
     let file_id: i64 = tx
         .query_one(
             "INSERT INTO registry.source_file (source_kind, locator_hash, content_sha256, byte_size, mapping_name, run_id, status)
