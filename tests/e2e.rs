@@ -7,6 +7,7 @@ mod support;
 mod cli;
 mod dicom;
 mod embedded;
+mod federation;
 mod hospital;
 mod imaging;
 mod import;

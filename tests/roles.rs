@@ -2,18 +2,6 @@
 
 use crate::support::{text, TestDb};
 
-fn connect_as(db: &TestDb, role: &str) -> postgres::Client {
-    let url = db.database_url_arg();
-    let url = match url.split_once('@') {
-        Some((scheme_user, rest)) => {
-            let scheme = scheme_user.split("//").next().unwrap();
-            format!("{scheme}//{role}@{rest}")
-        }
-        None => panic!("unexpected url {url}"),
-    };
-    postgres::Client::connect(&url, postgres::NoTls).unwrap()
-}
-
 #[test]
 fn researchers_read_views_only_and_auditors_the_audit_log_only() {
     let db = TestDb::new();
@@ -30,7 +18,7 @@ fn researchers_read_views_only_and_auditors_the_audit_log_only() {
              CREATE ROLE {bob} LOGIN; GRANT registrar_auditor TO {bob};"
         ))
         .unwrap();
-    let mut r = connect_as(&db, &alice);
+    let mut r = db.connect_as(&alice);
     for ok in [
         "SELECT count(*) FROM research.modeling_cohort",
         "SELECT count(*) FROM research.subtype",
@@ -50,7 +38,7 @@ fn researchers_read_views_only_and_auditors_the_audit_log_only() {
         let e = r.batch_execute(denied).expect_err(denied);
         assert!(format!("{e:?}").contains("permission denied"), "{denied}: {e:?}");
     }
-    let mut a = connect_as(&db, &bob);
+    let mut a = db.connect_as(&bob);
     a.query("SELECT count(*) FROM registry.audit_log", &[])
         .unwrap();
     for denied in [

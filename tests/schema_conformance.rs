@@ -232,3 +232,92 @@ fn researchers_indexes_exist() {
         assert!(n >= 1, "no index on cdm.{table}({column})");
     }
 }
+
+/// The cdm schema stays distributable on Citus (scripts/citus-distribute.sql): no foreign
+/// keys, triggers or extra unique constraints on cdm tables (Citus needs every unique
+/// constraint of a distributed table to contain person_id), and the script decides for
+/// every cdm table how it is distributed, dropping exactly the primary keys the catalog has.
+#[test]
+fn cdm_schema_stays_distributable_on_citus() {
+    let db = TestDb::new();
+    let mut c = db.client();
+    let q = |c: &mut postgres::Client, sql: &str| -> Vec<String> {
+        c.query(sql, &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    let blockers = q(
+        &mut c,
+        "SELECT format('%s on %s', k.conname, k.conrelid::regclass) FROM pg_constraint k
+           JOIN pg_class t ON t.oid = k.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace
+          WHERE n.nspname = 'cdm' AND k.contype IN ('f', 'u', 'x')
+         UNION ALL
+         SELECT format('trigger %s on %s', g.tgname, g.tgrelid::regclass) FROM pg_trigger g
+           JOIN pg_class t ON t.oid = g.tgrelid JOIN pg_namespace n ON n.oid = t.relnamespace
+          WHERE n.nspname = 'cdm' AND NOT g.tgisinternal",
+    );
+    assert!(blockers.is_empty(), "not distributable: {blockers:?}");
+
+    let script = std::fs::read_to_string(repo_file("scripts/citus-distribute.sql")).unwrap();
+    let handled = |t: &str| {
+        [
+            "create_reference_table",
+            "create_distributed_table",
+            "citus_add_local_table_to_metadata",
+        ]
+        .iter()
+        .filter(|f| script.contains(&format!("SELECT {f}('cdm.{t}'")))
+        .count()
+    };
+    let tables = q(
+        &mut c,
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'cdm' ORDER BY 1",
+    );
+    assert_eq!(tables.len(), 41);
+    for t in &tables {
+        assert_eq!(
+            handled(t),
+            1,
+            "cdm.{t}: distribute, replicate or keep local, once"
+        );
+    }
+    // Every table with a person_id is distributed by it, co-located with cdm.person, with its
+    // primary key (as the catalog names it) widened to contain person_id.
+    let person_tables = q(
+        &mut c,
+        "SELECT table_name::text FROM information_schema.columns
+          WHERE table_schema = 'cdm' AND column_name = 'person_id' ORDER BY 1",
+    );
+    for t in &person_tables {
+        let call = if t == "person" {
+            "SELECT create_distributed_table('cdm.person', 'person_id');".to_string()
+        } else {
+            format!(
+                "SELECT create_distributed_table('cdm.{t}', 'person_id', colocate_with => 'cdm.person');"
+            )
+        };
+        assert!(
+            script.contains(&call),
+            "cdm.{t} is not distributed by person_id"
+        );
+        let pk = c
+            .query_opt(
+                "SELECT k.conname::text, a.attname::text FROM pg_constraint k
+                   JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[1]
+                  WHERE k.conrelid = ('cdm.' || $1)::regclass AND k.contype = 'p'",
+                &[t],
+            )
+            .unwrap();
+        if let Some(pk) = pk {
+            let (name, col): (String, String) = (pk.get(0), pk.get(1));
+            if col != "person_id" {
+                let widen = format!(
+                    "ALTER TABLE cdm.{t} DROP CONSTRAINT {name}, ADD CONSTRAINT {name} PRIMARY KEY (person_id, {col});"
+                );
+                assert!(script.contains(&widen), "missing: {widen}");
+            }
+        }
+    }
+}

@@ -13,6 +13,8 @@ pub mod cohort;
 pub mod config;
 pub mod db;
 pub mod demo;
+pub mod federation;
+pub mod files;
 pub mod imaging;
 pub mod import;
 pub mod load;

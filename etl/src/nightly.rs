@@ -336,11 +336,11 @@ fn build_report(
         report_html: dir.join(format!("nightly-{run_id}.html")),
         report_json: dir.join(format!("nightly-{run_id}.json")),
     };
-    std::fs::write(
+    crate::files::write_atomically(
         &report.report_json,
-        serde_json::to_string_pretty(&report)? + "\n",
+        (serde_json::to_string_pretty(&report)? + "\n").as_bytes(),
     )?;
-    std::fs::write(&report.report_html, html(&report, audit.is_ok()))?;
+    crate::files::write_atomically(&report.report_html, html(&report, audit.is_ok()).as_bytes())?;
     Ok(report)
 }
 

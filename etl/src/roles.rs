@@ -6,6 +6,11 @@
 //!   rejects); writes nowhere.
 //! - `registrar_auditor`: the privacy officer; reads the audit log, runs and source-file
 //!   ledger, nothing else.
+//! - `registrar_federation` (LOGIN): the coordinating centre; may execute
+//!   `federation.cohorts()`, `federation.schema_version()` and `federation.cohort_summary()`
+//!   and nothing else: no table, no view, no other function.
+//! - `registrar_federation_definer`: owns those SECURITY DEFINER functions; reads the research
+//!   views and appends to the audit log. Nobody logs in as it.
 //!
 //! The roles are group roles (NOLOGIN): grant them to login roles, e.g.
 //! `GRANT registrar_researcher TO alice`. Applying is idempotent and also revokes what a role
@@ -16,6 +21,8 @@ use anyhow::{Context, Result};
 pub const ETL: &str = "registrar_etl";
 pub const RESEARCHER: &str = "registrar_researcher";
 pub const AUDITOR: &str = "registrar_auditor";
+pub const FEDERATION: &str = "registrar_federation";
+pub const FEDERATION_DEFINER: &str = "registrar_federation_definer";
 
 /// Options of `roles apply`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -24,15 +31,25 @@ pub struct RoleOptions {
     pub researcher_reads_cdm: bool,
 }
 
+/// The functions the federation login role may execute.
+const FEDERATION_API: &str =
+    "federation.cohorts(), federation.schema_version(), federation.cohort_summary(text)";
+
 /// Create (if missing) and grant the roles in the current database.
 pub fn apply(client: &mut postgres::Client, opts: RoleOptions) -> Result<Vec<String>> {
-    for role in [ETL, RESEARCHER, AUDITOR] {
+    for (role, login) in [
+        (ETL, "NOLOGIN"),
+        (RESEARCHER, "NOLOGIN"),
+        (AUDITOR, "NOLOGIN"),
+        (FEDERATION_DEFINER, "NOLOGIN"),
+        (FEDERATION, "LOGIN"),
+    ] {
         // Roles are cluster-wide: another database's `roles apply` may create it concurrently.
         client
             .batch_execute(&format!(
                 "DO $$ BEGIN
                    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN
-                     CREATE ROLE {role} NOLOGIN;
+                     CREATE ROLE {role} {login};
                    END IF;
                  EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
                  END $$;"
@@ -61,6 +78,22 @@ pub fn apply(client: &mut postgres::Client, opts: RoleOptions) -> Result<Vec<Str
         format!("REVOKE ALL ON ALL TABLES IN SCHEMA registry FROM {AUDITOR}"),
         format!("GRANT USAGE ON SCHEMA registry TO {AUDITOR}"),
         format!("GRANT SELECT ON registry.audit_log, registry.import_run, registry.source_file TO {AUDITOR}"),
+        // Federation: the definer owns the SECURITY DEFINER functions and can read the
+        // research views and append to the audit log; the login role can call the API only.
+        format!("GRANT USAGE ON SCHEMA research, registry, federation TO {FEDERATION_DEFINER}"),
+        format!("GRANT SELECT ON ALL TABLES IN SCHEMA research TO {FEDERATION_DEFINER}"),
+        format!("GRANT SELECT ON federation.policy, federation.cohort TO {FEDERATION_DEFINER}"),
+        format!("GRANT SELECT ON public.__diesel_schema_migrations TO {FEDERATION_DEFINER}"),
+        format!("GRANT SELECT, INSERT ON registry.audit_log TO {FEDERATION_DEFINER}"),
+        format!("GRANT EXECUTE ON FUNCTION registry.audit_field(text), registry.audit_append(text, text, text), federation.suppress(bigint[], jsonb, integer) TO {FEDERATION_DEFINER}"),
+        format!("ALTER FUNCTION federation.cohorts() OWNER TO {FEDERATION_DEFINER}"),
+        format!("ALTER FUNCTION federation.schema_version() OWNER TO {FEDERATION_DEFINER}"),
+        format!("ALTER FUNCTION federation.cohort_summary(text) OWNER TO {FEDERATION_DEFINER}"),
+        format!("REVOKE ALL ON ALL TABLES IN SCHEMA cdm, registry, research, federation, public FROM {FEDERATION}"),
+        format!("REVOKE ALL ON ALL FUNCTIONS IN SCHEMA registry, federation FROM {FEDERATION}"),
+        format!("REVOKE ALL ON SCHEMA cdm, registry, research FROM {FEDERATION}"),
+        format!("GRANT USAGE ON SCHEMA federation TO {FEDERATION}"),
+        format!("GRANT EXECUTE ON FUNCTION {FEDERATION_API} TO {FEDERATION}"),
     ];
     if opts.researcher_reads_cdm {
         sql.push(format!("GRANT USAGE ON SCHEMA cdm TO {RESEARCHER}"));

@@ -96,6 +96,19 @@ impl TestDb {
         }
     }
 
+    /// The --database-url form, logging in as `role` instead.
+    pub fn url_as(&self, role: &str) -> String {
+        let url = self.database_url_arg();
+        let (scheme_user, rest) = url.split_once('@').expect("a URL with a user");
+        let scheme = scheme_user.split("//").next().unwrap();
+        format!("{scheme}//{role}@{rest}")
+    }
+
+    /// A client logged in as `role`.
+    pub fn connect_as(&self, role: &str) -> postgres::Client {
+        postgres::Client::connect(&self.url_as(role), postgres::NoTls).unwrap()
+    }
+
     pub fn count(&self, sql: &str) -> i64 {
         self.client().query_one(sql, &[]).unwrap().get(0)
     }
@@ -154,9 +167,31 @@ pub use registrar_etl::demo::HIS_TABLES;
 
 /// Generate a synthetic cohort into `dir/src`.
 pub fn synth(dir: &std::path::Path, patients: u64, seed: u64, dirt: f64) -> PathBuf {
+    synth_institution(
+        dir,
+        patients,
+        seed,
+        dirt,
+        registrar_synth::DEFAULT_INSTITUTION,
+        1,
+    )
+}
+
+/// Generate a synthetic cohort of one institution into `dir/src`, patients numbered from
+/// `first_patient`.
+pub fn synth_institution(
+    dir: &std::path::Path,
+    patients: u64,
+    seed: u64,
+    dirt: f64,
+    institution: &str,
+    first_patient: u64,
+) -> PathBuf {
     let out = dir.join("src");
     let mut o = registrar_synth::SynthOptions::new(patients, seed, out.clone());
     o.dirt = dirt;
+    o.institution = institution.to_string();
+    o.first_patient_number = first_patient;
     o.dicom = false;
     registrar_synth::generate(&o, &|_| {}).expect("synth");
     out

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod dicom;
+mod federation;
 mod import;
 mod privacy;
 
@@ -112,9 +113,20 @@ pub enum Command {
     /// Export a research cohort (a view of schema `research`) for analysis tools.
     #[command(subcommand)]
     Cohort(CohortCommand),
-    /// Create and maintain the PostgreSQL roles (ETL writer, researcher, auditor).
+    /// Create and maintain the PostgreSQL roles (ETL writer, researcher, auditor,
+    /// federation).
     #[command(subcommand)]
     Roles(RolesCommand),
+    /// Node side of federated cohorts: disclosure policy, this node's summary, export to a
+    /// file. Only aggregates leave the node.
+    #[command(subcommand)]
+    Federation(federation::FederationCommand),
+    /// Coordinator: ask every node of nodes.toml for a cohort's aggregate summary and pool
+    /// the answers (or `federate merge FILES...` for exported files).
+    ///
+    /// Exit code 1 when a node is down, answers with another schema version or sent an
+    /// altered file: it is reported by name and left out of the totals.
+    Federate(federation::FederateArgs),
     /// Create keys, rotate them, and see which keys the person map uses.
     #[command(subcommand)]
     Key(crate::cli::privacy::KeyCommand),
@@ -164,6 +176,10 @@ pub enum RolesCommand {
     /// Create the group roles registrar_etl, registrar_researcher and registrar_auditor (if
     /// missing) and set their grants in this database; idempotent. Grant them to login roles
     /// yourself, e.g. `GRANT registrar_researcher TO alice`.
+    ///
+    /// Also creates the login role registrar_federation for the coordinating centre (it can
+    /// execute the federation functions and nothing else; set its password with psql's
+    /// `\password registrar_federation`) and registrar_federation_definer, which owns them.
     Apply {
         /// Let researchers read the cdm tables too, not only the research views.
         #[arg(long)]
@@ -270,7 +286,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 },
             )?;
             println!(
-                "roles registrar_etl, registrar_researcher, registrar_auditor applied ({} grants)",
+                "roles registrar_etl, registrar_researcher, registrar_auditor, registrar_federation applied ({} grants)",
                 stmts.len()
             );
             Ok(ExitCode::SUCCESS)
@@ -393,6 +409,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        Command::Federation(cmd) => federation::federation_command(g, cmd),
+        Command::Federate(args) => federation::federate_command(g, args),
         Command::Key(cmd) => privacy::key_command(g, cmd),
         Command::Pseudonym(cmd) => privacy::pseudonym_command(g, cmd),
         Command::Audit(cmd) => privacy::audit_command(g, cmd),

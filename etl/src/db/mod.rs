@@ -174,6 +174,35 @@ pub fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
+/// The server's message of a postgres-crate error (with its detail and hint), without the
+/// crate's generic prefix.
+pub fn pg_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => {
+            let mut m = d.message().to_string();
+            if let Some(x) = d.detail() {
+                m.push_str(&format!(" ({x})"));
+            }
+            if let Some(h) = d.hint() {
+                m.push_str(&format!("; hint: {h}"));
+            }
+            m
+        }
+        None => e.to_string(),
+    }
+}
+
+/// The version of the newest migration this build knows (the registry schema version).
+pub fn latest_migration_version() -> Result<String> {
+    use diesel::migration::MigrationSource;
+    MigrationSource::<diesel::pg::Pg>::migrations(&MIGRATIONS)
+        .map_err(|e| anyhow::anyhow!("could not list migrations: {e}"))?
+        .iter()
+        .map(|m| m.name().version().to_string())
+        .max()
+        .context("no migrations embedded")
+}
+
 /// One migration and whether it is applied.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct MigrationState {

@@ -1,0 +1,520 @@
+//! Federated cohorts: three registries answer with aggregates only; the coordinator pools them.
+
+use crate::support::{import_hospital, new_key, registrar_cmd, synth_institution, text, TestDb};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+const FEDERATION: &str = "registrar_federation";
+
+type Key = BTreeMap<String, String>;
+
+/// The stratifying categories of one patient of research.modeling_cohort, computed here
+/// independently of the SQL function.
+fn patient_categories(db: &TestDb) -> (Vec<Key>, Vec<i32>) {
+    let mut c = db.client();
+    let rows = c
+        .query(
+            "SELECT subtype, age_at_diagnosis, diagnosis_year, neoadjuvant, pcr, rfs_event
+               FROM research.modeling_cohort",
+            &[],
+        )
+        .unwrap();
+    let mut out = Vec::new();
+    let mut ages = Vec::new();
+    for r in rows {
+        let subtype: Option<String> = r.get(0);
+        let age: Option<i32> = r.get(1);
+        let year: Option<i32> = r.get(2);
+        let neo: Option<bool> = r.get(3);
+        let pcr: Option<bool> = r.get(4);
+        let event: Option<bool> = r.get(5);
+        ages.extend(age);
+        let age_band = match age {
+            None => "unknown",
+            Some(a) if a < 40 => "<40",
+            Some(a) if a < 50 => "40-49",
+            Some(a) if a < 60 => "50-59",
+            Some(a) if a < 70 => "60-69",
+            Some(_) => "70+",
+        };
+        let pcr = match (neo.unwrap_or(false), pcr) {
+            (false, _) => "no neoadjuvant",
+            (true, Some(true)) => "pCR",
+            (true, Some(false)) => "non-pCR",
+            (true, None) => "unknown",
+        };
+        let recurrence = match event {
+            Some(true) => "event",
+            Some(false) => "no event",
+            None => "unknown",
+        };
+        out.push(Key::from([
+            (
+                "subtype".into(),
+                subtype.unwrap_or_else(|| "unknown".into()),
+            ),
+            ("age_band".into(), age_band.into()),
+            (
+                "diagnosis_year".into(),
+                year.map(|y| y.to_string())
+                    .unwrap_or_else(|| "unknown".into()),
+            ),
+            ("pcr".into(), pcr.into()),
+            ("recurrence".into(), recurrence.into()),
+        ]));
+    }
+    (out, ages)
+}
+
+fn key_of(v: &Value) -> Key {
+    v.as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+        .collect()
+}
+
+fn count_matching(patients: &[Key], key: &Key) -> i64 {
+    patients
+        .iter()
+        .filter(|p| key.iter().all(|(d, v)| p.get(d) == Some(v)))
+        .count() as i64
+}
+
+/// Every published count is 0 or at least `min`, and no group tied by a published sum holds
+/// exactly one suppressed cell; returns the number of suppressed cells.
+fn check_disclosure_control(summary: &Value, min: i64) -> usize {
+    let tables = summary["tables"].as_array().unwrap();
+    let mut suppressed: BTreeMap<Key, bool> = BTreeMap::new();
+    for t in tables {
+        for c in t["cells"].as_array().unwrap() {
+            let s = c["suppressed"].as_bool().unwrap();
+            if !s {
+                let n = c["n"].as_i64().unwrap();
+                assert!(n == 0 || n >= min, "published small cell {c} (min {min})");
+            } else {
+                assert!(c["n"].is_null(), "a suppressed cell carries its count: {c}");
+            }
+            suppressed.insert(key_of(&c["key"]), s);
+        }
+    }
+    let mut groups: Vec<Vec<Key>> = Vec::new();
+    for t in tables {
+        let dims: Vec<String> = t["dimensions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_str().unwrap().to_string())
+            .collect();
+        let keys: Vec<Key> = t["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| key_of(&c["key"]))
+            .collect();
+        match dims.len() {
+            0 => {}
+            1 => {
+                let mut g = keys.clone();
+                g.push(Key::new());
+                groups.push(g);
+            }
+            2 => {
+                for d in &dims {
+                    let values: std::collections::BTreeSet<&String> =
+                        keys.iter().map(|k| &k[d]).collect();
+                    for v in values {
+                        let mut g: Vec<Key> = keys.iter().filter(|k| &k[d] == v).cloned().collect();
+                        g.push(Key::from([(d.clone(), v.clone())]));
+                        groups.push(g);
+                    }
+                }
+            }
+            _ => panic!("unexpected table {t}"),
+        }
+    }
+    for g in &groups {
+        let n = g.iter().filter(|k| suppressed[*k]).count();
+        assert_ne!(
+            n, 1,
+            "group {g:?} has exactly one suppressed cell: recoverable"
+        );
+    }
+    suppressed.values().filter(|s| **s).count()
+}
+
+fn summary_as_federation(db: &TestDb, cohort: &str) -> Value {
+    let mut c = db.connect_as(FEDERATION);
+    let t: String = c
+        .query_one("SELECT federation.cohort_summary($1)::text", &[&cohort])
+        .unwrap()
+        .get(0);
+    serde_json::from_str(&t).unwrap()
+}
+
+fn write_nodes(path: &Path, nodes: &[(&str, String)]) {
+    let mut t = String::new();
+    for (id, url) in nodes {
+        t.push_str(&format!(
+            "[[node]]\nid = \"{id}\"\nurl = \"{url}\"\nconnect_timeout = 3\n\n"
+        ));
+    }
+    std::fs::write(path, t).unwrap();
+}
+
+fn federate(args: &[&str]) -> (Option<i32>, Value) {
+    let out = registrar_cmd().arg("federate").args(args).output().unwrap();
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
+    (out.status.code(), v)
+}
+
+fn status_of<'a>(pooled: &'a Value, node: &str) -> &'a str {
+    pooled["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == node)
+        .unwrap_or_else(|| panic!("node {node} missing in {pooled}"))["status"]
+        .as_str()
+        .unwrap()
+}
+
+#[test]
+fn three_registries_pool_to_the_pooled_counts_and_failures_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = new_key(dir.path(), "registry.key");
+    let specs = [("ghent", 11, 1), ("leuven", 22, 5001), ("lille", 33, 9001)];
+    let mut nodes = Vec::new();
+    for (id, seed, first) in specs {
+        let db = TestDb::new();
+        let src = synth_institution(&dir.path().join(id), 120, seed, 0.0, id, first);
+        import_hospital(&db, &key, &src);
+        let out = db.registrar(&["roles", "apply"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let out = db.registrar(&["federation", "configure", "--node-id", id]);
+        assert!(out.status.success(), "{}", text(&out));
+        nodes.push((id, db));
+    }
+
+    // A coordinator asks the three nodes as registrar_federation, plus one that is down.
+    let nodes_toml = dir.path().join("nodes.toml");
+    let mut entries: Vec<(&str, String)> = nodes
+        .iter()
+        .map(|(id, db)| (*id, db.url_as(FEDERATION)))
+        .collect();
+    entries.push((
+        "stopped",
+        format!("postgresql://{FEDERATION}@127.0.0.1:1/registry"),
+    ));
+    write_nodes(&nodes_toml, &entries);
+    let nodes_arg = nodes_toml.to_str().unwrap();
+    let (code, pooled) = federate(&[
+        "--nodes",
+        nodes_arg,
+        "--cohort",
+        "modeling_cohort",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, Some(1), "a node is down: exit 1\n{pooled:#}");
+    assert_eq!(status_of(&pooled, "stopped"), "unavailable");
+    for (id, _) in &nodes {
+        assert_eq!(status_of(&pooled, id), "answered");
+    }
+    assert_eq!(pooled["pooled_nodes"], json!(["ghent", "leuven", "lille"]));
+
+    // Every published count equals the count computed here from the rows; pooled sums equal
+    // the pooled rows wherever no node suppressed the cell.
+    let per_node: Vec<(Vec<Key>, Vec<i32>)> =
+        nodes.iter().map(|(_, db)| patient_categories(db)).collect();
+    let all: Vec<Key> = per_node.iter().flat_map(|(p, _)| p.clone()).collect();
+    let mut complete_cells = 0;
+    let mut incomplete_cells = 0;
+    for t in pooled["tables"].as_array().unwrap() {
+        for c in t["cells"].as_array().unwrap() {
+            let k = key_of(&c["key"]);
+            for (i, v) in c["per_node"].as_array().unwrap().iter().enumerate() {
+                if let Some(n) = v.as_i64() {
+                    assert_eq!(n, count_matching(&per_node[i].0, &k), "node {i} cell {k:?}");
+                }
+            }
+            if c["complete"].as_bool().unwrap() {
+                complete_cells += 1;
+                assert_eq!(
+                    c["n"].as_i64().unwrap(),
+                    count_matching(&all, &k),
+                    "pooled {k:?}"
+                );
+            } else {
+                incomplete_cells += 1;
+                assert!(c["n"].as_i64().unwrap() <= count_matching(&all, &k));
+                assert!(!c["suppressed_at"].as_array().unwrap().is_empty());
+            }
+        }
+    }
+    assert!(complete_cells > 20, "{complete_cells} complete cells");
+    assert!(
+        incomplete_cells > 0,
+        "120 patients per node leave some small cells"
+    );
+    let total = &pooled["tables"][0]["cells"][0];
+    assert_eq!(total["n"].as_i64().unwrap(), all.len() as i64);
+    assert_eq!(total["complete"], json!(true));
+
+    // The pooled mean age is the mean over all patients.
+    let ages: Vec<i32> = per_node.iter().flat_map(|(_, a)| a.clone()).collect();
+    let mean = ages.iter().map(|a| *a as f64).sum::<f64>() / ages.len() as f64;
+    let stat = pooled["statistics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["variable"] == "age_at_diagnosis" && s["stratum"] == json!({}))
+        .unwrap();
+    let pooled_mean = stat["pooled_mean"].as_f64().unwrap();
+    assert!((pooled_mean - mean).abs() < 0.1, "{pooled_mean} vs {mean}");
+
+    // Disclosure control at every node.
+    for a in pooled["nodes"].as_array().unwrap() {
+        if a["status"] == "answered" {
+            check_disclosure_control(&a["summary"], 5);
+        }
+    }
+
+    // Every query is in the node's audit log, with the policy, and the chain verifies.
+    for (id, db) in &nodes {
+        let mut c = db.client();
+        let r = c
+            .query_one(
+                "SELECT actor_db_role, detail FROM registry.audit_log
+                  WHERE action = 'federated query' ORDER BY seq DESC LIMIT 1",
+                &[],
+            )
+            .unwrap();
+        assert_eq!(r.get::<_, String>(0), FEDERATION);
+        let detail: Value = serde_json::from_str(&r.get::<_, String>(1)).unwrap();
+        assert_eq!(detail["min_cell"], json!(5));
+        assert_eq!(detail["node_id"], json!(id));
+        assert_eq!(detail["cohort"], json!("modeling_cohort"));
+        let out = db.registrar(&["audit", "verify"]);
+        assert!(out.status.success(), "{id}: {}", text(&out));
+    }
+
+    // Nodes that cannot open a port export files; merging them pools the same numbers.
+    let mut files = Vec::new();
+    for (id, db) in &nodes {
+        let f = dir.path().join(format!("{id}.json"));
+        let out = db.registrar(&[
+            "federation",
+            "export",
+            "--cohort",
+            "modeling_cohort",
+            "--out",
+            f.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+        files.push(f);
+    }
+    let file_args: Vec<&str> = files.iter().map(|f| f.to_str().unwrap()).collect();
+    let mut args = vec!["merge", "--format", "json"];
+    args.extend(&file_args);
+    let (code, merged) = federate(&args);
+    assert_eq!(code, Some(0), "{merged:#}");
+    assert_eq!(merged["tables"], pooled["tables"]);
+
+    // An altered file is reported by name and left out.
+    let altered = dir.path().join("ghent-altered.json");
+    let mut v: Value = serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
+    v["summary"]["n"] = json!(v["summary"]["n"].as_i64().unwrap() + 1);
+    std::fs::write(&altered, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    let mut args = vec!["merge", "--format", "json", altered.to_str().unwrap()];
+    args.extend(&file_args[1..]);
+    let (code, merged) = federate(&args);
+    assert_eq!(code, Some(1));
+    assert_eq!(status_of(&merged, "ghent-altered"), "altered");
+    assert_eq!(merged["pooled_nodes"], json!(["leuven", "lille"]));
+
+    // A stricter policy suppresses more, still complementarily, and is audited.
+    let ghent = &nodes[0].1;
+    let before = check_disclosure_control(&summary_as_federation(ghent, "modeling_cohort"), 5);
+    let out = ghent.registrar(&["federation", "configure", "--min-cell", "30"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let strict = summary_as_federation(ghent, "modeling_cohort");
+    let after = check_disclosure_control(&strict, 30);
+    assert!(after > before, "{after} suppressed at 30 vs {before} at 5");
+    assert_eq!(strict["policy"]["min_cell"], json!(30));
+    for s in strict["statistics"].as_array().unwrap() {
+        if s.get("suppressed").is_none() {
+            assert!(s["n"].as_i64().unwrap() >= 30, "{s}");
+        }
+    }
+    assert_eq!(
+        ghent.count(
+            "SELECT count(*) FROM registry.audit_log WHERE action = 'configuration change'
+               AND detail LIKE '%federation disclosure policy%'"
+        ),
+        2,
+        "node id and min cell changes are audited"
+    );
+
+    // A node on another schema version is reported, not pooled.
+    nodes[2]
+        .1
+        .client()
+        .batch_execute("INSERT INTO __diesel_schema_migrations (version) VALUES ('29991231000000')")
+        .unwrap();
+    let (code, pooled) = federate(&[
+        "--nodes",
+        nodes_arg,
+        "--cohort",
+        "tnbc_cohort",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, Some(1));
+    assert_eq!(status_of(&pooled, "lille"), "schema_mismatch");
+    assert_eq!(pooled["pooled_nodes"], json!(["ghent", "leuven"]));
+
+    // The askable cohorts come from the nodes.
+    let out = registrar_cmd()
+        .args(["federate", "--nodes", nodes_arg, "--list"])
+        .output()
+        .unwrap();
+    let t = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        t.contains("ghent") && t.contains("tnbc_cohort"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        t.contains("stopped") && t.contains("UNAVAILABLE"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn suppression_is_complementary() {
+    let db = TestDb::new();
+    let mut c = db.client();
+    let mut suppress = |counts: &[i64], groups: Value, min: i32| -> Vec<bool> {
+        c.query_one(
+            "SELECT federation.suppress($1::bigint[], $2::jsonb, $3)",
+            &[&counts, &groups, &min],
+        )
+        .unwrap()
+        .get(0)
+    };
+    // One-way table (total, a, b, c): a is small; the next smallest, b, hides it.
+    assert_eq!(
+        suppress(&[32, 2, 10, 20], json!([[1, 2, 3, 4]]), 5),
+        [false, true, true, false]
+    );
+    // Zeros are published and are complements only when nothing else is left.
+    assert_eq!(
+        suppress(&[32, 2, 0, 30], json!([[1, 2, 3, 4]]), 5),
+        [false, true, false, true]
+    );
+    // Two-way table: cells r1 = (3, 10, 12), r2 = (8, 9, 20); row margins 25, 37; column
+    // margins 11, 19, 32; total 62. Indexes: 1-6 cells, 7-8 row margins, 9-11 column
+    // margins, 12 total.
+    let counts = [3, 10, 12, 8, 9, 20, 25, 37, 11, 19, 32, 62];
+    let groups = json!([
+        [1, 2, 3, 7],
+        [4, 5, 6, 8], // rows with their margins
+        [1, 4, 9],
+        [2, 5, 10],
+        [3, 6, 11], // columns with their margins
+        [7, 8, 12],
+        [9, 10, 11, 12] // margins with the total
+    ]);
+    let s = suppress(&counts, groups, 5);
+    let suppressed: Vec<usize> = (0..s.len()).filter(|i| s[*i]).map(|i| i + 1).collect();
+    assert_eq!(
+        suppressed,
+        [1, 2, 4, 5],
+        "3 hidden by 10 (row), 8 (column) and 9"
+    );
+    // A table whose total is small is suppressed whole; minimum 1 suppresses nothing.
+    assert_eq!(
+        suppress(&[3, 1, 2], json!([[1, 2, 3]]), 5),
+        [true, true, true]
+    );
+    assert_eq!(
+        suppress(&[3, 1, 2], json!([[1, 2, 3]]), 1),
+        [false, false, false]
+    );
+}
+
+#[test]
+fn the_federation_role_executes_the_summary_and_nothing_else() {
+    let db = TestDb::new();
+    let out = db.registrar(&["roles", "apply"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut admin = db.client();
+    let relations: Vec<String> = admin
+        .query(
+            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname IN ('cdm', 'registry', 'research', 'federation', 'public')
+                AND c.relkind IN ('r', 'v', 'm', 'p', 'f', 'S')
+              ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(relations.len() > 80, "{} relations", relations.len());
+    let mut f = db.connect_as(FEDERATION);
+    for rel in &relations {
+        let e = f
+            .batch_execute(&format!("SELECT * FROM {rel} LIMIT 1"))
+            .expect_err(rel);
+        assert!(
+            format!("{e:?}").contains("permission denied"),
+            "{rel}: {e:?}"
+        );
+    }
+    for denied in [
+        "SELECT registry.audit_append('x', '{}', 'y')",
+        "SELECT federation.suppress(ARRAY[1]::bigint[], '[]', 5)",
+        "UPDATE federation.policy SET min_cell = 1",
+        "INSERT INTO registry.audit_log (seq) VALUES (1)",
+        "CREATE TABLE federation.mine (x int)",
+        "CREATE TABLE public.mine (x int)",
+        "CREATE FUNCTION public.f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+    ] {
+        let e = f.batch_execute(denied).expect_err(denied);
+        assert!(
+            format!("{e:?}").contains("permission denied"),
+            "{denied}: {e:?}"
+        );
+    }
+    // The API works, and only for askable cohorts.
+    let v: String = f
+        .query_one("SELECT federation.schema_version()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(v, registrar_etl::db::latest_migration_version().unwrap());
+    let n: i64 = f
+        .query_one("SELECT count(*) FROM federation.cohorts()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 4);
+    let s = summary_as_federation(&db, "tnbc_cohort");
+    assert_eq!(s["n"], json!(0));
+    for bad in [
+        "person_map",
+        "modeling_cohort; DROP TABLE cdm.person",
+        "../registry.reject",
+    ] {
+        let e = f
+            .query_one("SELECT federation.cohort_summary($1)", &[&bad])
+            .expect_err(bad);
+        assert!(
+            format!("{e:?}").contains("no askable cohort"),
+            "{bad}: {e:?}"
+        );
+    }
+}
