@@ -82,6 +82,8 @@ struct Pending {
     values: Vec<Value>,
     id: Option<i32>,
     source_row: i64,
+    /// Keyed hash of the source row's logical identity, when it has one.
+    source_key: Option<String>,
 }
 
 /// Hashing for keys that are already uniformly random (digests): use them as they are.
@@ -117,6 +119,43 @@ struct Batch {
     pending: Vec<Pending>,
     rejects: Vec<RejectRow>,
     persons: Vec<NewPseudonym>,
+    /// Row keys (keyed hashes) whose earlier rows this batch replaces or deletes.
+    replaced_keys: Vec<String>,
+}
+
+/// Purpose of the keyed hash of a row's logical identity (`SourceRow::key`).
+pub const ROW_KEY_PURPOSE: &str = "source-record";
+
+/// Delete every cdm row (and its lineage) produced earlier by the source records with these
+/// keyed hashes; returns the rows deleted.
+pub fn delete_rows_by_keys(tx: &mut impl postgres::GenericClient, keys: &[String]) -> Result<i64> {
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    let tables: Vec<String> = tx
+        .query(
+            "SELECT DISTINCT cdm_table FROM registry.lineage WHERE source_key = ANY($1)",
+            &[&keys],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut n = 0;
+    for t in tables {
+        let key = crate::mapping::check::id_column(&t).unwrap_or_else(|| "person_id".to_string());
+        n += tx.execute(
+            &format!(
+                "DELETE FROM cdm.{t} WHERE {key} IN
+                   (SELECT cdm_row_id FROM registry.lineage WHERE source_key = ANY($1) AND cdm_table = $2)"
+            ),
+            &[&keys, &t],
+        )? as i64;
+    }
+    tx.execute(
+        "DELETE FROM registry.lineage WHERE source_key = ANY($1)",
+        &[&keys],
+    )?;
+    Ok(n)
 }
 
 /// Write new person-map rows (bulk mode) with binary COPY.
@@ -588,7 +627,7 @@ pub fn import_file(
         )?;
         return Ok(out);
     }
-    let mut source: Box<dyn RowSource> = match spec.source.format {
+    let source: Box<dyn RowSource> = match spec.source.format {
         Format::Csv => {
             let opened = choose_decoder(spec.source.encoding, &sn).and_then(|d| {
                 CsvSource::open(
@@ -616,6 +655,78 @@ pub fn import_file(
             }
         },
     };
+    let unit = Unit {
+        kind,
+        locator_hash: &locator_hash,
+        sha256: &sn.sha256,
+        size: sn.size,
+        label: &path.display().to_string(),
+        replace: Replace::EarlierVersions,
+    };
+    load_unit(client, seq, c, keys, run_id, &unit, source, opts, bar, out)
+}
+
+/// One unit of input (a file, a page of FHIR resources) as the ledger
+/// (`registry.source_file`) records it.
+pub struct Unit<'a> {
+    /// `csv`, `xlsx`, `fhir`, ...
+    pub kind: &'a str,
+    /// Keyed hash of where it came from.
+    pub locator_hash: &'a str,
+    pub sha256: &'a str,
+    pub size: u64,
+    /// How messages name it (never stored).
+    pub label: &'a str,
+    pub replace: Replace,
+}
+
+/// What a loaded unit replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replace {
+    /// The rows of earlier loaded versions of the same unit (same locator): a re-exported file.
+    EarlierVersions,
+    /// The rows earlier units produced from records with the same row key
+    /// (`SourceRow::key`): FHIR resources that come back updated, or deleted.
+    ByRowKey,
+}
+
+/// Load the rows of one unit through a compiled mapping in one transaction: the path every
+/// source shares (person resolution, mapping, binary COPY with lineage, rejects, ledger,
+/// unmapped codes, one audit entry).
+#[allow(clippy::too_many_arguments)]
+pub fn load_unit(
+    client: &mut postgres::Client,
+    seq: &mut postgres::Client,
+    c: &Compiled,
+    keys: &Keys,
+    run_id: i64,
+    unit: &Unit<'_>,
+    mut source: Box<dyn RowSource + '_>,
+    opts: &ImportOptions,
+    bar: &indicatif::ProgressBar,
+    mut out: FileOutcome,
+) -> Result<FileOutcome> {
+    let spec = &c.mapping.spec;
+    let mapping_name = spec.source.name.as_str();
+    let kind = unit.kind;
+    let locator_hash = unit.locator_hash.to_string();
+    let fail = |client: &mut postgres::Client,
+                out: &mut FileOutcome,
+                code: &'static str,
+                reason: String|
+     -> Result<()> {
+        let ident = FileIdent {
+            kind,
+            mapping: mapping_name,
+            locator_hash: &locator_hash,
+            sha: unit.sha256,
+            size: unit.size,
+        };
+        reject_file(client, keys, run_id, &ident, code, &reason)?;
+        out.status = "rejected".into();
+        out.reason = Some(reason);
+        Ok(())
+    };
     let header: Vec<String> = source.header().to_vec();
     let missing = check_header(c, &header);
     if !missing.is_empty() {
@@ -635,12 +746,15 @@ pub fn import_file(
     // One import at a time resolves persons (see PERSON_MAP_LOCK).
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PERSON_MAP_LOCK])?;
     // Earlier versions of this file are replaced.
-    let replaced = supersede_previous(&mut tx, &locator_hash)?;
+    let replaced = match unit.replace {
+        Replace::EarlierVersions => supersede_previous(&mut tx, &locator_hash)?,
+        Replace::ByRowKey => 0,
+    };
     let file_id: i64 = tx
         .query_one(
             "INSERT INTO registry.source_file (source_kind, locator_hash, content_sha256, byte_size, mapping_name, run_id, status)
              VALUES ($1, $2, $3, $4, $5, $6, 'loading') RETURNING source_file_id",
-            &[&kind, &locator_hash, &sn.sha256, &(sn.size as i64), &mapping_name, &run_id],
+            &[&kind, &locator_hash, &unit.sha256, &(unit.size as i64), &mapping_name, &run_id],
         )?
         .get(0);
 
@@ -684,6 +798,8 @@ pub fn import_file(
     // Exact duplicates: 64 bits of SHA-256 per row and the first row number, about 16 bytes
     // per row (10 million rows in 160 MB).
     let mut seen: HashMap<u64, u32, BuildPassThrough> = HashMap::default();
+    let mut seen_keys: HashSet<String> = HashSet::new();
+    let mut replaced_keys: Vec<String> = Vec::new();
     let mut pending: Vec<Pending> = Vec::new();
     let mut rejects: Vec<RejectRow> = Vec::new();
     let mut tables: std::collections::BTreeMap<String, i64> = Default::default();
@@ -699,6 +815,7 @@ pub fn import_file(
         let (sender, receiver) = std::sync::mpsc::sync_channel::<Batch>(2);
         let writer = scope.spawn(move || -> Result<()> {
             for mut b in receiver {
+                delete_rows_by_keys(writer_tx, &b.replaced_keys)?;
                 write_persons(writer_tx, keys, run_id, &b.persons)?;
                 flush(
                     writer_tx,
@@ -713,12 +830,14 @@ pub fn import_file(
         });
         let send = |pending: &mut Vec<Pending>,
                     rejects: &mut Vec<RejectRow>,
-                    resolver: &mut PersonResolver<'_>|
+                    resolver: &mut PersonResolver<'_>,
+                    replaced_keys: &mut Vec<String>|
          -> Result<()> {
             let b = Batch {
                 pending: std::mem::take(pending),
                 rejects: std::mem::take(rejects),
                 persons: resolver.take_new(),
+                replaced_keys: std::mem::take(replaced_keys),
             };
             sender
                 .send(b)
@@ -747,6 +866,21 @@ pub fn import_file(
                             reason,
                         });
                         out.rows_rejected += 1;
+                        continue;
+                    }
+                    RowResult::Deleted { number, key } => {
+                        let k = keys.current.keyed_hash(ROW_KEY_PURPOSE, key.as_bytes());
+                        if seen_keys.insert(k.clone()) {
+                            replaced_keys.push(k);
+                        }
+                        rejects.push(RejectRow {
+                            row: Some(number as i64),
+                            column: None,
+                            code: "skipped_deleted",
+                            reason: "deleted at the source: the rows it produced are removed"
+                                .into(),
+                        });
+                        out.rows_skipped += 1;
                         continue;
                     }
                     RowResult::Row(r) => r,
@@ -783,6 +917,25 @@ pub fn import_file(
                     continue;
                 }
                 seen.insert(digest, u32::try_from(row.number).unwrap_or(u32::MAX));
+                // A record seen twice in one unit loads once; its key replaces earlier rows.
+                let row_key = match (&row.key, unit.replace) {
+                    (Some(k), Replace::ByRowKey) => {
+                        let k = keys.current.keyed_hash(ROW_KEY_PURPOSE, k.as_bytes());
+                        if !seen_keys.insert(k.clone()) {
+                            rejects.push(RejectRow {
+                                row: Some(row.number as i64),
+                                column: None,
+                                code: "skipped_duplicate",
+                                reason: "the same record appeared earlier in this batch".into(),
+                            });
+                            out.rows_skipped += 1;
+                            continue;
+                        }
+                        replaced_keys.push(k.clone());
+                        Some(k)
+                    }
+                    _ => None,
+                };
 
                 // Who is it about?
                 let mut idvals: Vec<(registrar_anonymizer::pseudonym::IdentifierType, String)> =
@@ -874,6 +1027,7 @@ pub fn import_file(
                         values,
                         id,
                         source_row: row.number as i64,
+                        source_key: row_key.clone(),
                     });
                 }
                 if let Some((column, code, reason)) = failure {
@@ -907,11 +1061,21 @@ pub fn import_file(
                 pending.extend(row_out);
                 buffered_rows += 1;
                 if buffered_rows >= opts.batch_rows {
-                    send(&mut pending, &mut rejects, &mut resolver)?;
+                    send(
+                        &mut pending,
+                        &mut rejects,
+                        &mut resolver,
+                        &mut replaced_keys,
+                    )?;
                     buffered_rows = 0;
                 }
             }
-            send(&mut pending, &mut rejects, &mut resolver)?;
+            send(
+                &mut pending,
+                &mut rejects,
+                &mut resolver,
+                &mut replaced_keys,
+            )?;
             Ok(())
         })();
         drop(sender);
@@ -930,7 +1094,7 @@ pub fn import_file(
             out.rows_loaded = 0;
             return Ok(out);
         }
-        return Err(e.context(format!("importing {}", path.display())));
+        return Err(e.context(format!("importing {}", unit.label)));
     }
     if spec.source.complete && out.rows_rejected > 0 {
         drop(tx);
@@ -974,7 +1138,7 @@ pub fn import_file(
             key_id: Some(keys.current.key_id().as_str()),
             detail: serde_json::json!({
                 "mapping": mapping_name,
-                "content_sha256": sn.sha256,
+                "content_sha256": unit.sha256,
                 "rows": { "in": out.rows_in, "loaded": out.rows_loaded, "rejected": out.rows_rejected, "skipped": out.rows_skipped },
                 "replaced_rows": replaced,
                 "dates": date_policy_text(&opts.policy),
@@ -1059,12 +1223,19 @@ fn flush(
     }
     if !pending.is_empty() {
         let sink = tx.copy_in(
-            "COPY registry.lineage (cdm_table, cdm_row_id, source_file_id, source_row, run_id) FROM STDIN (FORMAT binary)",
+            "COPY registry.lineage (cdm_table, cdm_row_id, source_file_id, source_row, run_id, source_key) FROM STDIN (FORMAT binary)",
         )?;
         use postgres::types::Type;
         let mut w = postgres::binary_copy::BinaryCopyInWriter::new(
             sink,
-            &[Type::TEXT, Type::INT8, Type::INT8, Type::INT8, Type::INT8],
+            &[
+                Type::TEXT,
+                Type::INT8,
+                Type::INT8,
+                Type::INT8,
+                Type::INT8,
+                Type::TEXT,
+            ],
         );
         for p in pending.iter() {
             let table = &c.layouts[p.layout].table;
@@ -1084,7 +1255,14 @@ fn flush(
                     }
                 }
             };
-            w.write(&[table, &row_id, &file_id, &p.source_row, &run_id])?;
+            w.write(&[
+                table,
+                &row_id,
+                &file_id,
+                &p.source_row,
+                &run_id,
+                &p.source_key,
+            ])?;
         }
         w.finish()?;
     }

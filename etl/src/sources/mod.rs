@@ -15,6 +15,10 @@ pub struct SourceRow {
     pub fields: Vec<String>,
     /// Per-cell problems found while reading (e.g. an error cell): (column, reason).
     pub cell_errors: Vec<(String, String)>,
+    /// The row's logical identity at the source (e.g. a FHIR `Type/id` with its endpoint),
+    /// for sources whose rows are updated in place: a later row with the same key replaces
+    /// the rows the earlier one produced. Stored only as a keyed hash.
+    pub key: Option<String>,
 }
 
 /// What a reader yields per row.
@@ -26,6 +30,12 @@ pub enum RowResult {
         line: u64,
         code: &'static str,
         reason: String,
+    },
+    /// The source says the record with this key was deleted: the rows it produced earlier
+    /// are removed.
+    Deleted {
+        number: u64,
+        key: String,
     },
 }
 

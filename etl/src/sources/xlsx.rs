@@ -189,6 +189,7 @@ impl RowSource for XlsxSource {
                     (c.to_string(), e.to_string())
                 })
                 .collect(),
+            key: None,
         })))
     }
 }

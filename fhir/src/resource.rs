@@ -1,0 +1,148 @@
+//! One FHIR resource: parsed as JSON, checked against the R4B models, with the facts the
+//! importer needs (type, logical id, last update).
+
+use serde_json::Value;
+
+/// A resource that passed the model check.
+#[derive(Debug, Clone)]
+pub struct Resource {
+    pub resource_type: String,
+    pub id: String,
+    /// `meta.lastUpdated` as sent (an instant, e.g. `2024-05-01T12:00:00.123Z`).
+    pub last_updated: Option<String>,
+    pub json: Value,
+}
+
+/// Why a resource was not usable. `Display` names the type and id when known.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{what}: {reason}")]
+pub struct ResourceError {
+    /// `Observation/123`, `Observation (no id)`, or `resource`.
+    pub what: String,
+    pub reason: String,
+    /// The logical id, when it could be read (so an update that fails still supersedes).
+    pub resource_type: Option<String>,
+    pub id: Option<String>,
+}
+
+fn describe(ty: Option<&str>, id: Option<&str>) -> String {
+    match (ty, id) {
+        (Some(t), Some(i)) => format!("{t}/{i}"),
+        (Some(t), None) => format!("{t} (no id)"),
+        _ => "resource".into(),
+    }
+}
+
+/// Parse one resource. `expected_type` (when given) must match `resourceType`.
+pub fn parse_resource(
+    bytes: &[u8],
+    expected_type: Option<&str>,
+) -> Result<Resource, ResourceError> {
+    let json: Value = serde_json::from_slice(bytes).map_err(|e| ResourceError {
+        what: "resource".into(),
+        reason: format!("not JSON: {e}"),
+        resource_type: None,
+        id: None,
+    })?;
+    from_value(json, expected_type)
+}
+
+/// Check an already parsed JSON value (e.g. a Bundle entry's `resource`).
+pub fn from_value(json: Value, expected_type: Option<&str>) -> Result<Resource, ResourceError> {
+    let ty = json
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let id = json.get("id").and_then(Value::as_str).map(str::to_string);
+    let err = |reason: String| ResourceError {
+        what: describe(ty.as_deref(), id.as_deref()),
+        reason,
+        resource_type: ty.clone(),
+        id: id.clone(),
+    };
+    let Some(t) = ty.as_deref() else {
+        return Err(err("no resourceType".into()));
+    };
+    if let Some(want) = expected_type {
+        if t != want {
+            return Err(err(format!("a {t} where a {want} was expected")));
+        }
+    }
+    let Some(i) = id.as_deref() else {
+        return Err(err("no id".into()));
+    };
+    if i.is_empty()
+        || i.len() > 64
+        || !i
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    {
+        return Err(err("the id is not a valid FHIR id".into()));
+    }
+    // The model check: every element with its type and every code from a required binding.
+    if let Err(e) = serde_json::from_value::<fhir_sdk::r4b::resources::Resource>(json.clone()) {
+        return Err(err(format!("not a valid R4 {t}: {e}")));
+    }
+    let last_updated = json
+        .get("meta")
+        .and_then(|m| m.get("lastUpdated"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    Ok(Resource {
+        resource_type: t.to_string(),
+        id: i.to_string(),
+        last_updated,
+        json,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_valid_observation_parses() {
+        let r = parse_resource(
+            br#"{"resourceType":"Observation","id":"o1","status":"final","meta":{"lastUpdated":"2024-01-02T03:04:05Z"},
+                 "code":{"coding":[{"system":"http://loinc.org","code":"85337-4"}]},
+                 "subject":{"reference":"Patient/p1"},"valueQuantity":{"value":50,"unit":"%"}}"#,
+            Some("Observation"),
+        )
+        .unwrap();
+        assert_eq!(
+            (r.resource_type.as_str(), r.id.as_str()),
+            ("Observation", "o1")
+        );
+        assert_eq!(r.last_updated.as_deref(), Some("2024-01-02T03:04:05Z"));
+    }
+
+    #[test]
+    fn bad_resources_are_errors_naming_type_and_id() {
+        // An unknown code in a required binding.
+        let e = parse_resource(
+            br#"{"resourceType":"Observation","id":"o2","status":"almost","code":{"text":"x"}}"#,
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("Observation/o2: not a valid R4 Observation"),
+            "{e}"
+        );
+        assert_eq!(e.id.as_deref(), Some("o2"));
+        // A wrong type, no id, not JSON.
+        let e = parse_resource(
+            br#"{"resourceType":"Patient","id":"p"}"#,
+            Some("Observation"),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("a Patient where a Observation"),
+            "{e}"
+        );
+        let e = parse_resource(br#"{"resourceType":"Patient"}"#, None).unwrap_err();
+        assert_eq!(e.to_string(), "Patient (no id): no id");
+        let e = parse_resource(b"{", None).unwrap_err();
+        assert!(e.to_string().starts_with("resource: not JSON"), "{e}");
+    }
+}
