@@ -238,7 +238,22 @@ fn parse_date(raw: &str, formats: &[String]) -> Option<NaiveDate> {
             return Some(dt.date());
         }
     }
-    excel_serial(raw).map(|dt| dt.date())
+    iso_datetime(raw)
+        .or_else(|| excel_serial(raw))
+        .map(|dt| dt.date())
+}
+
+/// An ISO 8601 / FHIR date-time (`2024-05-01T10:00:00+02:00`, `...Z`, or without offset),
+/// as the local time it names: OMOP keeps local date-times.
+fn iso_datetime(raw: &str) -> Option<NaiveDateTime> {
+    let t = raw.trim();
+    if t.len() < 19 || t.as_bytes().get(10) != Some(&b'T') {
+        return None;
+    }
+    chrono::DateTime::parse_from_rfc3339(t)
+        .map(|d| d.naive_local())
+        .ok()
+        .or_else(|| NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f").ok())
 }
 
 fn parse_datetime(raw: &str, formats: &[String]) -> Option<NaiveDateTime> {
@@ -250,7 +265,7 @@ fn parse_datetime(raw: &str, formats: &[String]) -> Option<NaiveDateTime> {
             return d.and_hms_opt(0, 0, 0);
         }
     }
-    excel_serial(raw)
+    iso_datetime(raw).or_else(|| excel_serial(raw))
 }
 
 /// Excel serial date (days since 1899-12-30, fraction = time of day).
@@ -569,6 +584,10 @@ pub fn import_file(
     let kind = match spec.source.format {
         Format::Csv => "csv",
         Format::Xlsx => "xlsx",
+        Format::Fhir => anyhow::bail!(
+            "{}: a FHIR mapping reads resources, not files: use `registrar import fhir` or `registrar import fhir-bulk`",
+            c.mapping.path.display()
+        ),
     };
     let fname = path
         .file_name()
@@ -583,19 +602,15 @@ pub fn import_file(
         .current
         .locator_hash(&format!("{mapping_name}/{fname}"));
 
-    let unchanged = client.query_opt(
-        "SELECT run_id FROM registry.source_file
-          WHERE locator_hash = $1 AND content_sha256 = $2 AND status = 'loaded' LIMIT 1",
-        &[&locator_hash, &sn.sha256],
-    )?;
-    if let Some(r) = unchanged {
-        let first: i64 = r.get(0);
-        let reason = format!("unchanged since run {first}");
-        client.execute(
-            "INSERT INTO registry.source_file (source_kind, locator_hash, content_sha256, byte_size, mapping_name, run_id, status, reason)
-             VALUES ($1, $2, $3, $4, $5, $6, 'skipped', $7)",
-            &[&kind, &locator_hash, &sn.sha256, &(sn.size as i64), &mapping_name, &run_id, &reason],
-        )?;
+    let unit = Unit {
+        kind,
+        locator_hash: &locator_hash,
+        sha256: &sn.sha256,
+        size: sn.size,
+        label: &path.display().to_string(),
+        replace: Replace::EarlierVersions,
+    };
+    if let Some(reason) = skip_if_unchanged(client, &unit, mapping_name, run_id)? {
         out.status = "skipped".into();
         out.reason = Some(reason);
         return Ok(out);
@@ -647,6 +662,7 @@ pub fn import_file(
                 }
             }
         }
+        Format::Fhir => anyhow::bail!("a FHIR mapping reads resources, not files"),
         Format::Xlsx => match crate::sources::xlsx::XlsxSource::open(path, &spec.source, sn.zip) {
             Ok(s) => Box::new(s),
             Err(FileError(e)) => {
@@ -655,15 +671,31 @@ pub fn import_file(
             }
         },
     };
-    let unit = Unit {
-        kind,
-        locator_hash: &locator_hash,
-        sha256: &sn.sha256,
-        size: sn.size,
-        label: &path.display().to_string(),
-        replace: Replace::EarlierVersions,
-    };
     load_unit(client, seq, c, keys, run_id, &unit, source, opts, bar, out)
+}
+
+/// When a unit with the same locator and content was loaded before, record it as skipped
+/// and return the reason.
+pub fn skip_if_unchanged(
+    client: &mut postgres::Client,
+    unit: &Unit<'_>,
+    mapping_name: &str,
+    run_id: i64,
+) -> Result<Option<String>> {
+    let unchanged = client.query_opt(
+        "SELECT run_id FROM registry.source_file
+          WHERE locator_hash = $1 AND content_sha256 = $2 AND status = 'loaded' LIMIT 1",
+        &[&unit.locator_hash, &unit.sha256],
+    )?;
+    let Some(r) = unchanged else { return Ok(None) };
+    let first: i64 = r.get(0);
+    let reason = format!("unchanged since run {first}");
+    client.execute(
+        "INSERT INTO registry.source_file (source_kind, locator_hash, content_sha256, byte_size, mapping_name, run_id, status, reason)
+         VALUES ($1, $2, $3, $4, $5, $6, 'skipped', $7)",
+        &[&unit.kind, &unit.locator_hash, &unit.sha256, &(unit.size as i64), &mapping_name, &run_id, &reason],
+    )?;
+    Ok(Some(reason))
 }
 
 /// One unit of input (a file, a page of FHIR resources) as the ledger

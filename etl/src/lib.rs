@@ -14,6 +14,7 @@ pub mod config;
 pub mod db;
 pub mod demo;
 pub mod federation;
+pub mod fhirimport;
 pub mod files;
 pub mod imaging;
 pub mod import;

@@ -263,6 +263,117 @@ impl Client {
     }
 }
 
+impl Client {
+    /// The ids of resources of `resource_type` whose latest change since `since` (an
+    /// instant in UTC, `...Z`) is a deletion, from the type's `_history`. History is read
+    /// newest first and only until entries older than `since` (some servers' next links
+    /// drop `_since`; this stays correct and short either way).
+    pub fn deleted_since(
+        &self,
+        resource_type: &str,
+        since: &str,
+    ) -> Result<Vec<String>, FetchError> {
+        let mut url = self
+            .base
+            .join(&format!("{resource_type}/_history"))
+            .map_err(|e| FetchError::Invalid(e.to_string()))?;
+        url.query_pairs_mut()
+            .append_pair("_since", since)
+            .append_pair("_count", &self.opts.count.to_string());
+        let mut seen_urls = HashSet::new();
+        let mut seen_ids = HashSet::new();
+        let mut deleted = Vec::new();
+        let mut next = Some(url);
+        while let Some(url) = next.take() {
+            if !seen_urls.insert(url.as_str().to_string()) {
+                return Err(FetchError::Loop {
+                    url: strip_credentials(&url),
+                });
+            }
+            let shown = strip_credentials(&url);
+            let (bundle, _, _) = self.get_json(&url)?;
+            if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
+                return Err(FetchError::NotABundle {
+                    url: shown,
+                    reason: "the history is not a Bundle".into(),
+                });
+            }
+            let mut older = false;
+            for e in bundle
+                .get("entry")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let modified = e
+                    .get("response")
+                    .and_then(|r| r.get("lastModified"))
+                    .and_then(Value::as_str)
+                    .or_else(|| {
+                        e.get("resource")
+                            .and_then(|r| r.get("meta"))
+                            .and_then(|m| m.get("lastUpdated"))
+                            .and_then(Value::as_str)
+                    });
+                if modified.is_some_and(|m| instant_before(m, since)) {
+                    older = true;
+                    break;
+                }
+                let id = e
+                    .get("request")
+                    .and_then(|r| r.get("url"))
+                    .and_then(Value::as_str)
+                    .or_else(|| e.get("fullUrl").and_then(Value::as_str))
+                    .and_then(|u| {
+                        let mut parts = u.trim_end_matches('/').rsplit('/');
+                        let last = parts.next()?;
+                        Some(last.to_string())
+                    });
+                let Some(id) = id else { continue };
+                if !seen_ids.insert(id.clone()) {
+                    continue; // an older change of a resource already decided
+                }
+                let method = e
+                    .get("request")
+                    .and_then(|r| r.get("method"))
+                    .and_then(Value::as_str);
+                if method == Some("DELETE") {
+                    deleted.push(id);
+                }
+            }
+            if older {
+                break;
+            }
+            next = bundle
+                .get("link")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .find(|l| l.get("relation").and_then(Value::as_str) == Some("next"))
+                .and_then(|l| l.get("url").and_then(Value::as_str))
+                .and_then(|n| self.base.join(n).ok());
+            if let Some(n) = &next {
+                if !same_origin(n, &self.base) {
+                    return Err(FetchError::OriginMismatch {
+                        url: strip_credentials(n),
+                        origin: self.base.origin().ascii_serialization(),
+                    });
+                }
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+/// Whether instant `a` is before `b` (both ISO 8601 in UTC with `Z`; compared on their
+/// common precision, so `...13.5Z` is not before `...13Z`).
+fn instant_before(a: &str, b: &str) -> bool {
+    let a = a.trim_end_matches('Z');
+    let b = b.trim_end_matches('Z');
+    let n = a.len().min(b.len());
+    a[..n] < b[..n]
+}
+
 fn transport_reason(e: &ureq::Error) -> String {
     match e {
         ureq::Error::Timeout(t) => format!("timed out ({t})"),
@@ -394,6 +505,14 @@ mod tests {
         ));
         assert_eq!(retry_after(" 3 "), Some(Duration::from_secs(3)));
         assert_eq!(retry_after("soon"), None);
+        assert!(instant_before(
+            "2026-01-01T10:00:00.000Z",
+            "2026-01-01T10:00:00.001Z"
+        ));
+        assert!(!instant_before(
+            "2026-01-01T10:00:00.500Z",
+            "2026-01-01T10:00:00Z"
+        ));
         assert_eq!(
             strip_credentials(&Url::parse("https://u:p@h.example/x").unwrap()),
             "https://h.example/x"

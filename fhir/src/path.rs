@@ -8,6 +8,8 @@
 //!   may contain dots and slashes, e.g. `coding[system=http://loinc.org]`).
 //!
 //! The result is the first scalar reached (text, number or boolean, as text), or nothing.
+//! Alternatives separated by ` | ` are tried in order (`effectivePeriod.start |
+//! effectiveDateTime`: FHIR choice elements).
 //! Examples: `code.coding[system=http://loinc.org].code`, `valueQuantity.value`,
 //! `extension[url=https://example.org/fhir/StructureDefinition/regimen].valueString`,
 //! `component[0].valueQuantity.value`, `subject.reference`.
@@ -27,11 +29,11 @@ struct Step {
     filter: Option<Filter>,
 }
 
-/// A compiled path.
+/// A compiled path (one or more alternatives).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Path {
     text: String,
-    steps: Vec<Step>,
+    alternatives: Vec<Vec<Step>>,
 }
 
 /// A path that does not parse, with the reason.
@@ -54,8 +56,19 @@ fn valid_name(n: &str) -> bool {
 
 impl Path {
     pub fn parse(text: &str) -> Result<Path, PathError> {
+        let alternatives = text
+            .split(" | ")
+            .map(|alt| Self::parse_steps(text, alt))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Path {
+            text: text.trim().to_string(),
+            alternatives,
+        })
+    }
+
+    fn parse_steps(whole: &str, text: &str) -> Result<Vec<Step>, PathError> {
         let err = |reason: String| PathError {
-            path: text.to_string(),
+            path: whole.to_string(),
             reason,
         };
         let mut steps = Vec::new();
@@ -96,34 +109,31 @@ impl Path {
                 .strip_prefix('.')
                 .ok_or_else(|| err(format!("unexpected `{rest}`")))?;
         }
-        Ok(Path {
-            text: text.trim().to_string(),
-            steps,
-        })
+        Ok(steps)
     }
 
     /// The first scalar the path reaches in `v`, as text.
     pub fn first(&self, v: &Value) -> Option<String> {
-        self.walk(v, 0)
+        self.alternatives.iter().find_map(|steps| walk(steps, v, 0))
     }
+}
 
-    fn walk(&self, v: &Value, i: usize) -> Option<String> {
-        let Some(step) = self.steps.get(i) else {
-            return scalar(v);
-        };
-        let child = v.get(&step.name)?;
-        let items: Vec<&Value> = match child {
-            Value::Array(a) => a.iter().collect(),
-            other => vec![other],
-        };
-        match &step.filter {
-            Some(Filter::Index(n)) => items.get(*n).and_then(|x| self.walk(x, i + 1)),
-            Some(Filter::Equals(k, want)) => items
-                .into_iter()
-                .filter(|x| x.get(k).and_then(scalar).as_deref() == Some(want.as_str()))
-                .find_map(|x| self.walk(x, i + 1)),
-            None => items.into_iter().find_map(|x| self.walk(x, i + 1)),
-        }
+fn walk(steps: &[Step], v: &Value, i: usize) -> Option<String> {
+    let Some(step) = steps.get(i) else {
+        return scalar(v);
+    };
+    let child = v.get(&step.name)?;
+    let items: Vec<&Value> = match child {
+        Value::Array(a) => a.iter().collect(),
+        other => vec![other],
+    };
+    match &step.filter {
+        Some(Filter::Index(n)) => items.get(*n).and_then(|x| walk(steps, x, i + 1)),
+        Some(Filter::Equals(k, want)) => items
+            .into_iter()
+            .filter(|x| x.get(k).and_then(scalar).as_deref() == Some(want.as_str()))
+            .find_map(|x| walk(steps, x, i + 1)),
+        None => items.into_iter().find_map(|x| walk(steps, x, i + 1)),
     }
 }
 

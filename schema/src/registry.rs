@@ -103,6 +103,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    registry.fhir_watermark (endpoint_hash, resource_type, mapping_name) {
+        endpoint_hash -> Text,
+        resource_type -> Text,
+        mapping_name -> Text,
+        last_updated -> Text,
+        run_id -> Int8,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     registry.nightly_source (run_id, source_name) {
         run_id -> Int8,
         source_name -> Text,
@@ -134,6 +145,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_log,
     unmapped_code,
     nightly_source,
+    fhir_watermark,
 );
 
 /// Every registry column, described through its diesel type (see [`crate::introspect`]).
@@ -176,6 +188,10 @@ pub fn columns() -> Vec<crate::introspect::ColumnInfo> {
         cols!(nightly_source: run_id, source_name, source_kind, status, files_seen,
         files_loaded, files_skipped, files_rejected, rows_in, rows_loaded, rows_rejected,
         rows_skipped, duration_ms, error),
+    );
+    v.extend(
+        cols!(fhir_watermark: endpoint_hash, resource_type, mapping_name, last_updated,
+        run_id, updated_at),
     );
     v
 }

@@ -55,6 +55,100 @@ pub enum ImportCommand {
     Csv(ImportArgs),
     /// Import spreadsheets (xlsx) through a mapping file (see `import csv`).
     Xlsx(ImportArgs),
+    /// Pull resources from a FHIR R4 endpoint through FHIR mappings (one per resource type).
+    ///
+    /// Each mapping's type is searched page by page (`_count`, following the Bundle's next
+    /// links); each page loads in its own transaction. The first run pulls everything; later
+    /// runs only what was updated since the last complete pull (`_lastUpdated=gt...`, a
+    /// watermark per endpoint, type and mapping kept in the registry and advanced only after
+    /// every page committed), plus deletions from the type's `_history`. An updated resource
+    /// replaces the rows it produced before. A resource that does not parse is rejected with
+    /// its reason; its page still loads. Timeouts, dropped connections, 429 and 5xx are
+    /// retried (Retry-After, else exponential backoff); a next link that loops or leaves the
+    /// server's origin stops that type. A run that dies is repeated from the last committed
+    /// watermark, without duplicates. Exit code 0: all loaded; 1: some resources rejected;
+    /// 2: a resource type failed (the others still ran); 3: error.
+    Fhir(FhirArgs),
+    /// Import a FHIR Bulk Data export folder (one ndjson file per type, plain or gzip)
+    /// through FHIR mappings; the export's Patients resolve every reference. Unchanged files
+    /// are skipped; resources replace their earlier rows as in `import fhir`.
+    FhirBulk(FhirBulkArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FhirArgs {
+    /// The server's base URL, e.g. https://fhir.hospital.example/r4
+    #[arg(long, value_name = "URL")]
+    pub endpoint: String,
+    /// FHIR mapping files (format = "fhir"), one per resource type; Patient first is usual.
+    #[arg(long, value_name = "FILE", required = true, num_args = 1..)]
+    pub mapping: Vec<PathBuf>,
+    /// Resources per search page (`_count`).
+    #[arg(long, default_value_t = 200)]
+    pub count: u32,
+    /// A file holding the bearer token (mode 0600).
+    #[arg(long, value_name = "FILE", conflicts_with = "token_env")]
+    pub token_file: Option<PathBuf>,
+    /// The environment variable holding the bearer token.
+    #[arg(long, value_name = "VAR")]
+    pub token_env: Option<String>,
+    /// Ignore the watermarks and pull everything again (updated rows replace their own).
+    #[arg(long)]
+    pub full: bool,
+    /// Seconds before one request times out.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+    /// Retries of one request (dropped connection, timeout, 429, 5xx).
+    #[arg(long, default_value_t = 5)]
+    pub retries: u32,
+    /// First backoff between retries in milliseconds (doubled each time; Retry-After wins).
+    #[arg(long, default_value_t = 500, hide = true)]
+    pub backoff_ms: u64,
+    #[command(flatten)]
+    pub dates: DateOpts,
+}
+
+#[derive(Debug, Args)]
+pub struct FhirBulkArgs {
+    /// FHIR mapping files (format = "fhir").
+    #[arg(long, value_name = "FILE", required = true, num_args = 1..)]
+    pub mapping: Vec<PathBuf>,
+    /// The export folder (manifest.json and Type.ndjson[.gz] files).
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub dates: DateOpts,
+}
+
+/// The bearer token from a file (which must not be readable by others) or a variable.
+fn read_token(file: Option<&std::path::Path>, var: Option<&str>) -> Result<Option<String>> {
+    if let Some(f) = file {
+        use std::os::unix::fs::PermissionsExt;
+        let meta =
+            std::fs::metadata(f).map_err(|e| anyhow::anyhow!("token file {}: {e}", f.display()))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            bail!(
+                "token file {} is readable by other users; run `chmod 600 {}`",
+                f.display(),
+                f.display()
+            );
+        }
+        let t = std::fs::read_to_string(f)
+            .map_err(|e| anyhow::anyhow!("token file {}: {e}", f.display()))?;
+        let t = t.trim();
+        if t.is_empty() {
+            bail!("token file {} is empty", f.display());
+        }
+        return Ok(Some(t.to_string()));
+    }
+    if let Some(v) = var {
+        let t =
+            std::env::var(v).map_err(|_| anyhow::anyhow!("environment variable {v} is not set"))?;
+        if t.trim().is_empty() {
+            bail!("environment variable {v} is empty");
+        }
+        return Ok(Some(t.trim().to_string()));
+    }
+    Ok(None)
 }
 
 #[derive(Debug, Args)]
@@ -95,6 +189,8 @@ pub fn import_command(g: &GlobalOpts, cmd: ImportCommand) -> Result<ExitCode> {
     let (args, want) = match cmd {
         ImportCommand::Csv(a) => (a, Format::Csv),
         ImportCommand::Xlsx(a) => (a, Format::Xlsx),
+        ImportCommand::Fhir(a) => return fhir_command(g, FhirInput::Endpoint(a)),
+        ImportCommand::FhirBulk(a) => return fhir_command(g, FhirInput::Bulk(a)),
     };
     let keys = g.keys.load()?;
     let opts = ImportOptions {
@@ -199,6 +295,160 @@ pub fn import_command(g: &GlobalOpts, cmd: ImportCommand) -> Result<ExitCode> {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    })
+}
+
+enum FhirInput {
+    Endpoint(FhirArgs),
+    Bulk(FhirBulkArgs),
+}
+
+fn fhir_command(g: &GlobalOpts, input: FhirInput) -> Result<ExitCode> {
+    use crate::fhirimport::{import_bulk, pull_endpoint, FhirOutcome};
+    let (mappings, dates) = match &input {
+        FhirInput::Endpoint(a) => (&a.mapping, &a.dates),
+        FhirInput::Bulk(a) => (&a.mapping, &a.dates),
+    };
+    let keys = g.keys.load()?;
+    let opts = ImportOptions {
+        policy: dates.policy()?,
+        ..Default::default()
+    };
+    let fhir = match &input {
+        FhirInput::Endpoint(a) => {
+            let token = read_token(a.token_file.as_deref(), a.token_env.as_deref())?;
+            Some(registrar_fhir::client::Client::new(
+                &a.endpoint,
+                registrar_fhir::client::ClientOptions {
+                    count: a.count.clamp(1, 10_000),
+                    timeout: std::time::Duration::from_secs(a.timeout.max(1)),
+                    max_retries: a.retries,
+                    backoff: std::time::Duration::from_millis(a.backoff_ms),
+                    bearer_token: token,
+                    ..Default::default()
+                },
+            )?)
+        }
+        FhirInput::Bulk(_) => None,
+    };
+    let target = g.db().resolve()?;
+    let mut conn = target.diesel()?;
+    db::migrate(&mut conn)?;
+    let mut client = target.client()?;
+    let mut compiled = Vec::new();
+    for m in mappings {
+        let c = load_compiled(m, &mut client)?;
+        if c.mapping.spec.source.format != Format::Fhir {
+            bail!("{} is not a FHIR mapping (format = \"fhir\")", m.display());
+        }
+        compiled.push(c);
+    }
+    let mut seq = target.client()?;
+    crate::privacy::audit::record_configuration(
+        &mut client,
+        keys.current.key_id().as_str(),
+        keys.current.domain(),
+        &crate::import::date_policy_text(&opts.policy),
+    )?;
+    let command = match &input {
+        FhirInput::Endpoint(_) => "import fhir",
+        FhirInput::Bulk(_) => "import fhir-bulk",
+    };
+    let run_id = runs::start(&mut conn, command, Some(keys.current.key_id().as_str()))?;
+    let bar = progress::count_bar(None, "resources", "resources");
+    let mut outcomes: Vec<FhirOutcome> = Vec::new();
+    let mut failures: Vec<String> = Vec::new();
+    match (&input, &fhir) {
+        (FhirInput::Endpoint(a), Some(f)) => {
+            for c in &compiled {
+                match pull_endpoint(
+                    &mut client,
+                    &mut seq,
+                    c,
+                    &keys,
+                    run_id,
+                    f,
+                    a.full,
+                    &opts,
+                    &bar,
+                ) {
+                    Ok(o) => outcomes.push(o),
+                    Err(e) => failures.push(format!("{}: {e:#}", c.mapping.spec.source.name)),
+                }
+            }
+        }
+        (FhirInput::Bulk(a), _) => {
+            match import_bulk(
+                &mut client,
+                &mut seq,
+                &compiled,
+                &keys,
+                run_id,
+                &a.dir,
+                &opts,
+                &bar,
+            ) {
+                Ok(o) => outcomes = o,
+                Err(e) => failures.push(format!("{e:#}")),
+            }
+        }
+        (FhirInput::Endpoint(_), None) => unreachable!("an endpoint has a client"),
+    }
+    bar.finish_and_clear();
+    let mut counts = runs::Counts::default();
+    for o in &outcomes {
+        let t = o.totals();
+        counts.rows_in += t.rows_in;
+        counts.rows_loaded += t.rows_loaded;
+        counts.rows_rejected += t.rows_rejected;
+        counts.rows_skipped += t.rows_skipped;
+    }
+    let status = if !failures.is_empty() {
+        "failed"
+    } else if counts.rows_rejected > 0 {
+        "partial"
+    } else {
+        "succeeded"
+    };
+    let msg = (!failures.is_empty()).then(|| failures.join("; "));
+    runs::finish(&mut conn, run_id, status, counts, msg.as_deref())?;
+    if g.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "run_id": run_id, "status": status, "mappings": outcomes, "failures": failures
+            }))?
+        );
+    } else {
+        for o in &outcomes {
+            let t = o.totals();
+            println!(
+                "{} ({}): {} resources in {} unit(s): {} loaded, {} rejected, {} skipped; {} deleted{}",
+                o.mapping,
+                o.resource_type,
+                t.rows_in,
+                o.units.len(),
+                t.rows_loaded,
+                t.rows_rejected,
+                t.rows_skipped,
+                o.deleted,
+                o.watermark_after
+                    .as_deref()
+                    .map(|w| format!("; watermark {w}"))
+                    .unwrap_or_default()
+            );
+        }
+        for f in &failures {
+            eprintln!("error: {f}");
+        }
+        if counts.rows_rejected > 0 {
+            println!("rejects: SELECT * FROM registry.reject WHERE run_id = {run_id};");
+        }
+    }
+    Ok(match status {
+        "succeeded" => ExitCode::SUCCESS,
+        "partial" => ExitCode::from(1),
+        _ => ExitCode::from(2),
     })
 }
 

@@ -372,6 +372,77 @@ pub fn compile(
     if spec.source.format == super::Format::Xlsx && spec.source.sheet.is_none() {
         errors.push(format!("{file}: an xlsx source needs `sheet`"));
     }
+    match (&spec.fhir, spec.source.format) {
+        (None, super::Format::Fhir) => {
+            errors.push(format!("{file}: a fhir source needs a [fhir] section"))
+        }
+        (Some(f), super::Format::Fhir) => {
+            let line = mapping.line(f.span().start);
+            let f = f.get_ref();
+            if !f
+                .resource
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_uppercase())
+                || !f.resource.chars().all(|c| c.is_ascii_alphanumeric())
+            {
+                errors.push(format!(
+                    "{file}:{line}: `{}` is not a FHIR resource type",
+                    f.resource
+                ));
+            }
+            for (name, path) in f
+                .columns
+                .iter()
+                .map(|(n, p)| (n.as_str(), p.as_str()))
+                .chain(std::iter::once(("subject", f.subject.as_str())))
+            {
+                if let Err(e) = registrar_fhir::path::Path::parse(path) {
+                    errors.push(format!("{file}:{line}: column `{name}`: {e}"));
+                }
+            }
+            let header = f.header();
+            for (i, h) in header.iter().enumerate() {
+                if header[..i].contains(h) {
+                    errors.push(format!("{file}:{line}: column `{h}` is defined twice"));
+                }
+            }
+            let mut missing: Vec<&str> = Vec::new();
+            for id in &identifiers {
+                if let IdSource::Column(c) = &id.source {
+                    if !header.contains(c) {
+                        missing.push(c);
+                    }
+                }
+            }
+            for e in &emits {
+                for (_, x) in &e.fields {
+                    if let Src::Column(c) = &x.src {
+                        if !header.contains(c) {
+                            missing.push(c);
+                        }
+                    }
+                }
+                if let Some(w) = &e.when {
+                    if !header.contains(&w.column) {
+                        missing.push(&w.column);
+                    }
+                }
+            }
+            missing.sort_unstable();
+            missing.dedup();
+            for m in missing {
+                errors.push(format!(
+                    "{file}:{line}: column `{m}` is read but [fhir.columns] does not define it"
+                ));
+            }
+        }
+        (Some(f), _) => errors.push(format!(
+            "{file}:{}: [fhir] only belongs in a mapping with format = \"fhir\"",
+            mapping.line(f.span().start)
+        )),
+        (None, _) => {}
+    }
     if errors.is_empty() {
         Ok(Compiled {
             mapping,

@@ -26,6 +26,31 @@
 //! measurement_source_value = { column = "lab_code" }
 //! ```
 //!
+//! A FHIR mapping (`format = "fhir"`) reads one resource type; its `[fhir]` section names the
+//! resource, turns paths into columns, and says which identifiers of the referenced Patient
+//! become columns (the `[person]` section then uses them like any other column):
+//!
+//! ```toml
+//! [source]
+//! name = "fhir-observation"
+//! format = "fhir"
+//!
+//! [fhir]
+//! resource = "Observation"
+//! subject = "subject.reference"    # default; a Patient mapping reads the resource itself
+//! patient_identifiers = [{ system = "https://h.example/fhir/NamingSystem/mrn", column = "mrn" }]
+//! [fhir.columns]                   # column = path (see registrar_fhir::path)
+//! code = "code.coding[system=https://h.example/fhir/CodeSystem/lab].code"
+//! value = "valueQuantity.value"
+//! date = "effectiveDateTime"
+//!
+//! [person]
+//! identifiers = [{ column = "mrn", type = "mrn" }]
+//! ```
+//!
+//! FHIR dates (`2024-05-01`, `2024-05-01T10:00:00+02:00`) are understood without
+//! `date_formats`; a date-time keeps its local time.
+//!
 //! Field expressions take their value from a `column`, a `const`, the source `row_number`, or
 //! the id of another emit of the same row (`id_of`), then optionally translate it through
 //! `values` (a value map) or `lookup` (a concept map). The target column's type decides how
@@ -61,6 +86,49 @@ pub struct MappingSpec {
     pub concept_maps: BTreeMap<String, Spanned<PathBuf>>,
     #[serde(default)]
     pub emit: Vec<Spanned<Emit>>,
+    /// FHIR mappings: the resource and its columns.
+    pub fhir: Option<Spanned<FhirSpec>>,
+}
+
+/// The `[fhir]` section of a FHIR mapping.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FhirSpec {
+    /// The resource type, e.g. `Observation`.
+    pub resource: String,
+    /// Path to the reference of the Patient the resource is about.
+    #[serde(default = "default_subject")]
+    pub subject: String,
+    /// Identifiers of the Patient (by system) that become columns.
+    #[serde(default)]
+    pub patient_identifiers: Vec<PatientIdentifierSpec>,
+    /// Column name -> path.
+    #[serde(default)]
+    pub columns: BTreeMap<String, String>,
+}
+
+fn default_subject() -> String {
+    "subject.reference".into()
+}
+
+/// One identifier of the referenced Patient, as a column.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatientIdentifierSpec {
+    pub system: String,
+    pub column: String,
+}
+
+impl FhirSpec {
+    /// The columns a FHIR source yields, in order: the path columns, then the patient
+    /// identifier columns.
+    pub fn header(&self) -> Vec<String> {
+        self.columns
+            .keys()
+            .cloned()
+            .chain(self.patient_identifiers.iter().map(|p| p.column.clone()))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -68,6 +136,7 @@ pub struct MappingSpec {
 pub enum Format {
     Csv,
     Xlsx,
+    Fhir,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
