@@ -8,6 +8,7 @@ mod cli;
 mod dicom;
 mod embedded;
 mod federation;
+mod fhir;
 mod hospital;
 mod imaging;
 mod import;

@@ -269,3 +269,4 @@ pub fn registry_keys(key: &std::path::Path) -> registrar_etl::privacy::keys::Key
     .load()
     .unwrap()
 }
+pub mod fhir_server;

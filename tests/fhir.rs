@@ -1,0 +1,388 @@
+//! FHIR imports against a real FHIR R4 server (sekmet-fhir on loopback): paging, incremental
+//! runs, updates and deletions, auth, faults, resuming; and Bulk Data folders.
+
+use crate::support::fhir_server::{Fault, FaultProxy, FhirServer};
+use crate::support::{new_key, repo_file, synth, text, TestDb};
+use serde_json::{json, Value};
+use std::path::Path;
+
+const MAPPINGS: [&str; 5] = [
+    "patient",
+    "condition",
+    "observation",
+    "procedure",
+    "medication_administration",
+];
+const TYPES: [&str; 5] = [
+    "Patient",
+    "Condition",
+    "Observation",
+    "Procedure",
+    "MedicationAdministration",
+];
+
+fn mapping_args() -> Vec<String> {
+    let mut v = vec!["--mapping".to_string()];
+    for m in MAPPINGS {
+        v.push(
+            repo_file(&format!("mappings/fhir/{m}.toml"))
+                .to_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    v
+}
+
+/// `registrar --json import fhir` against `endpoint`; returns (exit code, JSON, full text).
+fn pull(db: &TestDb, key: &Path, endpoint: &str, extra: &[&str]) -> (Option<i32>, Value, String) {
+    let mut args: Vec<String> = vec![
+        "--json".into(),
+        "--key-file".into(),
+        key.to_str().unwrap().into(),
+        "import".into(),
+        "fhir".into(),
+        "--endpoint".into(),
+        endpoint.into(),
+        "--count".into(),
+        "50".into(),
+        "--backoff-ms".into(),
+        "20".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend(mapping_args());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = db.registrar(&refs);
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.code(), v, text(&out))
+}
+
+fn mapping_outcome<'a>(v: &'a Value, resource_type: &str) -> &'a Value {
+    v["mappings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["resource_type"] == resource_type)
+        .unwrap_or_else(|| panic!("no {resource_type} in {v:#}"))
+}
+
+fn rows_in(m: &Value) -> i64 {
+    m["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["rows_in"].as_i64().unwrap())
+        .sum()
+}
+
+/// The modeling cohort keyed by pseudonym (person_id differs between registries).
+fn cohort_rows(db: &TestDb) -> Vec<String> {
+    db.client()
+        .query(
+            "SELECT p.person_source_value || ' ' || (to_jsonb(m) - 'person_id')::text
+               FROM research.modeling_cohort m JOIN cdm.person p USING (person_id) ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+fn of_types(all: &[Value]) -> usize {
+    all.iter()
+        .filter(|r| TYPES.contains(&r["resourceType"].as_str().unwrap()))
+        .count()
+}
+
+#[test]
+fn endpoint_pulls_page_incrementally_with_updates_and_deletions() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = new_key(dir.path(), "registry.key");
+    let src = synth(dir.path(), 40, 7, 0.0);
+    let server = FhirServer::start(None);
+    let all = server.load_synth(&src.join("fhir"));
+    // Resources must be older than the pull's watermark margin for the "nothing changed" run.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+
+    let db = TestDb::new();
+    let (code, v, t) = pull(&db, &key, &server.base, &[]);
+    assert_eq!(code, Some(0), "{t}");
+    let total: i64 = TYPES
+        .iter()
+        .map(|ty| rows_in(mapping_outcome(&v, ty)))
+        .sum();
+    assert_eq!(
+        total as usize,
+        of_types(&all),
+        "every resource of the mapped types"
+    );
+    let obs = mapping_outcome(&v, "Observation");
+    assert!(
+        obs["units"].as_array().unwrap().len() > 2,
+        "paged by 50: {obs}"
+    );
+
+    // The same cohort as a bulk import of the same export.
+    let bulk = TestDb::new();
+    let mut args = vec![
+        "--key-file".to_string(),
+        key.to_str().unwrap().into(),
+        "import".into(),
+        "fhir-bulk".into(),
+    ];
+    args.extend(mapping_args());
+    args.push("--".into());
+    args.push(src.join("fhir").to_str().unwrap().into());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = bulk.registrar(&refs);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let rows = cohort_rows(&db);
+    assert_eq!(rows.len(), 40);
+    assert_eq!(rows, cohort_rows(&bulk));
+
+    // Nothing changed: nothing pulled.
+    let (code, v, t) = pull(&db, &key, &server.base, &[]);
+    assert_eq!(code, Some(0), "{t}");
+    for ty in TYPES {
+        assert_eq!(rows_in(mapping_outcome(&v, ty)), 0, "{ty}: {t}");
+    }
+
+    // One receptor result is corrected, one surgery deleted: only those change.
+    let measurements = db.count("SELECT count(*) FROM cdm.measurement");
+    let procedures = db.count("SELECT count(*) FROM cdm.procedure_occurrence");
+    let mut er = all
+        .iter()
+        .find(|r| r["resourceType"] == "Observation" && r["code"]["coding"][0]["code"] == "85337-4")
+        .unwrap()
+        .clone();
+    er["component"][0]["valueQuantity"]["value"] = json!(77);
+    server.put_all(&[er]);
+    let surgery = all
+        .iter()
+        .find(|r| {
+            r["resourceType"] == "Procedure"
+                && r["code"]["coding"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|c| c["code"].as_str().unwrap().starts_with("CHIR-"))
+        })
+        .unwrap();
+    server.delete("Procedure", surgery["id"].as_str().unwrap());
+    let (code, v, t) = pull(&db, &key, &server.base, &[]);
+    assert!(matches!(code, Some(0) | Some(1)), "{t}");
+    assert_eq!(rows_in(mapping_outcome(&v, "Observation")), 1, "{t}");
+    assert_eq!(mapping_outcome(&v, "Procedure")["deleted"], json!(1), "{t}");
+    assert_eq!(
+        db.count("SELECT count(*) FROM cdm.measurement"),
+        measurements,
+        "replaced, not added"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM cdm.measurement WHERE measurement_source_value = 'ER_PCT' AND value_as_number = 77"),
+        1
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM cdm.procedure_occurrence"),
+        procedures - 1
+    );
+    assert_eq!(
+        db.count("SELECT count(DISTINCT last_updated) FROM registry.fhir_watermark"),
+        1,
+        "one watermark for all types of the last pull"
+    );
+    let out = db.registrar(&["audit", "verify"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn endpoint_auth_uses_a_token_that_never_appears_in_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = new_key(dir.path(), "registry.key");
+    let src = synth(dir.path(), 5, 3, 0.0);
+    let token = "s3cr3t-token-for-the-test";
+    let server = FhirServer::start(Some(token));
+    server.load_synth(&src.join("fhir"));
+    let db = TestDb::new();
+
+    let (code, _, t) = pull(&db, &key, &server.base, &[]);
+    assert_eq!(code, Some(2), "no token: every type fails\n{t}");
+    assert!(
+        t.contains("401") && t.contains("authentication refused"),
+        "{t}"
+    );
+
+    let tf = dir.path().join("token");
+    std::fs::write(&tf, format!("{token}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&tf, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, _, t) = pull(
+        &db,
+        &key,
+        &server.base,
+        &["--token-file", tf.to_str().unwrap()],
+    );
+    assert_ne!(code, Some(0));
+    assert!(t.contains("chmod 600"), "{t}");
+    std::fs::set_permissions(&tf, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, v, t) = pull(
+        &db,
+        &key,
+        &server.base,
+        &["--token-file", tf.to_str().unwrap()],
+    );
+    assert_eq!(code, Some(0), "{t}");
+    assert_eq!(rows_in(mapping_outcome(&v, "Patient")), 5);
+    assert!(!t.contains(token), "the token leaked into the output");
+
+    // From an environment variable too.
+    let mut args = vec![
+        "--key-file",
+        key.to_str().unwrap(),
+        "import",
+        "fhir",
+        "--endpoint",
+        &server.base,
+        "--token-env",
+        "REGISTRAR_TEST_TOKEN",
+        "--full",
+    ];
+    let m = mapping_args();
+    args.extend(m.iter().map(String::as_str));
+    let out = crate::support::registrar_cmd()
+        .env("REGISTRAR_TEST_TOKEN", token)
+        .arg("--database-url")
+        .arg(db.database_url_arg())
+        .args(&args)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!text(&out).contains(token));
+    let leaked = db.count(&format!(
+        "SELECT count(*) FROM registry.import_run WHERE coalesce(message, '') LIKE '%{token}%'"
+    ));
+    assert_eq!(leaked, 0);
+}
+
+#[test]
+fn endpoint_faults_are_retried_refused_or_rejected_and_a_failed_run_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = new_key(dir.path(), "registry.key");
+    let src = synth(dir.path(), 20, 5, 0.0);
+    let server = FhirServer::start(None);
+    let all = server.load_synth(&src.join("fhir"));
+    // One resource the R4 models refuse (an unknown status code): rejected, its page loads.
+    let mut bad = all
+        .iter()
+        .find(|r| r["resourceType"] == "Observation")
+        .unwrap()
+        .clone();
+    bad["id"] = json!("bad-status");
+    bad["status"] = json!("almost-final");
+    server.put_all(&[bad]);
+    let proxy = FaultProxy::start(&server);
+
+    // Transient faults are retried: 429 with Retry-After, 503, a dropped connection.
+    proxy.inject(
+        "/fhir/Patient?",
+        &[
+            Fault::Status(429, Some(1)),
+            Fault::Status(503, None),
+            Fault::Reset,
+        ],
+    );
+    let db = TestDb::new();
+    let clean = TestDb::new();
+    {
+        let (code, v, t) = pull(&clean, &key, &server.base, &[]);
+        assert_eq!(code, Some(1), "the bad resource is a reject\n{t}");
+        let obs = mapping_outcome(&v, "Observation");
+        let reject = clean.client().query_one(
+            "SELECT reason_code, reason FROM registry.reject WHERE reason_code = 'invalid_resource'",
+            &[],
+        ).unwrap();
+        assert!(reject
+            .get::<_, String>(1)
+            .starts_with("Observation/bad-status: not a valid R4 Observation"));
+        assert_eq!(
+            rows_in(obs) as usize,
+            all.iter()
+                .filter(|r| r["resourceType"] == "Observation")
+                .count()
+                + 1
+        );
+    }
+    // Observation: page 1 loads, page 2 answers 500 until the retries run out.
+    proxy.inject(
+        "/fhir/Observation?_count=50&_offset=50",
+        &[
+            Fault::Status(500, None),
+            Fault::Status(500, None),
+            Fault::Status(500, None),
+            Fault::Status(500, None),
+            Fault::Status(500, None),
+            Fault::Status(500, None),
+        ],
+    );
+    let (code, v, t) = pull(&db, &key, &proxy.base, &[]);
+    assert_eq!(code, Some(2), "a type failed\n{t}");
+    assert!(
+        mapping_outcome(&v, "Patient")["retries"].as_u64().unwrap() >= 3,
+        "{t}"
+    );
+    let failures = v["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{t}");
+    assert!(failures[0].as_str().unwrap().contains("HTTP 500"), "{t}");
+    assert_eq!(
+        db.count("SELECT count(*) FROM registry.fhir_watermark WHERE resource_type = 'Condition'"),
+        1
+    );
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM registry.fhir_watermark WHERE resource_type = 'Observation'"
+        ),
+        0,
+        "no watermark for the type that failed"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM registry.source_file WHERE source_kind = 'fhir' AND mapping_name = 'fhir-observation' AND status = 'loaded'"),
+        1,
+        "its first page committed"
+    );
+
+    // The next run resumes: everything ends as in one clean run, without duplicates.
+    proxy.clear();
+    let (code, _, t) = pull(&db, &key, &proxy.base, &[]);
+    assert_eq!(code, Some(1), "{t}");
+    assert_eq!(cohort_rows(&db), cohort_rows(&clean));
+    for table in [
+        "condition_occurrence",
+        "observation",
+        "measurement",
+        "procedure_occurrence",
+        "drug_exposure",
+        "person",
+    ] {
+        let q = format!("SELECT count(*) FROM cdm.{table}");
+        assert_eq!(db.count(&q), clean.count(&q), "{table}");
+    }
+
+    // Paging that loops, leaves the origin, or is not a Bundle stops that type only.
+    for (fault, why) in [
+        (Fault::LoopingNext, "loops"),
+        (Fault::ForeignNext, "leaves the server's origin"),
+        (Fault::NotABundle, "not a FHIR Bundle"),
+    ] {
+        proxy.inject("/fhir/Procedure?", &[fault]);
+        let (code, v, t) = pull(&db, &key, &proxy.base, &["--full"]);
+        assert_eq!(code, Some(2), "{t}");
+        let failures = v["failures"].as_array().unwrap();
+        assert_eq!(failures.len(), 1, "{t}");
+        assert!(failures[0].as_str().unwrap().contains(why), "{why}: {t}");
+        assert!(
+            rows_in(mapping_outcome(&v, "Patient")) > 0,
+            "the other types ran: {t}"
+        );
+    }
+}
