@@ -102,8 +102,8 @@ fn endpoint_pulls_page_incrementally_with_updates_and_deletions() {
     let src = synth(dir.path(), 40, 7, 0.0);
     let server = FhirServer::start(None);
     let all = server.load_synth(&src.join("fhir"));
-    // Resources must be older than the pull's watermark margin for the "nothing changed" run.
-    std::thread::sleep(std::time::Duration::from_millis(2100));
+    // Resources must be older than the watermark (the server clock, whole seconds, less 2 s).
+    std::thread::sleep(std::time::Duration::from_millis(3200));
 
     let db = TestDb::new();
     let (code, v, t) = pull(&db, &key, &server.base, &[]);

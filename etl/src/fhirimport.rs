@@ -200,10 +200,17 @@ impl PatientLookup for ExportPatients {
     }
 }
 
-/// Patients read from the endpoint when first referenced, then cached for the run.
+/// The identifiers of an endpoint's Patients, for one run: filled from the Patient pages
+/// pulled, and by reading a Patient when a resource refers to one not seen yet. In memory
+/// only; one cache serves every mapping of the run.
+#[derive(Default)]
+pub struct PatientCache {
+    cache: HashMap<String, Option<Vec<(String, String)>>>,
+}
+
 struct EndpointPatients<'a> {
     client: &'a Client,
-    cache: HashMap<String, Option<Vec<(String, String)>>>,
+    cache: &'a mut PatientCache,
 }
 
 impl PatientLookup for EndpointPatients<'_> {
@@ -211,7 +218,7 @@ impl PatientLookup for EndpointPatients<'_> {
         &mut self,
         id: &str,
     ) -> std::result::Result<Option<Vec<(String, String)>>, String> {
-        if let Some(v) = self.cache.get(id) {
+        if let Some(v) = self.cache.cache.get(id) {
             return Ok(v.clone());
         }
         let v = self
@@ -219,9 +226,16 @@ impl PatientLookup for EndpointPatients<'_> {
             .read("Patient", id)
             .map_err(|e| e.to_string())?
             .map(|p| patient_identifiers(&p));
-        self.cache.insert(id.to_string(), v.clone());
+        self.cache.cache.insert(id.to_string(), v.clone());
         Ok(v)
     }
+}
+
+/// A page fetched and checked by the fetcher thread.
+struct FetchedPage {
+    url: String,
+    bytes: u64,
+    entries: Vec<std::result::Result<Value, String>>,
 }
 
 /// Rows prepared in memory (a search page, a list of deletions).
@@ -328,6 +342,7 @@ pub fn pull_endpoint(
     keys: &crate::privacy::keys::Keys,
     run_id: i64,
     fhir: &Client,
+    patients: &mut PatientCache,
     full: bool,
     opts: &ImportOptions,
     bar: &indicatif::ProgressBar,
@@ -354,76 +369,121 @@ pub fn pull_endpoint(
         .map(|r| r.get(0));
     out.watermark_before = stored.clone();
     let since = if full { None } else { stored.clone() };
-    let retries_before = fhir.retries.get();
+    let retries_before = fhir.retries.load(std::sync::atomic::Ordering::Relaxed);
     let mut patients = EndpointPatients {
         client: fhir,
-        cache: HashMap::new(),
+        cache: patients,
     };
     let mut search = fhir.search(&cols.resource_type, since.as_deref())?;
     let mut newest: Option<String> = None;
     let mut page_no = 0u64;
-    while let Some(page) = search.next_page()? {
-        page_no += 1;
-        out.bytes += page.bytes;
-        let mut rows = Vec::with_capacity(page.entries.len());
-        let mut digest_parts: Vec<String> = vec![page.url.clone()];
-        for (i, entry) in page.entries.into_iter().enumerate() {
-            let parsed = match entry {
-                Ok(v) => from_value(v, Some(&cols.resource_type)),
-                Err(reason) => Err(ResourceError {
-                    what: format!("entry {}", i + 1),
-                    reason,
-                    resource_type: None,
-                    id: None,
-                }),
-            };
-            if let Ok(r) = &parsed {
-                digest_parts.push(format!(
-                    "{}|{}",
-                    r.id,
-                    r.last_updated.as_deref().unwrap_or("")
-                ));
-                if let Some(lu) = &r.last_updated {
-                    if newest.as_deref().is_none_or(|n| lu.as_str() > n) {
-                        newest = Some(lu.clone());
+    // Pages commit without waiting for their WAL flush: the watermark's commit below waits,
+    // and WAL is flushed in order, so if it survives a crash, so did every page before it;
+    // if it does not, the pull is repeated (rows replace themselves). Reset after the pages.
+    client.batch_execute("SET synchronous_commit = off")?;
+    // A second thread fetches the next pages while this one loads: the pull runs at the pace
+    // of the slower of the two, not of their sum.
+    let server_date = std::thread::scope(|scope| -> Result<Option<String>> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<
+            std::result::Result<FetchedPage, registrar_fhir::client::FetchError>,
+        >(2);
+        let search = &mut search;
+        let fetcher = scope.spawn(move || {
+            loop {
+                let page = match search.next_page() {
+                    Ok(Some(p)) => p,
+                    Ok(None) => break,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        break;
                     }
+                };
+                // Only the paging here, so the server is never kept waiting; the model
+                // check and everything else happen on the loading side.
+                let fetched = FetchedPage {
+                    url: page.url,
+                    bytes: page.bytes,
+                    entries: page.entries,
+                };
+                if tx.send(Ok(fetched)).is_err() {
+                    break; // the loader stopped
                 }
             }
-            out.resources += 1;
-            rows.push(cols.row(i as u64 + 1, parsed, &mut patients, &server));
+            search.server_date.clone()
+        });
+        for fetched in rx {
+            let page = fetched?;
+            page_no += 1;
+            out.bytes += page.bytes;
+            let mut rows = Vec::with_capacity(page.entries.len());
+            let mut digest_parts: Vec<String> = vec![page.url.clone()];
+            for (i, entry) in page.entries.into_iter().enumerate() {
+                let parsed = match entry {
+                    Ok(v) => from_value(v, Some(&cols.resource_type)),
+                    Err(reason) => Err(ResourceError {
+                        what: format!("entry {}", i + 1),
+                        reason,
+                        resource_type: None,
+                        id: None,
+                    }),
+                };
+                if let Ok(r) = &parsed {
+                    digest_parts.push(format!(
+                        "{}|{}",
+                        r.id,
+                        r.last_updated.as_deref().unwrap_or("")
+                    ));
+                    if let Some(lu) = &r.last_updated {
+                        if newest.as_deref().is_none_or(|n| lu.as_str() > n) {
+                            newest = Some(lu.clone());
+                        }
+                    }
+                    if r.resource_type == "Patient" {
+                        patients
+                            .cache
+                            .cache
+                            .insert(r.id.clone(), Some(patient_identifiers(&r.json)));
+                    }
+                }
+                out.resources += 1;
+                rows.push(cols.row(i as u64 + 1, parsed, &mut patients, &server));
+            }
+            let parts: Vec<&[u8]> = digest_parts.iter().map(|s| s.as_bytes()).collect();
+            let sha = sha_hex(&parts);
+            let label = format!("{} page {page_no}", page.url);
+            let unit = Unit {
+                kind: "fhir",
+                locator_hash: &locator,
+                sha256: &sha,
+                size: page.bytes,
+                label: &label,
+                replace: Replace::ByRowKey,
+            };
+            let source = VecSource {
+                header: cols.header.clone(),
+                rows: rows.into_iter(),
+            };
+            let o = load_unit(
+                client,
+                seq,
+                c,
+                keys,
+                run_id,
+                &unit,
+                Box::new(source),
+                opts,
+                bar,
+                FileOutcome {
+                    file: label.clone(),
+                    ..Default::default()
+                },
+            )?;
+            out.units.push(o);
         }
-        let parts: Vec<&[u8]> = digest_parts.iter().map(|s| s.as_bytes()).collect();
-        let sha = sha_hex(&parts);
-        let label = format!("{} page {page_no}", page.url);
-        let unit = Unit {
-            kind: "fhir",
-            locator_hash: &locator,
-            sha256: &sha,
-            size: page.bytes,
-            label: &label,
-            replace: Replace::ByRowKey,
-        };
-        let source = VecSource {
-            header: cols.header.clone(),
-            rows: rows.into_iter(),
-        };
-        let o = load_unit(
-            client,
-            seq,
-            c,
-            keys,
-            run_id,
-            &unit,
-            Box::new(source),
-            opts,
-            bar,
-            FileOutcome {
-                file: label.clone(),
-                ..Default::default()
-            },
-        )?;
-        out.units.push(o);
-    }
+        Ok(fetcher.join().expect("the FHIR fetcher panicked"))
+    });
+    client.batch_execute("RESET synchronous_commit")?;
+    let server_date = server_date?;
     // Deletions since the last pull.
     if let Some(since) = &since {
         let ids = fhir.deleted_since(&cols.resource_type, since)?;
@@ -470,7 +530,7 @@ pub fn pull_endpoint(
         }
     }
     // Every page committed: advance the watermark.
-    let after = next_watermark(search.server_date.as_deref(), newest.as_deref()).or(stored);
+    let after = next_watermark(server_date.as_deref(), newest.as_deref()).or(stored);
     if let Some(w) = &after {
         client.execute(
             "INSERT INTO registry.fhir_watermark (endpoint_hash, resource_type, mapping_name, last_updated, run_id)
@@ -481,7 +541,7 @@ pub fn pull_endpoint(
         )?;
     }
     out.watermark_after = after;
-    out.retries = fhir.retries.get() - retries_before;
+    out.retries = fhir.retries.load(std::sync::atomic::Ordering::Relaxed) - retries_before;
     Ok(out)
 }
 

@@ -80,7 +80,7 @@ pub struct Client {
     agent: ureq::Agent,
     opts: ClientOptions,
     /// Retries done so far (all requests).
-    pub retries: std::cell::Cell<u64>,
+    pub retries: std::sync::atomic::AtomicU64,
 }
 
 fn strip_credentials(u: &Url) -> String {
@@ -127,7 +127,7 @@ impl Client {
             base,
             agent,
             opts,
-            retries: std::cell::Cell::new(0),
+            retries: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -212,7 +212,8 @@ impl Client {
                     attempts: attempt,
                 });
             }
-            self.retries.set(self.retries.get() + 1);
+            self.retries
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let backoff = self
                 .opts
                 .backoff
@@ -422,7 +423,7 @@ impl Search<'_> {
             });
         }
         let shown = strip_credentials(&url);
-        let (bundle, bytes, date) = self.client.get_json(&url)?;
+        let (mut bundle, bytes, date) = self.client.get_json(&url)?;
         if self.server_date.is_none() {
             self.server_date = date;
         }
@@ -457,12 +458,11 @@ impl Search<'_> {
             self.next = Some(n);
         }
         let mut entries = Vec::new();
-        for e in bundle
-            .get("entry")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        let entry_list = match bundle.get_mut("entry").map(Value::take) {
+            Some(Value::Array(a)) => a,
+            _ => Vec::new(),
+        };
+        for mut e in entry_list {
             // Search bundles may carry OperationOutcomes (search.mode = outcome): not data.
             let mode = e
                 .get("search")
@@ -471,9 +471,9 @@ impl Search<'_> {
             if mode == Some("outcome") {
                 continue;
             }
-            match e.get("resource") {
-                Some(r) => entries.push(Ok(r.clone())),
-                None => entries.push(Err("a Bundle entry without a resource".to_string())),
+            match e.get_mut("resource").map(Value::take) {
+                Some(r) if !r.is_null() => entries.push(Ok(r)),
+                _ => entries.push(Err("a Bundle entry without a resource".to_string())),
             }
         }
         Ok(Some(Page {
@@ -537,6 +537,6 @@ mod tests {
                 .contains("127.0.0.1:1/fhir/Patient?_count=200"),
             "{e}"
         );
-        assert_eq!(c.retries.get(), 2);
+        assert_eq!(c.retries.load(std::sync::atomic::Ordering::Relaxed), 2);
     }
 }

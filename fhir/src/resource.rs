@@ -80,7 +80,8 @@ pub fn from_value(json: Value, expected_type: Option<&str>) -> Result<Resource, 
         return Err(err("the id is not a valid FHIR id".into()));
     }
     // The model check: every element with its type and every code from a required binding.
-    if let Err(e) = serde_json::from_value::<fhir_sdk::r4b::resources::Resource>(json.clone()) {
+    // (Deserialised from a borrow: no copy of the resource.)
+    if let Err(e) = <fhir_sdk::r4b::resources::Resource as serde::Deserialize>::deserialize(&json) {
         return Err(err(format!("not a valid R4 {t}: {e}")));
     }
     let last_updated = json

@@ -360,6 +360,7 @@ fn fhir_command(g: &GlobalOpts, input: FhirInput) -> Result<ExitCode> {
     let mut failures: Vec<String> = Vec::new();
     match (&input, &fhir) {
         (FhirInput::Endpoint(a), Some(f)) => {
+            let mut patients = crate::fhirimport::PatientCache::default();
             for c in &compiled {
                 match pull_endpoint(
                     &mut client,
@@ -368,6 +369,7 @@ fn fhir_command(g: &GlobalOpts, input: FhirInput) -> Result<ExitCode> {
                     &keys,
                     run_id,
                     f,
+                    &mut patients,
                     a.full,
                     &opts,
                     &bar,
