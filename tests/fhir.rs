@@ -386,3 +386,137 @@ fn endpoint_faults_are_retried_refused_or_rejected_and_a_failed_run_resumes() {
         );
     }
 }
+
+#[test]
+fn a_night_pulls_fhir_endpoint_bulk_exports_and_dicom() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = new_key(dir.path(), "registry.key");
+    // Cohort A on the FHIR server, with its DICOM RT sets; cohort B as a bulk export.
+    let a = dir.path().join("a");
+    let mut opts = registrar_synth::SynthOptions::new(8, 21, a.clone());
+    opts.dicom = true;
+    opts.dicom_slices = 4;
+    opts.dicom_matrix = 16;
+    registrar_synth::generate(&opts, &|_| {}).unwrap();
+    let mut opts = registrar_synth::SynthOptions::new(6, 22, dir.path().join("b"));
+    opts.dicom = false;
+    opts.first_patient_number = 5001;
+    registrar_synth::generate(&opts, &|_| {}).unwrap();
+    let server = FhirServer::start(None);
+    server.load_synth(&a.join("fhir"));
+    std::thread::sleep(std::time::Duration::from_millis(3200));
+
+    let db = TestDb::new();
+    let list = |v: Vec<String>| {
+        v.iter()
+            .map(|m| format!("\"{m}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let maps = list(
+        MAPPINGS
+            .iter()
+            .map(|m| {
+                repo_file(&format!("mappings/fhir/{m}.toml"))
+                    .display()
+                    .to_string()
+            })
+            .collect(),
+    );
+    let config = format!(
+        "[registry]\ndatabase_url = \"{}\"\nkey_file = \"{}\"\nreport_dir = \"{}\"\n\n\
+         [[source]]\nname = \"fhir-endpoint\"\nkind = \"fhir\"\nendpoint = \"{}\"\nmappings = [{maps}]\n\n\
+         [[source]]\nname = \"fhir-exports\"\nkind = \"fhir-bulk\"\nfolder = \"{}\"\nmappings = [{maps}]\n\n\
+         [[source]]\nname = \"rt-dicom\"\nkind = \"dicom\"\nfolder = \"{}\"\noutput = \"{}\"\n",
+        db.database_url_arg(),
+        key.display(),
+        dir.path().join("reports").display(),
+        server.base,
+        dir.path().join("b").display(),
+        a.join("dicom").display(),
+        dir.path().join("dicom-out").display(),
+    );
+    // The bulk source folder holds one export per subfolder.
+    std::fs::create_dir_all(dir.path().join("b-exports")).unwrap();
+    std::fs::rename(
+        dir.path().join("b/fhir"),
+        dir.path().join("b-exports/2026-11-26"),
+    )
+    .unwrap();
+    let config = config.replace(
+        &format!("folder = \"{}\"", dir.path().join("b").display()),
+        &format!("folder = \"{}\"", dir.path().join("b-exports").display()),
+    );
+    let cfg = dir.path().join("registrar.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let out = crate::support::registrar_cmd()
+        .args(["config", "check", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+
+    let night = || {
+        crate::support::registrar_cmd()
+            .args(["--json", "nightly", "--config", cfg.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let out = night();
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(1)),
+        "{}",
+        text(&out)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let source = |v: &Value, name: &str| -> Value {
+        v["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    for name in ["fhir-endpoint", "fhir-exports", "rt-dicom"] {
+        let s = source(&v, name);
+        assert_ne!(s["status"], "failed", "{name}: {s}");
+        assert!(s["rows_loaded"].as_i64().unwrap() > 0, "{name}: {s}");
+    }
+    assert_eq!(db.count("SELECT count(*) FROM cdm.person"), 14);
+    assert!(db.count("SELECT count(*) FROM cdm.image_occurrence") > 0);
+    assert!(db.count("SELECT count(*) FROM research.rt_structure_set") > 0);
+    // DICOM and FHIR of one patient share a person_id.
+    assert_eq!(
+        db.count(
+            "SELECT count(DISTINCT o.person_id) FROM cdm.image_occurrence o
+               WHERE NOT EXISTS (SELECT 1 FROM cdm.person p WHERE p.person_id = o.person_id)"
+        ),
+        0
+    );
+    let counts = |db: &TestDb| {
+        [
+            "person",
+            "measurement",
+            "observation",
+            "drug_exposure",
+            "image_occurrence",
+            "image_feature",
+        ]
+        .map(|t| db.count(&format!("SELECT count(*) FROM cdm.{t}")))
+    };
+    let first = counts(&db);
+
+    // The next night finds nothing new.
+    let out = night();
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(1)),
+        "{}",
+        text(&out)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(source(&v, "fhir-endpoint")["rows_in"], json!(0));
+    assert_eq!(source(&v, "fhir-exports")["files_loaded"], json!(0));
+    assert_eq!(counts(&db), first);
+    let out = db.registrar(&["audit", "verify"]);
+    assert!(out.status.success(), "{}", text(&out));
+}

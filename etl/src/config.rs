@@ -19,6 +19,26 @@
 //! folder = "/data/drop/his"
 //! pattern = "measurements*.csv"     # * matches any run of characters
 //! mapping = "mappings/hospital/measurements.toml"
+//!
+//! [[source]]
+//! name = "his-fhir"
+//! kind = "fhir"                     # a FHIR R4 endpoint, pulled incrementally
+//! endpoint = "https://fhir.hospital.example/r4"
+//! token_file = "/etc/registrar/fhir.token"   # or token_env = "VAR"; optional
+//! mappings = ["mappings/fhir/patient.toml", "mappings/fhir/observation.toml"]
+//!
+//! [[source]]
+//! name = "fhir-exports"
+//! kind = "fhir-bulk"                # Bulk Data export folders: the folder, or each subfolder
+//! folder = "/data/drop/fhir"
+//! mappings = ["mappings/fhir/patient.toml", "mappings/fhir/observation.toml"]
+//!
+//! [[source]]
+//! name = "rt-dicom"
+//! kind = "dicom"                    # pseudonymised into `output`, then indexed
+//! folder = "/data/drop/dicom"
+//! output = "/data/registry/dicom"
+//! profile = "dicom-profile.toml"    # optional
 //! ```
 
 use anyhow::{bail, Context, Result};
@@ -89,6 +109,10 @@ impl Default for DatesConfig {
 pub enum SourceKind {
     Csv,
     Xlsx,
+    Fhir,
+    #[serde(rename = "fhir-bulk")]
+    FhirBulk,
+    Dicom,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -96,10 +120,31 @@ pub enum SourceKind {
 pub struct SourceConfig {
     pub name: String,
     pub kind: SourceKind,
+    /// csv, xlsx, fhir-bulk, dicom: the drop folder.
+    #[serde(default)]
     pub folder: PathBuf,
     #[serde(default = "any")]
     pub pattern: String,
+    /// csv, xlsx: the mapping file.
+    #[serde(default)]
     pub mapping: PathBuf,
+    /// fhir, fhir-bulk: the FHIR mappings, one per resource type.
+    #[serde(default)]
+    pub mappings: Vec<PathBuf>,
+    /// fhir: the endpoint's base URL.
+    pub endpoint: Option<String>,
+    /// fhir: the bearer token, in a file (mode 0600) or an environment variable.
+    pub token_file: Option<PathBuf>,
+    pub token_env: Option<String>,
+    /// fhir: resources per page.
+    pub count: Option<u32>,
+    /// dicom: where the pseudonymised tree goes (then indexed).
+    pub output: Option<PathBuf>,
+    /// dicom: a profile file (default: the Basic Profile with the registry's options).
+    pub profile: Option<PathBuf>,
+    /// dicom: accept files with burned-in annotation instead of quarantining them.
+    #[serde(default)]
+    pub accept_burned_in: bool,
 }
 
 fn any() -> String {
@@ -132,8 +177,48 @@ impl Config {
             abs(d);
         }
         for s in &mut c.sources {
-            abs(&mut s.folder);
-            abs(&mut s.mapping);
+            let needs = |what: &str, missing: bool| -> Result<()> {
+                if missing {
+                    bail!(
+                        "{}: source {} (kind {:?}) needs `{what}`",
+                        path.display(),
+                        s.name,
+                        s.kind
+                    );
+                }
+                Ok(())
+            };
+            match s.kind {
+                SourceKind::Csv | SourceKind::Xlsx => {
+                    needs("folder", s.folder.as_os_str().is_empty())?;
+                    needs("mapping", s.mapping.as_os_str().is_empty())?;
+                }
+                SourceKind::Fhir => {
+                    needs("endpoint", s.endpoint.is_none())?;
+                    needs("mappings", s.mappings.is_empty())?;
+                }
+                SourceKind::FhirBulk => {
+                    needs("folder", s.folder.as_os_str().is_empty())?;
+                    needs("mappings", s.mappings.is_empty())?;
+                }
+                SourceKind::Dicom => {
+                    needs("folder", s.folder.as_os_str().is_empty())?;
+                    needs("output", s.output.is_none())?;
+                }
+            }
+            if !s.folder.as_os_str().is_empty() {
+                abs(&mut s.folder);
+            }
+            if !s.mapping.as_os_str().is_empty() {
+                abs(&mut s.mapping);
+            }
+            s.mappings.iter_mut().for_each(abs);
+            for p in [&mut s.token_file, &mut s.output, &mut s.profile]
+                .into_iter()
+                .flatten()
+            {
+                abs(p);
+            }
         }
         let mut names = std::collections::HashSet::new();
         for s in &c.sources {
@@ -252,12 +337,49 @@ pub fn check(path: &Path, cli_url: Option<&str>, cli_data_dir: Option<&Path>) ->
         }
     };
     for s in &cfg.sources {
-        if !s.folder.is_dir() {
+        if s.kind != SourceKind::Fhir && !s.folder.is_dir() {
             problems.push(format!(
                 "source {}: folder {} does not exist",
                 s.name,
                 s.folder.display()
             ));
+        }
+        match s.kind {
+            SourceKind::Csv | SourceKind::Xlsx => {}
+            SourceKind::Fhir | SourceKind::FhirBulk => {
+                if let Some(e) = &s.endpoint {
+                    if let Err(err) = url::Url::parse(e) {
+                        problems.push(format!("source {}: endpoint `{e}`: {err}", s.name));
+                    }
+                }
+                for m in &s.mappings {
+                    match crate::mapping::Mapping::load(m) {
+                        Err(e) => problems.push(format!("source {}: {e:#}", s.name)),
+                        Ok(m) if m.spec.source.format != crate::mapping::Format::Fhir => problems
+                            .push(format!(
+                                "source {}: {} is not a FHIR mapping",
+                                s.name,
+                                m.path.display()
+                            )),
+                        Ok(m) => {
+                            if let Some(c) = client.as_mut() {
+                                if let Err(errs) = crate::mapping::check::compile(m, c) {
+                                    problems.extend(
+                                        errs.into_iter().map(|e| format!("source {}: {e}", s.name)),
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+                continue;
+            }
+            SourceKind::Dicom => {
+                if let Err(e) = crate::dicomrun::load_profile(s.profile.as_deref(), false) {
+                    problems.push(format!("source {}: {e:#}", s.name));
+                }
+                continue;
+            }
         }
         match crate::mapping::Mapping::load(&s.mapping) {
             Err(e) => problems.push(format!("source {}: {e:#}", s.name)),

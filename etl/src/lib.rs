@@ -13,6 +13,7 @@ pub mod cohort;
 pub mod config;
 pub mod db;
 pub mod demo;
+pub mod dicomrun;
 pub mod federation;
 pub mod fhirimport;
 pub mod files;

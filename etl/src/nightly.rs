@@ -155,45 +155,7 @@ pub fn run(cfg: &Config, db_opts: &db::DbOptions) -> Result<Report, Fatal> {
             kind: format!("{:?}", s.kind).to_lowercase(),
             ..Default::default()
         };
-        let result: Result<()> = (|| {
-            let compiled = compile(Mapping::load(&s.mapping)?, &mut client)
-                .map_err(|e| anyhow::anyhow!("mapping errors:\n  {}", e.join("\n  ")))?;
-            let want = match s.kind {
-                SourceKind::Csv => Format::Csv,
-                SourceKind::Xlsx => Format::Xlsx,
-            };
-            if compiled.mapping.spec.source.format != want {
-                bail!(
-                    "source kind {:?} does not match the mapping's format",
-                    s.kind
-                );
-            }
-            for f in source_files(s)? {
-                o.files_seen += 1;
-                let bar = progress::count_bar(None, &s.name, "rows");
-                let r = import_file(
-                    &mut client,
-                    &mut seq,
-                    &compiled,
-                    &keys,
-                    run_id,
-                    &f,
-                    &opts,
-                    &bar,
-                )?;
-                bar.finish_and_clear();
-                match r.status.as_str() {
-                    "loaded" => o.files_loaded += 1,
-                    "skipped" => o.files_skipped += 1,
-                    _ => o.files_rejected += 1,
-                }
-                o.rows_in += r.rows_in;
-                o.rows_loaded += r.rows_loaded;
-                o.rows_rejected += r.rows_rejected;
-                o.rows_skipped += r.rows_skipped;
-            }
-            Ok(())
-        })();
+        let result = run_source(cfg, s, &mut client, &mut seq, &keys, run_id, &opts, &mut o);
         o.duration_ms = t0.elapsed().as_millis() as i64;
         o.status = match &result {
             Err(e) => {
@@ -245,6 +207,166 @@ pub fn run(cfg: &Config, db_opts: &db::DbOptions) -> Result<Report, Fatal> {
     )
     .map_err(Fatal)?;
     Ok(report)
+}
+
+/// One source of the night; fills `o` as it goes (what was done stays counted when it fails).
+#[allow(clippy::too_many_arguments)]
+fn run_source(
+    cfg: &Config,
+    s: &crate::config::SourceConfig,
+    client: &mut postgres::Client,
+    seq: &mut postgres::Client,
+    keys: &crate::privacy::keys::Keys,
+    run_id: i64,
+    opts: &ImportOptions,
+    o: &mut SourceOutcome,
+) -> Result<()> {
+    let compile_all =
+        |client: &mut postgres::Client, paths: &[std::path::PathBuf], want: Format| {
+            paths
+                .iter()
+                .map(|p| {
+                    let c = compile(Mapping::load(p)?, client).map_err(|e| {
+                        anyhow::anyhow!("{}: mapping errors:\n  {}", p.display(), e.join("\n  "))
+                    })?;
+                    if c.mapping.spec.source.format != want {
+                        bail!(
+                            "source kind {:?} does not match the format of {}",
+                            s.kind,
+                            p.display()
+                        );
+                    }
+                    Ok(c)
+                })
+                .collect::<Result<Vec<_>>>()
+        };
+    let add_fhir = |o: &mut SourceOutcome, f: &crate::fhirimport::FhirOutcome| {
+        for u in &f.units {
+            o.files_seen += 1;
+            match u.status.as_str() {
+                "loaded" => o.files_loaded += 1,
+                "skipped" => o.files_skipped += 1,
+                _ => o.files_rejected += 1,
+            }
+            o.rows_in += u.rows_in;
+            o.rows_loaded += u.rows_loaded;
+            o.rows_rejected += u.rows_rejected;
+            o.rows_skipped += u.rows_skipped;
+        }
+    };
+    match s.kind {
+        SourceKind::Csv | SourceKind::Xlsx => {
+            let want = if s.kind == SourceKind::Csv {
+                Format::Csv
+            } else {
+                Format::Xlsx
+            };
+            let compiled = compile_all(client, std::slice::from_ref(&s.mapping), want)?
+                .pop()
+                .expect("one mapping");
+            for f in source_files(s)? {
+                o.files_seen += 1;
+                let bar = progress::count_bar(None, &s.name, "rows");
+                let r = import_file(client, seq, &compiled, keys, run_id, &f, opts, &bar)?;
+                bar.finish_and_clear();
+                match r.status.as_str() {
+                    "loaded" => o.files_loaded += 1,
+                    "skipped" => o.files_skipped += 1,
+                    _ => o.files_rejected += 1,
+                }
+                o.rows_in += r.rows_in;
+                o.rows_loaded += r.rows_loaded;
+                o.rows_rejected += r.rows_rejected;
+                o.rows_skipped += r.rows_skipped;
+            }
+        }
+        SourceKind::Fhir => {
+            let compiled = compile_all(client, &s.mappings, Format::Fhir)?;
+            let token =
+                crate::fhirimport::read_token(s.token_file.as_deref(), s.token_env.as_deref())?;
+            let fhir = registrar_fhir::client::Client::new(
+                s.endpoint.as_deref().expect("checked when loaded"),
+                registrar_fhir::client::ClientOptions {
+                    count: s.count.unwrap_or(200).clamp(1, 10_000),
+                    bearer_token: token,
+                    ..Default::default()
+                },
+            )?;
+            let bar = progress::count_bar(None, &s.name, "resources");
+            let mut patients = crate::fhirimport::PatientCache::default();
+            let mut failures = Vec::new();
+            for c in &compiled {
+                match crate::fhirimport::pull_endpoint(
+                    client,
+                    seq,
+                    c,
+                    keys,
+                    run_id,
+                    &fhir,
+                    &mut patients,
+                    false,
+                    opts,
+                    &bar,
+                ) {
+                    Ok(f) => add_fhir(o, &f),
+                    Err(e) => failures.push(format!("{}: {e:#}", c.mapping.spec.source.name)),
+                }
+            }
+            bar.finish_and_clear();
+            if !failures.is_empty() {
+                bail!("{}", failures.join("; "));
+            }
+        }
+        SourceKind::FhirBulk => {
+            let compiled = compile_all(client, &s.mappings, Format::Fhir)?;
+            // The folder is one export, or holds one export per subfolder (oldest name first).
+            let mut exports: Vec<std::path::PathBuf> = std::fs::read_dir(&s.folder)
+                .with_context(|| format!("cannot read {}", s.folder.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_dir())
+                .collect();
+            exports.sort();
+            if exports.is_empty() {
+                exports.push(s.folder.clone());
+            }
+            let bar = progress::count_bar(None, &s.name, "resources");
+            for dir in exports {
+                let outcomes = crate::fhirimport::import_bulk(
+                    client, seq, &compiled, keys, run_id, &dir, opts, &bar,
+                )?;
+                for f in &outcomes {
+                    add_fhir(o, f);
+                }
+            }
+            bar.finish_and_clear();
+        }
+        SourceKind::Dicom => {
+            let output = s.output.as_deref().expect("checked when loaded");
+            let profile = crate::dicomrun::load_profile(s.profile.as_deref(), s.accept_burned_in)?;
+            let bar = progress::count_bar(None, &s.name, "files");
+            let dicom_keys = cfg.key_opts().load()?;
+            let run = crate::dicomrun::pseudonymise_tree(
+                dicom_keys,
+                opts.policy,
+                &profile,
+                &s.folder,
+                output,
+                None,
+                &|_| bar.inc(1),
+            )?;
+            bar.finish_and_clear();
+            crate::privacy::audit::append_now(client, &run.record(Some(run_id)))?;
+            o.files_seen += run.summary.files as i64;
+            o.files_loaded += run.summary.pseudonymised as i64;
+            o.files_skipped += run.summary.skipped as i64;
+            o.files_rejected += run.summary.quarantined as i64;
+            let idx = crate::imaging::index_tree(client, keys, run_id, output)?;
+            o.rows_in += idx.series;
+            o.rows_loaded += idx.image_occurrences + idx.image_features;
+            o.rows_rejected += idx.rejected.len() as i64;
+        }
+    }
+    Ok(())
 }
 
 fn build_report(

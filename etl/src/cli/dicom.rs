@@ -6,9 +6,7 @@ use super::import::DateOpts;
 use super::GlobalOpts;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use registrar_anonymizer::dicom::{
-    batch, BatchOptions, BurnedInPolicy, DicomProfile, DicomPseudonymiser, FileRecord,
-};
+use registrar_anonymizer::dicom::{batch, FileRecord};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -155,26 +153,7 @@ fn index(g: &GlobalOpts, args: IndexArgs) -> Result<ExitCode> {
 fn pseudonymise(g: &GlobalOpts, args: PseudonymiseArgs) -> Result<ExitCode> {
     let keys = g.keys.load()?;
     let policy = args.dates.policy()?;
-    let mut profile: DicomProfile = match &args.profile {
-        Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read the profile {}", p.display()))?;
-            toml::from_str(&text).with_context(|| format!("invalid profile {}", p.display()))?
-        }
-        None => DicomProfile::default(),
-    };
-    if args.accept_burned_in {
-        profile.burned_in_annotation = BurnedInPolicy::Accept;
-    }
-    let key_id = keys.current.key_id().as_str().to_string();
-    let domain = keys.current.domain().to_string();
-    let input_hash = keys
-        .current
-        .locator_hash(&format!("dicom-in/{}", args.input.display()));
-    let d = DicomPseudonymiser::new(keys.current, policy, &profile)?;
-    let opts = BatchOptions {
-        jobs: args.jobs.unwrap_or_else(|| BatchOptions::default().jobs),
-    };
+    let profile = crate::dicomrun::load_profile(args.profile.as_deref(), args.accept_burned_in)?;
     let records = match &args.records {
         Some(p) => Some(std::sync::Mutex::new(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
@@ -191,7 +170,15 @@ fn pseudonymise(g: &GlobalOpts, args: PseudonymiseArgs) -> Result<ExitCode> {
             let _ = writeln!(w.lock().expect("lock"), "{line}");
         }
     };
-    let summary = batch::run(&d, &args.input, &args.output, &opts, &on_file)?;
+    let run = crate::dicomrun::pseudonymise_tree(
+        keys,
+        policy,
+        &profile,
+        &args.input,
+        &args.output,
+        args.jobs,
+        &on_file,
+    )?;
     bar.finish_and_clear();
     if let Some(w) = records {
         use std::io::Write;
@@ -200,38 +187,20 @@ fn pseudonymise(g: &GlobalOpts, args: PseudonymiseArgs) -> Result<ExitCode> {
             .flush()
             .context("cannot write the records")?;
     }
+    let summary = &run.summary;
     let secs = start.elapsed().as_secs_f64();
     // The privacy officer's record: one entry per run (per-file records go to --records).
-    let detail = serde_json::json!({
-        "files": summary.files,
-        "pseudonymised": summary.pseudonymised,
-        "skipped": summary.skipped,
-        "quarantined": summary.quarantined,
-        "method": summary.method,
-        "domain": domain,
-        "dates": crate::import::date_policy_text(&policy),
-        "rules": serde_json::to_value(&summary.counts)?,
-    });
     let audited = g.db().resolve().and_then(|t| {
         crate::db::migrate(&mut t.diesel()?)?;
         let mut c = t.client()?;
-        crate::privacy::audit::append_now(
-            &mut c,
-            &crate::privacy::audit::Record {
-                action: crate::privacy::audit::action::DICOM_FILE,
-                run_id: None,
-                locator_hash: Some(&input_hash),
-                key_id: Some(&key_id),
-                detail: detail.clone(),
-            },
-        )
+        crate::privacy::audit::append_now(&mut c, &run.record(None))
     });
     if let Err(e) = &audited {
         eprintln!("warning: this run is not recorded in the audit log: {e:#}");
     }
     if g.json {
-        let mut v = serde_json::to_value(&summary)?;
-        v["key_id"] = keys_id(&d).into();
+        let mut v = serde_json::to_value(summary)?;
+        v["key_id"] = run.key_id.clone().into();
         v["seconds"] = secs.into();
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -272,8 +241,4 @@ fn pseudonymise(g: &GlobalOpts, args: PseudonymiseArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-fn keys_id(d: &DicomPseudonymiser) -> String {
-    d.pseudonymiser().key_id().as_str().to_string()
 }

@@ -119,38 +119,6 @@ pub struct FhirBulkArgs {
     pub dates: DateOpts,
 }
 
-/// The bearer token from a file (which must not be readable by others) or a variable.
-fn read_token(file: Option<&std::path::Path>, var: Option<&str>) -> Result<Option<String>> {
-    if let Some(f) = file {
-        use std::os::unix::fs::PermissionsExt;
-        let meta =
-            std::fs::metadata(f).map_err(|e| anyhow::anyhow!("token file {}: {e}", f.display()))?;
-        if meta.permissions().mode() & 0o077 != 0 {
-            bail!(
-                "token file {} is readable by other users; run `chmod 600 {}`",
-                f.display(),
-                f.display()
-            );
-        }
-        let t = std::fs::read_to_string(f)
-            .map_err(|e| anyhow::anyhow!("token file {}: {e}", f.display()))?;
-        let t = t.trim();
-        if t.is_empty() {
-            bail!("token file {} is empty", f.display());
-        }
-        return Ok(Some(t.to_string()));
-    }
-    if let Some(v) = var {
-        let t =
-            std::env::var(v).map_err(|_| anyhow::anyhow!("environment variable {v} is not set"))?;
-        if t.trim().is_empty() {
-            bail!("environment variable {v} is empty");
-        }
-        return Ok(Some(t.trim().to_string()));
-    }
-    Ok(None)
-}
-
 #[derive(Debug, Args)]
 pub struct ImportArgs {
     /// The mapping file (TOML).
@@ -316,7 +284,8 @@ fn fhir_command(g: &GlobalOpts, input: FhirInput) -> Result<ExitCode> {
     };
     let fhir = match &input {
         FhirInput::Endpoint(a) => {
-            let token = read_token(a.token_file.as_deref(), a.token_env.as_deref())?;
+            let token =
+                crate::fhirimport::read_token(a.token_file.as_deref(), a.token_env.as_deref())?;
             Some(registrar_fhir::client::Client::new(
                 &a.endpoint,
                 registrar_fhir::client::ClientOptions {
