@@ -1,5 +1,6 @@
-//! `registrar cohort export`: a research view as a file for analysis tools, with small-cell
-//! warnings so a researcher notices before sharing a table that could single someone out.
+//! `registrar cohort export`: a research view as a file for analysis tools (CSV, or Parquet
+//! with typed columns), with small-cell warnings so a researcher notices before sharing a
+//! table that could single someone out.
 
 use anyhow::{bail, Context, Result};
 use std::io::Write;
@@ -28,6 +29,14 @@ pub struct SmallCell {
     pub rows: i64,
 }
 
+fn check_cohort(client: &mut postgres::Client, name: &str) -> Result<String> {
+    let known = cohorts(client)?;
+    if !known.iter().any(|c| c == name) {
+        bail!("no cohort `{name}`; cohorts: {}", known.join(", "));
+    }
+    Ok(format!("research.{}", crate::db::quote_ident(name)))
+}
+
 /// Export `research.<name>` as CSV (header row, RFC 4180 quoting) to `out`; returns the row
 /// count and the small cells of its categorical (text and boolean) columns.
 pub fn export_csv(
@@ -35,11 +44,7 @@ pub fn export_csv(
     name: &str,
     out: &Path,
 ) -> Result<(i64, Vec<SmallCell>)> {
-    let known = cohorts(client)?;
-    if !known.iter().any(|c| c == name) {
-        bail!("no cohort `{name}`; cohorts: {}", known.join(", "));
-    }
-    let q = format!("research.{}", crate::db::quote_ident(name));
+    let q = check_cohort(client, name)?;
     let mut file =
         std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut reader = client.copy_out(&format!(
@@ -51,6 +56,11 @@ pub fn export_csv(
     let rows: i64 = client
         .query_one(&format!("SELECT count(*) FROM {q}"), &[])?
         .get(0);
+    Ok((rows, small_cells(client, name, &q)?))
+}
+
+/// The small cells of a view's categorical (text and boolean) columns.
+fn small_cells(client: &mut postgres::Client, name: &str, q: &str) -> Result<Vec<SmallCell>> {
     let cols: Vec<String> = client
         .query(
             "SELECT column_name::text FROM information_schema.columns
@@ -71,5 +81,144 @@ pub fn export_csv(
             small.push(SmallCell { column: c.clone(), value: r.get(0), rows: r.get(1) });
         }
     }
-    Ok((rows, small))
+    Ok(small)
+}
+
+/// A column's Parquet representation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PqType {
+    Bool,
+    Int32,
+    Int64,
+    Double,
+    Date,
+    Text,
+}
+
+/// Export `research.<name>` as a Parquet file (snappy; integers, numbers, booleans and dates
+/// typed; other types as UTF-8 text; every column nullable), written atomically; returns the
+/// row count and the small cells, as [`export_csv`].
+pub fn export_parquet(
+    client: &mut postgres::Client,
+    name: &str,
+    out: &Path,
+) -> Result<(i64, Vec<SmallCell>)> {
+    use parquet::basic::Compression;
+    use parquet::column::writer::ColumnWriter;
+    use parquet::data_type::ByteArray;
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use std::sync::Arc;
+
+    let q = check_cohort(client, name)?;
+    let cols: Vec<(String, PqType)> = client
+        .query(
+            "SELECT column_name::text, data_type::text FROM information_schema.columns
+              WHERE table_schema = 'research' AND table_name = $1 ORDER BY ordinal_position",
+            &[&name],
+        )?
+        .iter()
+        .map(|r| {
+            let t: String = r.get(1);
+            let pt = match t.as_str() {
+                "boolean" => PqType::Bool,
+                "integer" | "smallint" => PqType::Int32,
+                "bigint" => PqType::Int64,
+                "numeric" | "double precision" | "real" => PqType::Double,
+                "date" => PqType::Date,
+                _ => PqType::Text,
+            };
+            (r.get::<_, String>(0), pt)
+        })
+        .collect();
+    let mut message = String::from("message cohort {\n");
+    for (c, t) in &cols {
+        if !c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            bail!("column `{c}` of {q} is not a plain name");
+        }
+        let decl = match t {
+            PqType::Bool => "BOOLEAN",
+            PqType::Int32 => "INT32",
+            PqType::Int64 => "INT64",
+            PqType::Double => "DOUBLE",
+            PqType::Date => "INT32",
+            PqType::Text => "BYTE_ARRAY",
+        };
+        let logical = match t {
+            PqType::Date => " (DATE)",
+            PqType::Text => " (UTF8)",
+            _ => "",
+        };
+        message.push_str(&format!("  OPTIONAL {decl} {c}{logical};\n"));
+    }
+    message.push('}');
+    let schema = Arc::new(parquet::schema::parser::parse_message_type(&message)?);
+    let props = Arc::new(
+        WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .build(),
+    );
+    // Every value as text from the server, parsed to its type here.
+    let select: Vec<String> = cols
+        .iter()
+        .map(|(c, t)| {
+            let qc = crate::db::quote_ident(c);
+            match t {
+                PqType::Date => format!("({qc} - DATE '1970-01-01')::text"),
+                _ => format!("{qc}::text"),
+            }
+        })
+        .collect();
+    let rows = client.query(&format!("SELECT {} FROM {q}", select.join(", ")), &[])?;
+    let mut buf: Vec<u8> = Vec::new();
+    {
+        let mut w = SerializedFileWriter::new(&mut buf, schema, props)?;
+        for chunk in rows.chunks(65_536) {
+            let mut rg = w.next_row_group()?;
+            let mut ci = 0;
+            while let Some(mut col) = rg.next_column()? {
+                let t = cols[ci].1;
+                let vals: Vec<Option<String>> = chunk.iter().map(|r| r.get(ci)).collect();
+                let defs: Vec<i16> = vals.iter().map(|v| i16::from(v.is_some())).collect();
+                let present = vals.iter().flatten();
+                let bad = |v: &str| anyhow::anyhow!("{}: unexpected value `{v}`", cols[ci].0);
+                match (col.untyped(), t) {
+                    (ColumnWriter::BoolColumnWriter(cw), _) => {
+                        let v: Vec<bool> = present.map(|s| s == "true").collect();
+                        cw.write_batch(&v, Some(&defs), None)?;
+                    }
+                    (ColumnWriter::Int32ColumnWriter(cw), _) => {
+                        let v = present
+                            .map(|s| s.parse::<i32>().map_err(|_| bad(s)))
+                            .collect::<Result<Vec<_>>>()?;
+                        cw.write_batch(&v, Some(&defs), None)?;
+                    }
+                    (ColumnWriter::Int64ColumnWriter(cw), _) => {
+                        let v = present
+                            .map(|s| s.parse::<i64>().map_err(|_| bad(s)))
+                            .collect::<Result<Vec<_>>>()?;
+                        cw.write_batch(&v, Some(&defs), None)?;
+                    }
+                    (ColumnWriter::DoubleColumnWriter(cw), _) => {
+                        let v = present
+                            .map(|s| s.parse::<f64>().map_err(|_| bad(s)))
+                            .collect::<Result<Vec<_>>>()?;
+                        cw.write_batch(&v, Some(&defs), None)?;
+                    }
+                    (ColumnWriter::ByteArrayColumnWriter(cw), _) => {
+                        let v: Vec<ByteArray> =
+                            present.map(|s| ByteArray::from(s.as_str())).collect();
+                        cw.write_batch(&v, Some(&defs), None)?;
+                    }
+                    _ => bail!("{}: no Parquet writer for this column", cols[ci].0),
+                }
+                col.close()?;
+                ci += 1;
+            }
+            rg.close()?;
+        }
+        w.close()?;
+    }
+    crate::files::write_atomically(out, &buf)?;
+    Ok((rows.len() as i64, small_cells(client, name, &q)?))
 }

@@ -151,15 +151,15 @@ pub enum ConfigCommand {
 pub enum CohortCommand {
     /// List the cohorts (views of schema `research`).
     List,
-    /// Write a cohort as CSV; warns about small cells (categories with fewer than 5 patients)
-    /// before the file is shared.
+    /// Write a cohort as CSV or Parquet; warns about small cells (categories with fewer than
+    /// 5 patients) before the file is shared.
     Export {
         /// The cohort, e.g. `tnbc_cohort` or `modeling_cohort`.
         name: String,
         /// Output file.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
-        /// File format (CSV with a header row).
+        /// File format: CSV with a header row, or Parquet (typed columns, snappy).
         #[arg(long, value_enum, default_value = "csv")]
         format: CohortFormat,
     },
@@ -169,6 +169,7 @@ pub enum CohortCommand {
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum CohortFormat {
     Csv,
+    Parquet,
 }
 
 #[derive(Debug, Subcommand)]
@@ -340,12 +341,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                         println!("{c}");
                     }
                 }
-                CohortCommand::Export {
-                    name,
-                    out,
-                    format: CohortFormat::Csv,
-                } => {
-                    let (rows, small) = crate::cohort::export_csv(&mut client, &name, &out)?;
+                CohortCommand::Export { name, out, format } => {
+                    let (rows, small) = match format {
+                        CohortFormat::Csv => crate::cohort::export_csv(&mut client, &name, &out)?,
+                        CohortFormat::Parquet => {
+                            crate::cohort::export_parquet(&mut client, &name, &out)?
+                        }
+                    };
                     if g.json {
                         println!(
                             "{}",
