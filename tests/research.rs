@@ -145,6 +145,9 @@ fn research_views_agree_with_the_truth_file() {
     assert_eq!(n, 250);
 }
 
+/// person_id, age at diagnosis, subtype, pCR.
+type CohortRow = (i64, Option<i64>, Option<String>, Option<bool>);
+
 #[test]
 fn a_cohort_exports_as_csv_with_small_cell_warnings() {
     let db = TestDb::new();
@@ -205,7 +208,7 @@ fn a_cohort_exports_as_csv_with_small_cell_warnings() {
     assert_eq!(col("pcr"), "BOOLEAN");
     assert_eq!(col("er_pct"), "DOUBLE");
     // Row by row against the view.
-    let mut from_file: Vec<(i64, Option<i64>, Option<String>, Option<bool>)> = Vec::new();
+    let mut from_file: Vec<CohortRow> = Vec::new();
     for row in reader.get_row_iter(None).unwrap() {
         let row = row.unwrap();
         let mut person = 0;
@@ -223,7 +226,7 @@ fn a_cohort_exports_as_csv_with_small_cell_warnings() {
         from_file.push((person, age, subtype, pcr));
     }
     from_file.sort();
-    let mut from_db: Vec<(i64, Option<i64>, Option<String>, Option<bool>)> = db
+    let mut from_db: Vec<CohortRow> = db
         .client()
         .query(
             "SELECT person_id::int8, age_at_diagnosis::int8, subtype, pcr FROM research.modeling_cohort",
