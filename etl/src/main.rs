@@ -4,6 +4,12 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // `registrar ... | head` should end quietly when the reader goes away, as other Unix
+    // tools do, instead of panicking on a broken pipe.
+    // SAFETY: restoring the default disposition of one signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = registrar_etl::cli::Cli::parse();
     match registrar_etl::cli::run(cli) {
         Ok(code) => code,

@@ -151,7 +151,6 @@ fn write_atomically(
     write: impl FnOnce(&mut BufWriter<fs::File>) -> Result<(), WriteError>,
 ) -> Result<(), WriteError> {
     let dir = dest.parent().expect("output paths have a parent");
-    fs::create_dir_all(dir)?;
     let name = dest
         .file_name()
         .expect("output paths have a name")
@@ -162,7 +161,16 @@ fn write_atomically(
         std::thread::current().id()
     ));
     let result = (|| {
-        let mut f = BufWriter::new(fs::File::create(&tmp)?);
+        // The folder usually exists already: create it only when the file cannot be (saves
+        // a mkdir and a stat per file). One buffer for the whole file: one write call.
+        let file = match fs::File::create(&tmp) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(dir)?;
+                fs::File::create(&tmp)?
+            }
+            other => other?,
+        };
+        let mut f = BufWriter::with_capacity(1 << 20, file);
         write(&mut f)?;
         // No fsync: the rename makes the file appear whole or not at all to readers and
         // across an interrupted run; durability against power loss is the file system's.
