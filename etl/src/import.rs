@@ -132,10 +132,20 @@ pub fn delete_rows_by_keys(tx: &mut impl postgres::GenericClient, keys: &[String
     if keys.is_empty() {
         return Ok(0);
     }
+    delete_by_lineage(tx, "source_key = ANY($1)", &keys)
+}
+
+/// Delete the cdm rows whose lineage matches `filter` (SQL over registry.lineage with one
+/// parameter, `$1`), then that lineage; returns the cdm rows deleted.
+fn delete_by_lineage(
+    tx: &mut impl postgres::GenericClient,
+    filter: &str,
+    param: &(dyn ToSql + Sync),
+) -> Result<i64> {
     let tables: Vec<String> = tx
         .query(
-            "SELECT DISTINCT cdm_table FROM registry.lineage WHERE source_key = ANY($1)",
-            &[&keys],
+            &format!("SELECT DISTINCT cdm_table FROM registry.lineage WHERE {filter}"),
+            &[param],
         )?
         .iter()
         .map(|r| r.get(0))
@@ -143,17 +153,26 @@ pub fn delete_rows_by_keys(tx: &mut impl postgres::GenericClient, keys: &[String
     let mut n = 0;
     for t in tables {
         let key = crate::mapping::check::id_column(&t).unwrap_or_else(|| "person_id".to_string());
+        if t == "episode" {
+            tx.execute(
+                &format!(
+                    "DELETE FROM cdm.episode_event WHERE episode_id IN
+                       (SELECT cdm_row_id FROM registry.lineage WHERE {filter} AND cdm_table = 'episode')"
+                ),
+                &[param],
+            )?;
+        }
         n += tx.execute(
             &format!(
                 "DELETE FROM cdm.{t} WHERE {key} IN
-                   (SELECT cdm_row_id FROM registry.lineage WHERE source_key = ANY($1) AND cdm_table = $2)"
+                   (SELECT cdm_row_id FROM registry.lineage WHERE {filter} AND cdm_table = $2)"
             ),
-            &[&keys, &t],
+            &[param, &t],
         )? as i64;
     }
     tx.execute(
-        "DELETE FROM registry.lineage WHERE source_key = ANY($1)",
-        &[&keys],
+        &format!("DELETE FROM registry.lineage WHERE {filter}"),
+        &[param],
     )?;
     Ok(n)
 }
@@ -506,40 +525,7 @@ fn reject_file(
 
 /// Delete every cdm row (and lineage) a source file produced; returns rows deleted.
 pub fn delete_file_rows(tx: &mut impl postgres::GenericClient, source_file_id: i64) -> Result<i64> {
-    let tables: Vec<String> = tx
-        .query(
-            "SELECT DISTINCT cdm_table FROM registry.lineage WHERE source_file_id = $1",
-            &[&source_file_id],
-        )?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let mut n = 0;
-    for t in tables {
-        let key = match crate::mapping::check::id_column(&t) {
-            Some(c) => c,
-            None => "person_id".to_string(),
-        };
-        if t == "episode" {
-            tx.execute(
-                "DELETE FROM cdm.episode_event WHERE episode_id IN
-                   (SELECT cdm_row_id FROM registry.lineage WHERE source_file_id = $1 AND cdm_table = 'episode')",
-                &[&source_file_id],
-            )?;
-        }
-        n += tx.execute(
-            &format!(
-                "DELETE FROM cdm.{t} WHERE {key} IN
-                   (SELECT cdm_row_id FROM registry.lineage WHERE source_file_id = $1 AND cdm_table = $2)"
-            ),
-            &[&source_file_id, &t],
-        )? as i64;
-    }
-    tx.execute(
-        "DELETE FROM registry.lineage WHERE source_file_id = $1",
-        &[&source_file_id],
-    )?;
-    Ok(n)
+    delete_by_lineage(tx, "source_file_id = $1", &source_file_id)
 }
 
 /// Replace the loaded earlier versions of a source (same locator): delete every row they

@@ -160,6 +160,13 @@ fn pseudonymise(g: &GlobalOpts, args: PseudonymiseArgs) -> Result<ExitCode> {
         ))),
         None => None,
     };
+    // The registry connection for the audit entry is made while the files are processed.
+    let db_opts = g.db();
+    let registry = std::thread::spawn(move || -> Result<postgres::Client> {
+        let t = db_opts.resolve()?;
+        crate::db::migrate(&mut t.diesel()?)?;
+        t.client()
+    });
     let bar = crate::progress::count_bar(None, "dicom", "files");
     let start = std::time::Instant::now();
     let on_file = |r: &FileRecord| {
@@ -190,11 +197,11 @@ fn pseudonymise(g: &GlobalOpts, args: PseudonymiseArgs) -> Result<ExitCode> {
     let summary = &run.summary;
     let secs = start.elapsed().as_secs_f64();
     // The privacy officer's record: one entry per run (per-file records go to --records).
-    let audited = g.db().resolve().and_then(|t| {
-        crate::db::migrate(&mut t.diesel()?)?;
-        let mut c = t.client()?;
-        crate::privacy::audit::append_now(&mut c, &run.record(None))
-    });
+    let audited = registry
+        .join()
+        .map_err(|_| anyhow::anyhow!("the registry connection thread panicked"))
+        .and_then(|c| c)
+        .and_then(|mut c| crate::privacy::audit::append_now(&mut c, &run.record(None)));
     if let Err(e) = &audited {
         eprintln!("warning: this run is not recorded in the audit log: {e:#}");
     }
