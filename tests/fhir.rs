@@ -516,6 +516,13 @@ fn a_night_pulls_fhir_endpoint_bulk_exports_and_dicom() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(source(&v, "fhir-endpoint")["rows_in"], json!(0));
     assert_eq!(source(&v, "fhir-exports")["files_loaded"], json!(0));
+    let dicom = source(&v, "rt-dicom");
+    assert_eq!(
+        dicom["files_loaded"],
+        json!(0),
+        "unchanged DICOM inputs are skipped: {dicom}"
+    );
+    assert_eq!(dicom["files_skipped"], dicom["files_seen"]);
     assert_eq!(counts(&db), first);
     let out = db.registrar(&["audit", "verify"]);
     assert!(out.status.success(), "{}", text(&out));

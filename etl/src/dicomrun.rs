@@ -57,7 +57,7 @@ pub fn pseudonymise_tree(
     profile: &DicomProfile,
     input: &Path,
     output: &Path,
-    jobs: Option<usize>,
+    opts: &BatchOptions,
     on_file: &(dyn Fn(&FileRecord) + Sync),
 ) -> Result<TreeRun> {
     let key_id = keys.current.key_id().as_str().to_string();
@@ -66,10 +66,7 @@ pub fn pseudonymise_tree(
         .current
         .locator_hash(&format!("dicom-in/{}", input.display()));
     let d = DicomPseudonymiser::new(keys.current, policy, profile)?;
-    let opts = BatchOptions {
-        jobs: jobs.unwrap_or_else(|| BatchOptions::default().jobs),
-    };
-    let summary = batch::run(&d, input, output, &opts, on_file)?;
+    let summary = batch::run(&d, input, output, opts, on_file)?;
     let detail = serde_json::json!({
         "files": summary.files,
         "pseudonymised": summary.pseudonymised,

@@ -351,7 +351,10 @@ fn run_source(
                 &profile,
                 &s.folder,
                 output,
-                None,
+                &registrar_anonymizer::dicom::BatchOptions {
+                    incremental: true,
+                    ..Default::default()
+                },
                 &|_| bar.inc(1),
             )?;
             bar.finish_and_clear();

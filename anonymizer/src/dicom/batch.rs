@@ -13,7 +13,7 @@
 //! `<out>/quarantine/<locator hash>.dcm` and listed in `<out>/quarantine/report.jsonl` with a
 //! reason; that folder holds identifying data and stays with the key holder.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -77,12 +77,45 @@ pub struct BatchSummary {
 pub struct BatchOptions {
     /// Worker threads (at least 1).
     pub jobs: usize,
+    /// Skip input files already processed into this output (same keyed path, size and
+    /// modification time, as recorded in [`INPUT_STATE`]); for drop folders read every night.
+    pub incremental: bool,
+}
+
+/// The output tree's record of the inputs it was made from (keyed hash of the input's
+/// relative path, size, modification time in nanoseconds): no path, nothing identifying.
+pub const INPUT_STATE: &str = ".registrar-inputs.tsv";
+
+fn read_input_state(path: &Path) -> HashMap<String, (u64, i128)> {
+    let Ok(text) = fs::read_to_string(path) else {
+        return HashMap::new();
+    };
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            let k = f.next()?.to_string();
+            let size = f.next()?.parse().ok()?;
+            let mtime = f.next()?.parse().ok()?;
+            Some((k, (size, mtime)))
+        })
+        .collect()
+}
+
+fn file_stamp(path: &Path) -> Option<(u64, i128)> {
+    let m = fs::metadata(path).ok()?;
+    let t = m.modified().ok()?;
+    let ns = match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d.as_nanos() as i128,
+        Err(e) => -(e.duration().as_nanos() as i128),
+    };
+    Some((m.len(), ns))
 }
 
 impl Default for BatchOptions {
     fn default() -> Self {
         BatchOptions {
             jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            incremental: false,
         }
     }
 }
@@ -241,6 +274,13 @@ pub fn run(
     });
     let stop = AtomicBool::new(false);
     let failure: Mutex<Option<BatchError>> = Mutex::new(None);
+    let state_path = output.join(INPUT_STATE);
+    let known = if opts.incremental {
+        read_input_state(&state_path)
+    } else {
+        HashMap::new()
+    };
+    let processed: Mutex<Vec<(String, (u64, i128))>> = Mutex::new(Vec::new());
     let jobs = opts.jobs.max(1);
     let (tx, rx) = mpsc::sync_channel::<(PathBuf, String)>(jobs * 4);
     let rx = Mutex::new(rx);
@@ -263,93 +303,112 @@ pub fn run(
             output: None,
             counts: RuleCounts::default(),
         };
-        let (outcome, bytes) = match fs::read(path) {
-            Ok(data) => {
-                let len = data.len() as u64;
-                (d.pseudonymise(&data), len)
-            }
-            Err(e) => (
-                Outcome::Quarantined(Quarantine {
-                    reason: QuarantineReason::ReadError,
-                    detail: format!("cannot read: {}", e.kind()),
-                }),
-                0,
-            ),
+        let stamp = if opts.incremental {
+            file_stamp(path)
+        } else {
+            None
         };
-        summary.lock().expect("lock").bytes_in += bytes;
-        let outcome = match outcome {
-            Outcome::Pseudonymised(p) => {
-                let root = d.pseudonymiser().uid_root_128(&p.sop_instance_uid);
-                if !seen.lock().expect("lock").insert(root) {
-                    Outcome::Skipped(SkipReason::DuplicateSopInstance)
-                } else {
-                    let dest = output.join(&p.relative_path);
-                    rec.output = Some(p.relative_path.clone());
-                    rec.counts = p.counts.clone();
-                    match write_atomically(&dest, |w| p.write_to(w)) {
-                        Ok(()) => return Ok(rec),
-                        Err(WriteError::Encode(m)) => Outcome::Quarantined(Quarantine {
-                            reason: QuarantineReason::EncodeError,
-                            detail: m,
-                        }),
-                        Err(WriteError::Io(e)) => {
-                            return Err(io_err(format!("cannot write {}", dest.display()))(e))
+        if let Some(st) = stamp {
+            if known.get(&rec.source) == Some(&st) {
+                rec.status = "skipped";
+                rec.reason = Some("unchanged_input");
+                return Ok(rec);
+            }
+        }
+        let rec_source = rec.source.clone();
+        let result = (|| -> Result<FileRecord, BatchError> {
+            let (outcome, bytes) = match fs::read(path) {
+                Ok(data) => {
+                    let len = data.len() as u64;
+                    (d.pseudonymise(&data), len)
+                }
+                Err(e) => (
+                    Outcome::Quarantined(Quarantine {
+                        reason: QuarantineReason::ReadError,
+                        detail: format!("cannot read: {}", e.kind()),
+                    }),
+                    0,
+                ),
+            };
+            summary.lock().expect("lock").bytes_in += bytes;
+            let outcome = match outcome {
+                Outcome::Pseudonymised(p) => {
+                    let root = d.pseudonymiser().uid_root_128(&p.sop_instance_uid);
+                    if !seen.lock().expect("lock").insert(root) {
+                        Outcome::Skipped(SkipReason::DuplicateSopInstance)
+                    } else {
+                        let dest = output.join(&p.relative_path);
+                        rec.output = Some(p.relative_path.clone());
+                        rec.counts = p.counts.clone();
+                        match write_atomically(&dest, |w| p.write_to(w)) {
+                            Ok(()) => return Ok(rec),
+                            Err(WriteError::Encode(m)) => Outcome::Quarantined(Quarantine {
+                                reason: QuarantineReason::EncodeError,
+                                detail: m,
+                            }),
+                            Err(WriteError::Io(e)) => {
+                                return Err(io_err(format!("cannot write {}", dest.display()))(e))
+                            }
                         }
                     }
                 }
-            }
-            o => o,
-        };
-        rec.output = None;
-        rec.counts = RuleCounts::default();
-        match outcome {
-            Outcome::Pseudonymised(_) => unreachable!("handled above"),
-            Outcome::Skipped(r) => {
-                rec.status = "skipped";
-                rec.reason = Some(r.code());
-            }
-            Outcome::Quarantined(q) => {
-                rec.status = "quarantined";
-                rec.reason = Some(q.reason.code());
-                rec.detail = Some(q.detail);
-                if q.reason != QuarantineReason::ReadError {
-                    let rel_out = format!("{QUARANTINE_DIR}/{}.dcm", rec.source);
-                    let dest = output.join(&rel_out);
-                    write_atomically(&dest, |w| {
-                        let mut f = fs::File::open(path)?;
-                        io::copy(&mut f, w)?;
-                        Ok(())
-                    })
-                    .map_err(|e| BatchError::Io {
-                        what: format!("cannot write {}", dest.display()),
-                        source: match e {
-                            WriteError::Io(e) => e,
-                            WriteError::Encode(m) => io::Error::other(m),
-                        },
-                    })?;
-                    rec.output = Some(rel_out);
+                o => o,
+            };
+            rec.output = None;
+            rec.counts = RuleCounts::default();
+            match outcome {
+                Outcome::Pseudonymised(_) => unreachable!("handled above"),
+                Outcome::Skipped(r) => {
+                    rec.status = "skipped";
+                    rec.reason = Some(r.code());
                 }
-                let mut r = report.lock().expect("lock");
-                if r.is_none() {
-                    fs::create_dir_all(&quarantine_dir).map_err(io_err(format!(
-                        "cannot create {}",
-                        quarantine_dir.display()
-                    )))?;
-                    let f = fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(quarantine_dir.join(QUARANTINE_REPORT))
-                        .map_err(io_err("cannot open the quarantine report"))?;
-                    *r = Some(BufWriter::new(f));
+                Outcome::Quarantined(q) => {
+                    rec.status = "quarantined";
+                    rec.reason = Some(q.reason.code());
+                    rec.detail = Some(q.detail);
+                    if q.reason != QuarantineReason::ReadError {
+                        let rel_out = format!("{QUARANTINE_DIR}/{}.dcm", rec.source);
+                        let dest = output.join(&rel_out);
+                        write_atomically(&dest, |w| {
+                            let mut f = fs::File::open(path)?;
+                            io::copy(&mut f, w)?;
+                            Ok(())
+                        })
+                        .map_err(|e| BatchError::Io {
+                            what: format!("cannot write {}", dest.display()),
+                            source: match e {
+                                WriteError::Io(e) => e,
+                                WriteError::Encode(m) => io::Error::other(m),
+                            },
+                        })?;
+                        rec.output = Some(rel_out);
+                    }
+                    let mut r = report.lock().expect("lock");
+                    if r.is_none() {
+                        fs::create_dir_all(&quarantine_dir).map_err(io_err(format!(
+                            "cannot create {}",
+                            quarantine_dir.display()
+                        )))?;
+                        let f = fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(quarantine_dir.join(QUARANTINE_REPORT))
+                            .map_err(io_err("cannot open the quarantine report"))?;
+                        *r = Some(BufWriter::new(f));
+                    }
+                    let line = serde_json::to_string(&rec).expect("records serialise");
+                    let w = r.as_mut().expect("opened above");
+                    writeln!(w, "{line}")
+                        .and_then(|_| w.flush())
+                        .map_err(io_err("cannot write the quarantine report"))?;
                 }
-                let line = serde_json::to_string(&rec).expect("records serialise");
-                let w = r.as_mut().expect("opened above");
-                writeln!(w, "{line}")
-                    .and_then(|_| w.flush())
-                    .map_err(io_err("cannot write the quarantine report"))?;
             }
+            Ok(rec)
+        })();
+        if let (Ok(_), Some(st)) = (&result, stamp) {
+            processed.lock().expect("lock").push((rec_source, st));
         }
-        Ok(rec)
+        result
     };
 
     std::thread::scope(|s| {
@@ -385,6 +444,26 @@ pub fn run(
         drop(tx);
     });
 
+    // What was processed is recorded even when the run stops early: those outputs exist.
+    if opts.incremental {
+        let mut all = known;
+        all.extend(processed.into_inner().expect("lock"));
+        let mut text = String::with_capacity(all.len() * 80);
+        let mut rows: Vec<_> = all.into_iter().collect();
+        rows.sort();
+        for (k, (size, mtime)) in rows {
+            text.push_str(&format!("{k}\t{size}\t{mtime}\n"));
+        }
+        write_atomically(&state_path, |w| Ok(w.write_all(text.as_bytes())?)).map_err(|e| {
+            BatchError::Io {
+                what: format!("cannot write {}", state_path.display()),
+                source: match e {
+                    WriteError::Io(e) => e,
+                    WriteError::Encode(m) => io::Error::other(m),
+                },
+            }
+        })?;
+    }
     if let Some(e) = failure.into_inner().expect("lock") {
         return Err(e);
     }

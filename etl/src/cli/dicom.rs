@@ -64,6 +64,10 @@ pub struct PseudonymiseArgs {
     /// Worker threads (default: the number of cores).
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
+    /// Skip input files already pseudonymised into this output (same path, size and time;
+    /// recorded as keyed hashes in OUT/.registrar-inputs.tsv), for folders read every night.
+    #[arg(long)]
+    pub incremental: bool,
     /// Write one JSON line per input file (locator hash, status, reason, counts per rule) to
     /// this file, for the audit log.
     #[arg(long, value_name = "FILE")]
@@ -183,7 +187,12 @@ fn pseudonymise(g: &GlobalOpts, args: PseudonymiseArgs) -> Result<ExitCode> {
         &profile,
         &args.input,
         &args.output,
-        args.jobs,
+        &registrar_anonymizer::dicom::BatchOptions {
+            jobs: args
+                .jobs
+                .unwrap_or_else(|| registrar_anonymizer::dicom::BatchOptions::default().jobs),
+            incremental: args.incremental,
+        },
         &on_file,
     )?;
     bar.finish_and_clear();
