@@ -148,6 +148,13 @@ fn endpoint_pulls_page_incrementally_with_updates_and_deletions() {
         assert_eq!(rows_in(mapping_outcome(&v, ty)), 0, "{ty}: {t}");
     }
 
+    // Pulling everything again replaces every row by itself (one-per-person rows included).
+    let persons = db.count("SELECT count(*) FROM cdm.person");
+    let (code, _, t) = pull(&db, &key, &server.base, &["--full"]);
+    assert_eq!(code, Some(0), "{t}");
+    assert_eq!(db.count("SELECT count(*) FROM cdm.person"), persons, "{t}");
+    assert_eq!(cohort_rows(&db), cohort_rows(&bulk));
+
     // One receptor result is corrected, one surgery deleted: only those change.
     let measurements = db.count("SELECT count(*) FROM cdm.measurement");
     let procedures = db.count("SELECT count(*) FROM cdm.procedure_occurrence");

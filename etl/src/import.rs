@@ -790,6 +790,22 @@ pub fn load_unit(
             persons_with_row.insert(e.table.clone(), ids);
         }
     }
+    // With row keys, a record that comes back replaces its own one-per-person row (deleted
+    // by the writer before the new one is copied): that row must not count as "already
+    // there". Which record produced each such row:
+    let mut row_owner: HashMap<(String, i32), String> = HashMap::new();
+    if unit.replace == Replace::ByRowKey {
+        for table in persons_with_row.keys() {
+            for r in tx.query(
+                "SELECT cdm_row_id, source_key FROM registry.lineage
+                  WHERE cdm_table = $1 AND source_key IS NOT NULL",
+                &[table],
+            )? {
+                let id: i64 = r.get(0);
+                row_owner.insert((table.clone(), id as i32), r.get(1));
+            }
+        }
+    }
     let mut pools: Vec<Option<IdPool>> = c
         .emits
         .iter()
@@ -1001,6 +1017,9 @@ pub fn load_unit(
                         && persons_with_row
                             .get(&e.table)
                             .is_some_and(|s| s.contains(&person.person_id))
+                        && !(row_key.is_some()
+                            && row_owner.get(&(e.table.clone(), person.person_id))
+                                == row_key.as_ref())
                     {
                         continue;
                     }
