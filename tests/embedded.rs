@@ -30,6 +30,23 @@ fn embedded_cluster_starts_migrates_is_reused_and_stops() {
             && s.contains("research.modeling_cohort"),
         "{s}"
     );
+    // Every source kind of the demo ran: CSV, xlsx, a FHIR bulk export, DICOM.
+    for source in [
+        "his-patients ",
+        "study_rt-boost ",
+        "fhir-exports ",
+        "rt-dicom ",
+    ] {
+        let line = s
+            .lines()
+            .find(|l| l.starts_with(source))
+            .unwrap_or_else(|| panic!("{source}: {s}"));
+        assert!(
+            line.contains(" ok ") && !line.contains(" 0 rows loaded"),
+            "{line}"
+        );
+    }
+    assert!(s.contains("cdm.image_occurrence"), "{s}");
     let report = s
         .lines()
         .find_map(|l| l.strip_prefix("nightly report: "))

@@ -1,10 +1,12 @@
 //! `registrar demo`: the whole nightly pipeline on synthetic sample data, in the embedded
 //! registry unless DATABASE_URL is set.
 //!
-//! The first run generates a synthetic cohort (`registrar synth`, 500 patients, a little dirt
-//! so the report has rejects to show) next to the embedded cluster, writes the bundled
-//! mappings and a `registrar.toml` for it, creates a demo key, and runs `registrar nightly`;
-//! later runs find the files unchanged and skip them. It prints where the report is.
+//! The first run generates, next to the embedded cluster, a synthetic hospital (`registrar
+//! synth`, 500 patients, a little dirt so the report has rejects to show: HIS CSV export and
+//! study workbook) and a second institution (200 patients: a FHIR Bulk Data export and DICOM
+//! RT sets), writes the bundled mappings and a `registrar.toml` for all of it, creates a demo
+//! key, and runs `registrar nightly`; later runs find everything unchanged and skip it. It
+//! prints where the report is.
 
 use crate::config::Config;
 use crate::db::{self, DbOptions};
@@ -87,6 +89,35 @@ const MAPPINGS: &[(&str, &str)] = &[
         "mappings/hospital/tnm.toml",
         include_str!("../../mappings/hospital/tnm.toml"),
     ),
+    (
+        "mappings/fhir/patient.toml",
+        include_str!("../../mappings/fhir/patient.toml"),
+    ),
+    (
+        "mappings/fhir/condition.toml",
+        include_str!("../../mappings/fhir/condition.toml"),
+    ),
+    (
+        "mappings/fhir/observation.toml",
+        include_str!("../../mappings/fhir/observation.toml"),
+    ),
+    (
+        "mappings/fhir/procedure.toml",
+        include_str!("../../mappings/fhir/procedure.toml"),
+    ),
+    (
+        "mappings/fhir/medication_administration.toml",
+        include_str!("../../mappings/fhir/medication_administration.toml"),
+    ),
+];
+
+/// The FHIR mappings the demo's bulk export is read with.
+const FHIR_MAPPINGS: &[&str] = &[
+    "patient",
+    "condition",
+    "observation",
+    "procedure",
+    "medication_administration",
 ];
 const GBSG2_DATA: &str = include_str!("../../tests/data/gbsg2.csv");
 /// The tables of the hospital information system export, as `registrar synth` writes them
@@ -163,6 +194,26 @@ pub fn prepare(dir: &Path) -> Result<PathBuf> {
         );
         registrar_synth::generate(&o, &|_| {})?;
     }
+    // The second institution: a FHIR Bulk Data export (one folder per export) and DICOM.
+    let src_b = dir.join("src-b");
+    let export = dir.join("fhir-exports/2026-11-26");
+    if !src_b.join("truth.jsonl").exists() || !export.exists() {
+        let _ = std::fs::remove_dir_all(&src_b);
+        let _ = std::fs::remove_dir_all(dir.join("fhir-exports"));
+        let mut o = registrar_synth::SynthOptions::new(200, 2027, src_b.clone());
+        o.first_patient_number = 100_001;
+        o.dicom = true;
+        o.dicom_slices = 8;
+        o.dicom_matrix = 32;
+        eprintln!(
+            "registrar: generating a second institution of 200 patients (FHIR export, DICOM) in {}",
+            src_b.display()
+        );
+        registrar_synth::generate(&o, &|_| {})?;
+        std::fs::create_dir_all(dir.join("fhir-exports"))?;
+        std::fs::rename(src_b.join("fhir"), &export)
+            .with_context(|| format!("cannot move the FHIR export to {}", export.display()))?;
+    }
     let key = dir.join("demo.key");
     if !key.exists() {
         Key::write_new(&key).context("cannot create the demo key")?;
@@ -173,7 +224,16 @@ pub fn prepare(dir: &Path) -> Result<PathBuf> {
         "src/study",
         "mappings/hospital",
     ));
-    t.push_str("[[source]]\nname = \"gbsg2-trial\"\nkind = \"csv\"\nfolder = \"gbsg2\"\npattern = \"gbsg2.csv\"\nmapping = \"mappings/gbsg2/gbsg2.toml\"\n");
+    t.push_str("[[source]]\nname = \"gbsg2-trial\"\nkind = \"csv\"\nfolder = \"gbsg2\"\npattern = \"gbsg2.csv\"\nmapping = \"mappings/gbsg2/gbsg2.toml\"\n\n");
+    let fhir: Vec<String> = FHIR_MAPPINGS
+        .iter()
+        .map(|m| format!("\"mappings/fhir/{m}.toml\""))
+        .collect();
+    t.push_str(&format!(
+        "[[source]]\nname = \"fhir-exports\"\nkind = \"fhir-bulk\"\nfolder = \"fhir-exports\"\nmappings = [{}]\n\n",
+        fhir.join(", ")
+    ));
+    t.push_str("[[source]]\nname = \"rt-dicom\"\nkind = \"dicom\"\nfolder = \"src-b/dicom\"\noutput = \"dicom-pseudonymised\"\n");
     let cfg = dir.join("registrar.toml");
     write_if_changed(&cfg, &t)?;
     Ok(cfg)
