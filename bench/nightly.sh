@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Issue 9 benchmark: an end-to-end nightly for N synthetic patients (HIS CSV export, study
-# workbook, GBSG2 spreadsheet), total time and per-source split, then a second night with
-# nothing changed (goal: at most 5% of the first).
-# Usage: bench/nightly.sh [PATIENTS]   (default 10000). Needs PostgreSQL (DATABASE_URL or :5432).
+# Issue 9 benchmark: an end-to-end nightly for N synthetic patients (HIS CSV export and study
+# workbook) plus a second institution of B patients (FHIR Bulk Data export and DICOM RT
+# sets), total time and per-source split, then a second night with nothing changed (goal: at
+# most 5% of the first).
+# Usage: bench/nightly.sh [PATIENTS] [SECOND]   (defaults 10000, 1000).
+# Needs PostgreSQL (DATABASE_URL or :5432).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PATIENTS=${1:-10000}
+SECOND=${2:-1000}
 OUT=$(realpath -m bench/out/nightly)
 SERVER=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 DB=registrar_bench_nightly
@@ -16,6 +19,9 @@ psql -q "$SERVER" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATAB
 URL="${SERVER%/*}/$DB"
 S0=$(date +%s.%N)
 $BIN synth --patients "$PATIENTS" --seed 1 --out "$OUT/src" --no-dicom >/dev/null
+$BIN synth --patients "$SECOND" --seed 2 --first-patient-number 500001 --dicom-slices 8 \
+  --dicom-matrix 32 --out "$OUT/src-b" >/dev/null
+mkdir -p "$OUT/fhir-exports" && mv "$OUT/src-b/fhir" "$OUT/fhir-exports/export-1"
 S1=$(date +%s.%N)
 $BIN key new --out "$OUT/k" >/dev/null
 {
@@ -26,6 +32,10 @@ $BIN key new --out "$OUT/k" >/dev/null
   for s in study_neoadj-2019 study_rt-boost; do
     printf '[[source]]\nname = "%s"\nkind = "xlsx"\nfolder = "src/study"\npattern = "*.xlsx"\nmapping = "%s/mappings/hospital/%s.toml"\n\n' "$s" "$PWD" "$s"
   done
+  printf '[[source]]\nname = "fhir-exports"\nkind = "fhir-bulk"\nfolder = "fhir-exports"\nmappings = ['
+  sep=""; for m in patient condition observation procedure medication_administration; do
+    printf '%s"%s/mappings/fhir/%s.toml"' "$sep" "$PWD" "$m"; sep=", "; done
+  printf ']\n\n[[source]]\nname = "rt-dicom"\nkind = "dicom"\nfolder = "src-b/dicom"\noutput = "dicom-out"\n'
 } > "$OUT/registrar.toml"
 T0=$(date +%s.%N)
 $BIN --json nightly --config "$OUT/registrar.toml" > "$OUT/first.json" || true
