@@ -4,7 +4,7 @@
 //! JSON in `alg_system`, read by the view `research.rt_structure_set`).
 //!
 //! The tree is one source file in `registry.source_file` (kind `dicom-index`, keyed locator
-//! hash of the directory, content hash over the sorted file hashes): an unchanged tree is
+//! hash of the directory, content hash over its files' paths, sizes and times): an unchanged tree is
 //! skipped, a changed one replaces, through `registry.lineage`, every row its earlier index
 //! wrote. Everything happens in one transaction. The person is the one whose MRN pseudonym is
 //! the file's Patient ID (`registry.person_map`); a series of an unknown person is rejected
@@ -443,14 +443,48 @@ pub fn index_tree(
         .with_context(|| format!("cannot open {}", dir.display()))?;
     let files = dcm_files(&canonical)?;
     out.files = files.len() as i64;
-    let mut hashes: Vec<String> = Vec::with_capacity(files.len());
+    // The tree's identity: every file's relative path, size and modification time (the
+    // pseudonymiser writes each output file anew, so a changed file has a new time). Cheap
+    // enough that an unchanged tree is skipped without reading a file.
     let mut bytes_total: i64 = 0;
+    let mut stamp = Sha256::new();
+    for path in &files {
+        let meta =
+            std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        bytes_total += meta.len() as i64;
+        let rel = path.strip_prefix(&canonical).unwrap_or(path);
+        stamp.update(format!("{}\t{}\t{mtime}\n", rel.display(), meta.len()).as_bytes());
+    }
+    let content = hex::encode(stamp.finalize());
+    let locator_hash = keys
+        .current
+        .locator_hash(&format!("{SOURCE_KIND}/{}", canonical.display()));
+    if let Some(r) = client.query_opt(
+        "SELECT run_id FROM registry.source_file
+          WHERE locator_hash = $1 AND content_sha256 = $2 AND status = 'loaded' LIMIT 1",
+        &[&locator_hash, &content],
+    )? {
+        let first: i64 = r.get(0);
+        let reason = format!("unchanged since run {first}");
+        client.execute(
+            "INSERT INTO registry.source_file (source_kind, locator_hash, content_sha256, byte_size, run_id, status, reason)
+             VALUES ($1, $2, $3, $4, $5, 'skipped', $6)",
+            &[&SOURCE_KIND, &locator_hash, &content, &bytes_total, &run_id, &reason],
+        )?;
+        out.status = "skipped".into();
+        out.reason = Some(reason);
+        return Ok(out);
+    }
     let mut series: BTreeMap<String, Series> = BTreeMap::new();
     for path in &files {
         let bytes =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        bytes_total += bytes.len() as i64;
-        hashes.push(hex::encode(Sha256::digest(&bytes)));
         let rel = path
             .strip_prefix(&canonical)
             .unwrap_or(path)
@@ -499,28 +533,6 @@ pub fn index_tree(
         }
     }
     out.series = series.len() as i64;
-    hashes.sort();
-    let content = hex::encode(Sha256::digest(hashes.join("\n").as_bytes()));
-    let locator_hash = keys
-        .current
-        .locator_hash(&format!("{SOURCE_KIND}/{}", canonical.display()));
-
-    if let Some(r) = client.query_opt(
-        "SELECT run_id FROM registry.source_file
-          WHERE locator_hash = $1 AND content_sha256 = $2 AND status = 'loaded' LIMIT 1",
-        &[&locator_hash, &content],
-    )? {
-        let first: i64 = r.get(0);
-        let reason = format!("unchanged since run {first}");
-        client.execute(
-            "INSERT INTO registry.source_file (source_kind, locator_hash, content_sha256, byte_size, run_id, status, reason)
-             VALUES ($1, $2, $3, $4, $5, 'skipped', $6)",
-            &[&SOURCE_KIND, &locator_hash, &content, &bytes_total, &run_id, &reason],
-        )?;
-        out.status = "skipped".into();
-        out.reason = Some(reason);
-        return Ok(out);
-    }
 
     let mut tx = client.transaction()?;
     out.replaced += crate::import::supersede_previous(&mut tx, &locator_hash)?;
