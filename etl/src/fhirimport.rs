@@ -365,6 +365,54 @@ fn next_watermark(server_date: Option<&str>, newest_seen: Option<&str>) -> Optio
     newest_seen.map(str::to_string)
 }
 
+/// Load rows prepared in memory (a search page, a list of deletions) as one unit of an
+/// endpoint pull.
+#[allow(clippy::too_many_arguments)]
+fn load_rows(
+    client: &mut postgres::Client,
+    seq: &mut postgres::Client,
+    c: &Compiled,
+    keys: &crate::privacy::keys::Keys,
+    run_id: i64,
+    locator: &str,
+    sha: &str,
+    size: u64,
+    label: &str,
+    header: Vec<String>,
+    rows: Vec<RowResult>,
+    opts: &ImportOptions,
+    bar: &indicatif::ProgressBar,
+) -> Result<FileOutcome> {
+    let unit = Unit {
+        kind: "fhir",
+        locator_hash: locator,
+        sha256: sha,
+        size,
+        label,
+        replace: Replace::ByRowKey,
+    };
+    let source = VecSource {
+        header,
+        rows: rows.into_iter(),
+    };
+    let out = FileOutcome {
+        file: label.to_string(),
+        ..Default::default()
+    };
+    load_unit(
+        client,
+        seq,
+        c,
+        keys,
+        run_id,
+        &unit,
+        Box::new(source),
+        opts,
+        bar,
+        out,
+    )
+}
+
 /// Pull one mapping's resource type from an endpoint.
 #[allow(clippy::too_many_arguments)]
 pub fn pull_endpoint(
@@ -483,32 +531,20 @@ pub fn pull_endpoint(
             let parts: Vec<&[u8]> = digest_parts.iter().map(|s| s.as_bytes()).collect();
             let sha = sha_hex(&parts);
             let label = format!("{} page {page_no}", page.url);
-            let unit = Unit {
-                kind: "fhir",
-                locator_hash: &locator,
-                sha256: &sha,
-                size: page.bytes,
-                label: &label,
-                replace: Replace::ByRowKey,
-            };
-            let source = VecSource {
-                header: cols.header.clone(),
-                rows: rows.into_iter(),
-            };
-            let o = load_unit(
+            let o = load_rows(
                 client,
                 seq,
                 c,
                 keys,
                 run_id,
-                &unit,
-                Box::new(source),
+                &locator,
+                &sha,
+                page.bytes,
+                &label,
+                cols.header.clone(),
+                rows,
                 opts,
                 bar,
-                FileOutcome {
-                    file: label.clone(),
-                    ..Default::default()
-                },
             )?;
             out.units.push(o);
         }
@@ -532,31 +568,20 @@ pub fn pull_endpoint(
             let refs: Vec<&[u8]> = ids.iter().map(|s| s.as_bytes()).collect();
             let sha = sha_hex(&refs);
             let label = format!("{server}{}/_history (deletions)", cols.resource_type);
-            let unit = Unit {
-                kind: "fhir",
-                locator_hash: &locator,
-                sha256: &sha,
-                size: 0,
-                label: &label,
-                replace: Replace::ByRowKey,
-            };
-            let o = load_unit(
+            let o = load_rows(
                 client,
                 seq,
                 c,
                 keys,
                 run_id,
-                &unit,
-                Box::new(VecSource {
-                    header: cols.header.clone(),
-                    rows: rows.into_iter(),
-                }),
+                &locator,
+                &sha,
+                0,
+                &label,
+                cols.header.clone(),
+                rows,
                 opts,
                 bar,
-                FileOutcome {
-                    file: label.clone(),
-                    ..Default::default()
-                },
             )?;
             out.units.push(o);
         }
