@@ -1086,3 +1086,127 @@ fn dicom_runs_are_recorded_in_the_audit_log() {
         "no raw path in the audit log"
     );
 }
+
+/// Images larger than the head the batch reads first keep their pixel data in the input file
+/// until the kernel copies it to the output: the output is byte for byte what the in-memory
+/// path gives, in every encoding, and files the shortcut does not fit (pixel data followed by
+/// padding, deflated, truncated pixel data) take the whole-file path.
+#[test]
+fn dicom_large_images_match_the_in_memory_path() {
+    use registrar_anonymizer::dicom::{DicomProfile, DicomPseudonymiser, Outcome};
+    let dir = tempfile::tempdir().unwrap();
+    let key = new_key(dir.path(), "k");
+    let input = dir.path().join("in");
+    let base = read(&data("MR_small_implicit.dcm")).dataset;
+    // 320 x 320 x 16 bits: 200 KiB of noise (deflated, it stays that large), three times the
+    // head.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let pixels: Vec<u8> = (0..320 * 320 * 2u32)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let big = |n: u32, pixel_vr: VR| {
+        let mut obj = base.clone();
+        put(
+            &mut obj,
+            SOP_INSTANCE,
+            VR::UI,
+            &format!("1.2.826.0.1.3680043.9.7433.77.{n}"),
+        );
+        put(&mut obj, PATIENT_ID, VR::LO, &format!("BIG-{n}"));
+        obj.put(DataElement::new(
+            Tag(0x0028, 0x0010),
+            VR::US,
+            PrimitiveValue::from(320u16),
+        ));
+        obj.put(DataElement::new(
+            Tag(0x0028, 0x0011),
+            VR::US,
+            PrimitiveValue::from(320u16),
+        ));
+        obj.put(DataElement::new(
+            PIXEL_DATA,
+            pixel_vr,
+            PrimitiveValue::U8(pixels.clone().into()),
+        ));
+        obj
+    };
+    let implicit = write_input(&input, "implicit.dcm", big(1, VR::OW), "1.2.840.10008.1.2");
+    let explicit = write_input(
+        &input,
+        "explicit.dcm",
+        big(2, VR::OW),
+        "1.2.840.10008.1.2.1",
+    );
+    let big_endian = write_input(
+        &input,
+        "big-endian.dcm",
+        big(3, VR::OB),
+        "1.2.840.10008.1.2.2",
+    );
+    let deflated = write_input(
+        &input,
+        "deflated.dcm",
+        big(4, VR::OW),
+        "1.2.840.10008.1.2.1.99",
+    );
+    let mut padded_obj = big(5, VR::OW);
+    padded_obj.put(DataElement::new(
+        Tag(0xFFFC, 0xFFFC),
+        VR::OB,
+        PrimitiveValue::U8(vec![0u8; 64].into()),
+    ));
+    let padded = write_input(&input, "padded.dcm", padded_obj, "1.2.840.10008.1.2.1");
+    // Pixel data cut short: quarantined as truncated, as with the whole-file path.
+    let cut = write_input(&input, "cut.dcm", big(6, VR::OW), "1.2.840.10008.1.2.1");
+    let len = std::fs::metadata(&cut).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&cut)
+        .unwrap()
+        .set_len(len - 1000)
+        .unwrap();
+
+    let out = dir.path().join("out");
+    let o = run(&key, &input, &out, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let report = std::fs::read_to_string(out.join("quarantine/report.jsonl")).unwrap();
+    assert_eq!(report.lines().count(), 1, "{report}");
+    assert!(report.contains("\"reason\":\"truncated\""), "{report}");
+
+    let d = DicomPseudonymiser::new(
+        pseudonymiser(&key),
+        DatePolicy::default(),
+        &DicomProfile::default(),
+    )
+    .unwrap();
+    let mut expected = BTreeMap::new();
+    for f in [&implicit, &explicit, &big_endian, &deflated, &padded] {
+        let bytes = std::fs::read(f).unwrap();
+        assert!(bytes.len() > 3 * 64 * 1024);
+        match d.pseudonymise(&bytes) {
+            Outcome::Pseudonymised(p) => {
+                expected.insert(p.relative_path.clone(), p.to_bytes().unwrap());
+            }
+            other => panic!("{}: {other:?}", f.display()),
+        }
+    }
+    let got = outputs(&out);
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>()
+    );
+    for (name, bytes) in &expected {
+        assert!(
+            got[name] == *bytes,
+            "{name} differs from the in-memory path"
+        );
+        let res = parse::parse(bytes).unwrap();
+        assert_eq!(pixel_bytes(&res), vec![pixels.clone()], "{name}");
+        assert!(res.dataset.get(Tag(0xFFFC, 0xFFFC)).is_none());
+    }
+}

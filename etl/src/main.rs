@@ -3,6 +3,11 @@
 use clap::Parser;
 use std::process::ExitCode;
 
+/// mimalloc instead of the system allocator: the DICOM batch allocates and frees many small
+/// values per file on every core, where glibc's malloc costs a tenth of the run.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // `registrar ... | head` should end quietly when the reader goes away, as other Unix
     // tools do, instead of panicking on a broken pipe.

@@ -1,12 +1,12 @@
 //! Pseudonymising a directory tree in parallel.
 //!
-//! One thread walks the input tree (sorted, symbolic links to directories not followed) and
-//! feeds a bounded queue; `jobs` worker threads (`std::thread::scope`) take files from it, so
-//! memory stays flat whatever the number of files: at most `jobs` files are in memory, plus the
-//! queue of paths and one 16-byte entry per output file for duplicate detection. Each worker
-//! reads a file, pseudonymises it and writes the result to a temporary file next to its
-//! destination, then renames it into place: an output file is complete or absent. The input tree
-//! is only read.
+//! `jobs` worker threads (`std::thread::scope`) take the next file of the input tree in turn
+//! (walked depth first in name order, symbolic links to directories not followed), so memory
+//! stays flat whatever the number of files: at most `jobs` files are in memory (only the head
+//! of an image whose pixel data ends the file: the kernel copies the pixel data), plus one
+//! folder's listing and one 16-byte entry per output file for duplicate detection. Each worker
+//! reads a file, pseudonymises it and writes the result so that it appears complete or not at
+//! all ([`outfile`](super::outfile)). The input tree is only read.
 //!
 //! Output layout: `<out>/<study uid>/<series uid>/<sop instance uid>.dcm` with the pseudonymous
 //! UIDs, so paths reveal nothing. Files that cannot be pseudonymised are copied unchanged to
@@ -18,13 +18,14 @@ use std::fs;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Mutex};
+use std::sync::Mutex;
 
 use serde::Serialize;
 
 use super::deid::{
     DicomPseudonymiser, Outcome, Quarantine, QuarantineReason, RuleCounts, SkipReason,
 };
+use super::outfile::OutputFiles;
 use super::write::WriteError;
 
 /// The quarantine folder's name under the output directory.
@@ -141,80 +142,96 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> BatchError {
     move |source| BatchError::Io { what, source }
 }
 
-/// Walks `dir` depth first in name order, sending regular files (and symbolic links to
-/// regular files) with their path relative to the root.
-fn walk(
-    root: &Path,
-    tx: &mpsc::SyncSender<(PathBuf, String)>,
-    stop: &AtomicBool,
-) -> Result<(), BatchError> {
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        let dir = root.join(&rel);
-        let mut entries: Vec<_> = fs::read_dir(&dir)
-            .map_err(io_err("cannot list a directory of the input tree"))?
-            .collect::<Result<_, _>>()
-            .map_err(io_err("cannot list a directory of the input tree"))?;
-        entries.sort_by_key(|e| e.file_name());
-        let mut subdirs = Vec::new();
-        for e in entries {
-            if stop.load(Ordering::Relaxed) {
-                return Ok(());
-            }
-            let ft = e
-                .file_type()
-                .map_err(io_err("cannot stat an input entry"))?;
-            let rel_path = rel.join(e.file_name());
-            if ft.is_dir() {
-                subdirs.push(rel_path);
-            } else if ft.is_file() || (ft.is_symlink() && e.path().is_file()) {
-                let text = rel_path.to_string_lossy().replace('\\', "/");
-                if tx.send((e.path(), text)).is_err() {
-                    return Ok(());
-                }
-            }
-        }
-        stack.extend(subdirs.into_iter().rev());
-    }
-    Ok(())
+/// The input tree, walked depth first in name order by whichever worker needs the next
+/// file (under a lock: no walker thread, no hand-off between threads). Holds one directory's
+/// entries at a time, plus the folders still to visit.
+struct Walker {
+    root: PathBuf,
+    /// Folders to visit, relative to the root (the next one last).
+    folders: Vec<PathBuf>,
+    /// The current folder's files still to hand out (the next one last): absolute path and
+    /// path relative to the root, with `/` separators.
+    files: Vec<(PathBuf, String)>,
 }
 
-fn write_atomically(
-    dest: &Path,
-    write: impl FnOnce(&mut BufWriter<fs::File>) -> Result<(), WriteError>,
-) -> Result<(), WriteError> {
-    let dir = dest.parent().expect("output paths have a parent");
-    let name = dest
-        .file_name()
-        .expect("output paths have a name")
-        .to_string_lossy();
-    let tmp = dir.join(format!(
-        ".{name}.part-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    let result = (|| {
-        // The folder usually exists already: create it only when the file cannot be (saves
-        // a mkdir and a stat per file). One buffer for the whole file: one write call.
-        let file = match fs::File::create(&tmp) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(dir)?;
-                fs::File::create(&tmp)?
-            }
-            other => other?,
-        };
-        let mut f = BufWriter::with_capacity(1 << 20, file);
-        write(&mut f)?;
-        // No fsync: the rename makes the file appear whole or not at all to readers and
-        // across an interrupted run; durability against power loss is the file system's.
-        f.into_inner().map_err(|e| e.into_error())?;
-        fs::rename(&tmp, dest)?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+impl Walker {
+    fn new(root: &Path) -> Self {
+        Walker {
+            root: root.to_path_buf(),
+            folders: vec![PathBuf::new()],
+            files: Vec::new(),
+        }
     }
-    result
+
+    /// The next regular file (or symbolic link to one); `None` at the end.
+    fn next(&mut self) -> Result<Option<(PathBuf, String)>, BatchError> {
+        loop {
+            if let Some(f) = self.files.pop() {
+                return Ok(Some(f));
+            }
+            let Some(rel) = self.folders.pop() else {
+                return Ok(None);
+            };
+            let dir = self.root.join(&rel);
+            let mut entries: Vec<_> = fs::read_dir(&dir)
+                .map_err(io_err("cannot list a directory of the input tree"))?
+                .collect::<Result<_, _>>()
+                .map_err(io_err("cannot list a directory of the input tree"))?;
+            entries.sort_by_key(|e| e.file_name());
+            let mut subdirs = Vec::new();
+            for e in entries {
+                let ft = e
+                    .file_type()
+                    .map_err(io_err("cannot stat an input entry"))?;
+                let rel_path = rel.join(e.file_name());
+                if ft.is_dir() {
+                    subdirs.push(rel_path);
+                } else if ft.is_file() || (ft.is_symlink() && e.path().is_file()) {
+                    let text = rel_path.to_string_lossy().replace('\\', "/");
+                    self.files.push((e.path(), text));
+                }
+            }
+            self.files.reverse();
+            self.folders.extend(subdirs.into_iter().rev());
+        }
+    }
+}
+
+/// How much of a file is read first: everything up to the pixel data of an image, whose
+/// value then stays in the file until the kernel copies it to the output.
+const HEAD: usize = 64 << 10;
+
+/// Reads and pseudonymises one input file: its head only when its pixel data runs to the end
+/// (see [`DicomPseudonymiser::pseudonymise_head`]), else the whole file. Returns the outcome,
+/// the file's size and the open file (the source of pixel data left in it).
+fn read_input(d: &DicomPseudonymiser, path: &Path) -> io::Result<(Outcome, u64, fs::File)> {
+    use std::io::Read;
+    thread_local! {
+        /// Each worker's read buffer, reused from file to file (parsing copies what it keeps).
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let mut file = fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    BUFFER.with(|cell| {
+        let mut data = cell.take();
+        data.clear();
+        let result = (|| {
+            if size as usize > HEAD {
+                data.reserve(HEAD);
+                (&mut file).take(HEAD as u64).read_to_end(&mut data)?;
+                if let Some(outcome) = d.pseudonymise_head(&data, size) {
+                    return Ok((outcome, size));
+                }
+            }
+            data.reserve((size as usize + 1).saturating_sub(data.len()));
+            file.read_to_end(&mut data)?;
+            Ok((d.pseudonymise(&data), data.len() as u64))
+        })();
+        if data.capacity() <= 8 << 20 {
+            cell.replace(data);
+        }
+        result.map(|(outcome, len)| (outcome, len, file))
+    })
 }
 
 /// The canonical form of a path that may not exist yet: its nearest existing ancestor,
@@ -282,8 +299,8 @@ pub fn run(
     };
     let processed: Mutex<Vec<(String, (u64, i128))>> = Mutex::new(Vec::new());
     let jobs = opts.jobs.max(1);
-    let (tx, rx) = mpsc::sync_channel::<(PathBuf, String)>(jobs * 4);
-    let rx = Mutex::new(rx);
+    let walker = Mutex::new(Walker::new(&input));
+    let files = OutputFiles::probe(&output);
 
     let fail = |e: BatchError| {
         stop.store(true, Ordering::Relaxed);
@@ -317,17 +334,15 @@ pub fn run(
         }
         let rec_source = rec.source.clone();
         let result = (|| -> Result<FileRecord, BatchError> {
-            let (outcome, bytes) = match fs::read(path) {
-                Ok(data) => {
-                    let len = data.len() as u64;
-                    (d.pseudonymise(&data), len)
-                }
+            let (outcome, bytes, source) = match read_input(d, path) {
+                Ok((outcome, len, file)) => (outcome, len, Some(file)),
                 Err(e) => (
                     Outcome::Quarantined(Quarantine {
                         reason: QuarantineReason::ReadError,
                         detail: format!("cannot read: {}", e.kind()),
                     }),
                     0,
+                    None,
                 ),
             };
             summary.lock().expect("lock").bytes_in += bytes;
@@ -340,7 +355,8 @@ pub fn run(
                         let dest = output.join(&p.relative_path);
                         rec.output = Some(p.relative_path.clone());
                         rec.counts = p.counts.clone();
-                        match write_atomically(&dest, |w| p.write_to(w)) {
+                        let source = source.as_ref().expect("a pseudonymised file was read");
+                        match files.write(&dest, |w| p.write_file(w, source)) {
                             Ok(()) => return Ok(rec),
                             Err(WriteError::Encode(m)) => Outcome::Quarantined(Quarantine {
                                 reason: QuarantineReason::EncodeError,
@@ -369,18 +385,19 @@ pub fn run(
                     if q.reason != QuarantineReason::ReadError {
                         let rel_out = format!("{QUARANTINE_DIR}/{}.dcm", rec.source);
                         let dest = output.join(&rel_out);
-                        write_atomically(&dest, |w| {
-                            let mut f = fs::File::open(path)?;
-                            io::copy(&mut f, w)?;
-                            Ok(())
-                        })
-                        .map_err(|e| BatchError::Io {
-                            what: format!("cannot write {}", dest.display()),
-                            source: match e {
-                                WriteError::Io(e) => e,
-                                WriteError::Encode(m) => io::Error::other(m),
-                            },
-                        })?;
+                        files
+                            .write(&dest, |w| {
+                                let mut f = fs::File::open(path)?;
+                                io::copy(&mut f, w)?;
+                                Ok(())
+                            })
+                            .map_err(|e| BatchError::Io {
+                                what: format!("cannot write {}", dest.display()),
+                                source: match e {
+                                    WriteError::Io(e) => e,
+                                    WriteError::Encode(m) => io::Error::other(m),
+                                },
+                            })?;
                         rec.output = Some(rel_out);
                     }
                     let mut r = report.lock().expect("lock");
@@ -413,35 +430,33 @@ pub fn run(
 
     std::thread::scope(|s| {
         for _ in 0..jobs {
-            s.spawn(|| loop {
-                let next = rx.lock().expect("lock").recv();
-                let Ok((path, rel)) = next else { return };
-                if stop.load(Ordering::Relaxed) {
-                    // Drain the queue so that the walker never blocks on a full one.
-                    continue;
-                }
-                match process(&path, &rel) {
-                    Ok(rec) => {
-                        {
-                            let mut sum = summary.lock().expect("lock");
-                            sum.files += 1;
-                            match rec.status {
-                                "pseudonymised" => sum.pseudonymised += 1,
-                                "skipped" => sum.skipped += 1,
-                                _ => sum.quarantined += 1,
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let next = walker.lock().expect("lock").next();
+                    let (path, rel) = match next {
+                        Ok(Some(f)) => f,
+                        Ok(None) => return,
+                        Err(e) => return fail(e),
+                    };
+                    match process(&path, &rel) {
+                        Ok(rec) => {
+                            {
+                                let mut sum = summary.lock().expect("lock");
+                                sum.files += 1;
+                                match rec.status {
+                                    "pseudonymised" => sum.pseudonymised += 1,
+                                    "skipped" => sum.skipped += 1,
+                                    _ => sum.quarantined += 1,
+                                }
+                                sum.counts.add(&rec.counts);
                             }
-                            sum.counts.add(&rec.counts);
+                            on_file(&rec);
                         }
-                        on_file(&rec);
+                        Err(e) => fail(e),
                     }
-                    Err(e) => fail(e),
                 }
             });
         }
-        if let Err(e) = walk(&input, &tx, &stop) {
-            fail(e);
-        }
-        drop(tx);
     });
 
     // What was processed is recorded even when the run stops early: those outputs exist.
@@ -454,15 +469,15 @@ pub fn run(
         for (k, (size, mtime)) in rows {
             text.push_str(&format!("{k}\t{size}\t{mtime}\n"));
         }
-        write_atomically(&state_path, |w| Ok(w.write_all(text.as_bytes())?)).map_err(|e| {
-            BatchError::Io {
+        files
+            .write(&state_path, |w| Ok(w.write_all(text.as_bytes())?))
+            .map_err(|e| BatchError::Io {
                 what: format!("cannot write {}", state_path.display()),
                 source: match e {
                     WriteError::Io(e) => e,
                     WriteError::Encode(m) => io::Error::other(m),
                 },
-            }
-        })?;
+            })?;
     }
     if let Some(e) = failure.into_inner().expect("lock") {
         return Err(e);

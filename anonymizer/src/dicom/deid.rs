@@ -1,7 +1,6 @@
 //! The de-identification of one object: checks that send it to quarantine, the walk that applies
 //! the profile to every element at every depth, and the marks written into the result.
 
-use std::collections::{HashMap, HashSet};
 use std::io::Write;
 
 use chrono::NaiveDate;
@@ -12,7 +11,7 @@ use dicom_encoding::text::{SpecificCharacterSet, TextCodec};
 use dicom_object::{FileMetaTable, InMemDicomObject};
 use serde::{Deserialize, Serialize};
 
-use super::parse::{self, sequence_element, Elem, Encoding, ParseError, Parsed};
+use super::parse::{self, sequence_element, Elem, Encoding, ParseError, Parsed, PixelTail};
 use super::profile::{
     lookup, Action, CompiledProfile, DicomProfile, Entry, MethodCode, OptAction, ProfileError,
     ProfileOption, BASIC_PROFILE, CLEAN_DESCRIPTORS, RETAIN_DEVICE_IDENTITY, RETAIN_FULL_DATES,
@@ -44,6 +43,7 @@ const TEXT_VALUE: Tag = Tag(0x0040, 0xA160);
 /// the name never leaves.
 const ROI_INTERPRETER: Tag = Tag(0x3006, 0x00A6);
 const TRAILING_PADDING: Tag = Tag(0xFFFC, 0xFFFC);
+const PIXEL_DATA: Tag = Tag(0x7FE0, 0x0010);
 const CODE_VALUE: Tag = Tag(0x0008, 0x0100);
 const CODING_SCHEME_DESIGNATOR: Tag = Tag(0x0008, 0x0102);
 const CODE_MEANING: Tag = Tag(0x0008, 0x0104);
@@ -241,6 +241,7 @@ pub struct Prepared {
     dataset: InMemDicomObject,
     encoding: Encoding,
     deflated: bool,
+    pixel_tail: Option<PixelTail>,
 }
 
 impl Prepared {
@@ -254,9 +255,71 @@ impl Prepared {
         &self.meta.transfer_syntax
     }
 
-    /// Writes the object as a Part 10 file.
+    /// Writes the object as a Part 10 file. For an object read with
+    /// [`DicomPseudonymiser::pseudonymise_head`], whose pixel data is still in the input file,
+    /// use [`Prepared::write_file`].
     pub fn write_to<W: Write>(self, to: W) -> Result<(), WriteError> {
-        write_part10(to, &self.meta, self.dataset, self.encoding, self.deflated)
+        if self.pixel_tail.is_some() {
+            return Err(WriteError::Encode(
+                "the pixel data is still in the input file: write with write_file".into(),
+            ));
+        }
+        write_part10(
+            to,
+            &self.meta,
+            self.dataset,
+            self.encoding,
+            self.deflated,
+            &[],
+        )
+    }
+
+    /// Writes the object as a Part 10 file to `to`, taking pixel data left in the input file
+    /// from `source` (the input file, open): copied by the kernel (`copy_file_range` where the
+    /// file systems allow it), so it never passes through this process.
+    pub fn write_file(
+        mut self,
+        to: &mut std::io::BufWriter<std::fs::File>,
+        source: &std::fs::File,
+    ) -> Result<(), WriteError> {
+        let Some(tail) = self.pixel_tail.take() else {
+            return self.write_to(to);
+        };
+        if self.dataset.tags().any(|t| t >= PIXEL_DATA) {
+            // Something now sorts after the pixel data: write it in place, from memory.
+            use std::os::unix::fs::FileExt;
+            let mut bytes = vec![0u8; tail.len as usize];
+            source.read_exact_at(&mut bytes, tail.offset).map_err(|e| {
+                WriteError::Encode(format!("cannot read the pixel data again: {e}"))
+            })?;
+            self.dataset.put(DataElement::new(
+                PIXEL_DATA,
+                tail.vr,
+                PrimitiveValue::U8(C::from_vec(bytes)),
+            ));
+            return self.write_to(to);
+        }
+        let header = pixel_header(self.encoding, tail);
+        write_part10(
+            &mut *to,
+            &self.meta,
+            self.dataset,
+            self.encoding,
+            false,
+            &header,
+        )?;
+        let mut from = source;
+        std::io::Seek::seek(&mut from, std::io::SeekFrom::Start(tail.offset))?;
+        let copied = std::io::copy(
+            &mut std::io::Read::take(from, u64::from(tail.len)),
+            to.get_mut(),
+        )?;
+        if copied != u64::from(tail.len) {
+            return Err(WriteError::Encode(
+                "the input file became shorter while it was read".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// The object as the bytes of a Part 10 file.
@@ -265,6 +328,34 @@ impl Prepared {
         self.write_to(&mut v)?;
         Ok(v)
     }
+}
+
+/// The header of a pixel data element (tag, VR, length) in `enc`.
+fn pixel_header(enc: Encoding, tail: PixelTail) -> Vec<u8> {
+    let mut h = Vec::with_capacity(12);
+    let (g, e) = (PIXEL_DATA.0, PIXEL_DATA.1);
+    match enc {
+        Encoding::ImplicitLittle => {
+            h.extend(g.to_le_bytes());
+            h.extend(e.to_le_bytes());
+            h.extend(tail.len.to_le_bytes());
+        }
+        Encoding::ExplicitLittle => {
+            h.extend(g.to_le_bytes());
+            h.extend(e.to_le_bytes());
+            h.extend(tail.vr.to_bytes());
+            h.extend([0, 0]);
+            h.extend(tail.len.to_le_bytes());
+        }
+        Encoding::ExplicitBig => {
+            h.extend(g.to_be_bytes());
+            h.extend(e.to_be_bytes());
+            h.extend(tail.vr.to_bytes());
+            h.extend([0, 0]);
+            h.extend(tail.len.to_be_bytes());
+        }
+    }
+    h
 }
 
 /// The result of pseudonymising one file.
@@ -649,6 +740,14 @@ impl DicomPseudonymiser {
         }
     }
 
+    /// Reads and pseudonymises a file from its first bytes (`head`) when its native pixel data
+    /// runs to the end (see [`parse::parse_head`]); the result is written with
+    /// [`Prepared::write_file`]. `None`: read the whole file and use
+    /// [`DicomPseudonymiser::pseudonymise`].
+    pub fn pseudonymise_head(&self, head: &[u8], total: u64) -> Option<Outcome> {
+        parse::parse_head(head, total).map(|p| self.pseudonymise_parsed(p))
+    }
+
     /// Pseudonymises a parsed file.
     pub fn pseudonymise_parsed(&self, parsed: Parsed) -> Outcome {
         match self.run(parsed) {
@@ -738,6 +837,7 @@ impl DicomPseudonymiser {
             tokens,
             person: person.clone(),
         };
+        let pixel_tail = parsed.pixel_tail;
         let mut out = walk.dataset(parsed.dataset, true);
         self.mark(&mut out, dates);
 
@@ -765,6 +865,7 @@ impl DicomPseudonymiser {
             dataset: out,
             encoding: parsed.encoding,
             deflated: parsed.deflated,
+            pixel_tail,
         })))
     }
 
@@ -881,12 +982,13 @@ struct Walk<'a> {
 
 impl Walk<'_> {
     fn dataset(&mut self, obj: InMemDicomObject, top: bool) -> InMemDicomObject {
-        let mut creators: HashMap<(u16, u8), Elem> = HashMap::new();
-        let mut rest = Vec::new();
+        // Private creators by block (a handful per data set: a list beats a map).
+        let mut creators: Vec<((u16, u8), Elem)> = Vec::new();
+        let mut rest = Vec::with_capacity(64);
         for e in obj {
             let t = e.tag();
             if t.0 % 2 == 1 && (0x0010..=0x00FF).contains(&t.1) {
-                creators.insert((t.0, t.1 as u8), e);
+                creators.push(((t.0, t.1 as u8), e));
             } else {
                 rest.push(e);
             }
@@ -901,7 +1003,7 @@ impl Walk<'_> {
                 .and_then(|id| self.d.p.person(IdentifierType::Mrn, &id).ok())
                 .map(Pseudonym::into_string)
         };
-        let mut used: HashSet<(u16, u8)> = HashSet::new();
+        let mut used: Vec<(u16, u8)> = Vec::new();
         let mut out = Vec::with_capacity(rest.len());
         for e in rest {
             let t = e.tag();
@@ -910,11 +1012,14 @@ impl Walk<'_> {
                 let keep = t.1 >= 0x1000
                     && self.d.profile.profile.retain_safe_private
                     && creators
-                        .get(&block)
-                        .and_then(raw)
+                        .iter()
+                        .find(|(b, _)| *b == block)
+                        .and_then(|(_, c)| raw(c))
                         .is_some_and(|c| self.d.safe_private(t.0, c, t.1 as u8));
                 if keep {
-                    used.insert(block);
+                    if !used.contains(&block) {
+                        used.push(block);
+                    }
                     self.counts.private_kept += 1;
                     out.extend(self.value_based(e));
                 } else {

@@ -49,6 +49,8 @@
 
 pub mod batch;
 mod deid;
+mod encode;
+mod outfile;
 pub mod parse;
 pub mod profile;
 pub mod profile_table;

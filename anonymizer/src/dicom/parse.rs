@@ -94,6 +94,21 @@ pub struct Parsed {
     pub had_meta: bool,
     /// The file meta's Media Storage SOP Class UID, if any.
     pub meta_sop_class: Option<String>,
+    /// Native pixel data left in the file ([`parse_head`]); `None` after [`parse`].
+    pub pixel_tail: Option<PixelTail>,
+}
+
+/// Native pixel data that ends the file and was not read: the writer copies it from the input
+/// file (in the kernel, without passing through this process), byte for byte, as the last
+/// element of the output data set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PixelTail {
+    /// The VR of the element (OB or OW).
+    pub vr: VR,
+    /// Where the value starts in the input file.
+    pub offset: u64,
+    /// The value length (even).
+    pub len: u32,
 }
 
 /// The largest inflated data set accepted (a bound against deflate bombs).
@@ -104,6 +119,13 @@ struct Reader<'a> {
     pos: usize,
     enc: Encoding,
     elements: usize,
+    /// `data` is all there is (not the head of a longer file).
+    complete: bool,
+    /// For a head: the length the data would have if complete; top-level pixel data whose
+    /// value ends exactly there is left unread.
+    tail_end: Option<usize>,
+    /// The pixel data left unread: VR, value position, length.
+    tail: Option<(VR, usize, u32)>,
 }
 
 struct Header {
@@ -128,8 +150,49 @@ fn tag_text(t: Tag) -> String {
     format!("({:04X},{:04X})", t.0, t.1)
 }
 
+/// The VR of two header bytes (a match on bytes: dicom-core's `from_binary` goes through text).
+fn vr_of(b: [u8; 2]) -> Option<VR> {
+    Some(match &b {
+        b"AE" => VR::AE,
+        b"AS" => VR::AS,
+        b"AT" => VR::AT,
+        b"CS" => VR::CS,
+        b"DA" => VR::DA,
+        b"DS" => VR::DS,
+        b"DT" => VR::DT,
+        b"FD" => VR::FD,
+        b"FL" => VR::FL,
+        b"IS" => VR::IS,
+        b"LO" => VR::LO,
+        b"LT" => VR::LT,
+        b"OB" => VR::OB,
+        b"OD" => VR::OD,
+        b"OF" => VR::OF,
+        b"OL" => VR::OL,
+        b"OV" => VR::OV,
+        b"OW" => VR::OW,
+        b"PN" => VR::PN,
+        b"SH" => VR::SH,
+        b"SL" => VR::SL,
+        b"SQ" => VR::SQ,
+        b"SS" => VR::SS,
+        b"ST" => VR::ST,
+        b"SV" => VR::SV,
+        b"TM" => VR::TM,
+        b"UC" => VR::UC,
+        b"UI" => VR::UI,
+        b"UL" => VR::UL,
+        b"UN" => VR::UN,
+        b"UR" => VR::UR,
+        b"US" => VR::US,
+        b"UT" => VR::UT,
+        b"UV" => VR::UV,
+        _ => return VR::from_binary(b),
+    })
+}
+
 /// VRs whose explicit header has a 4-byte length.
-fn long_length(vr: VR) -> bool {
+pub(crate) fn long_length(vr: VR) -> bool {
     matches!(
         vr,
         VR::OB
@@ -211,6 +274,9 @@ impl<'a> Reader<'a> {
             pos: 0,
             enc,
             elements: 0,
+            complete: true,
+            tail_end: None,
+            tail: None,
         }
     }
 
@@ -284,7 +350,7 @@ impl<'a> Reader<'a> {
             }
             _ => {
                 let b = self.take(2, "element header")?;
-                let vr = VR::from_binary([b[0], b[1]]).ok_or_else(|| {
+                let vr = vr_of([b[0], b[1]]).ok_or_else(|| {
                     ParseError::Malformed(format!(
                         "element {} at offset {at} has no valid VR",
                         tag_text(tag)
@@ -312,17 +378,35 @@ impl<'a> Reader<'a> {
                         self.pos
                     )))
                 }
-                End::Eof if self.left() == 0 => break,
+                End::Eof if self.left() == 0 => {
+                    if self.complete {
+                        break;
+                    }
+                    return Err(truncated("the head of the file", self.pos));
+                }
                 _ => {}
             }
             if let End::Eof = end {
                 // Trailing zero padding after the last element (seen in archives).
-                if self.left() < 8 && self.data[self.pos..].iter().all(|&b| b == 0) {
+                if self.complete && self.left() < 8 && self.data[self.pos..].iter().all(|&b| b == 0)
+                {
                     break;
                 }
             }
             let at = self.pos;
             let h = self.header()?;
+            if let (End::Eof, Some(total)) = (&end, self.tail_end) {
+                if h.tag == PIXEL_DATA
+                    && h.len != UNDEFINED
+                    && h.len % 2 == 0
+                    && matches!(h.vr, VR::OB | VR::OW)
+                    && self.pos + h.len as usize == total
+                {
+                    self.tail = Some((h.vr, self.pos, h.len));
+                    self.elements += 1;
+                    return Ok(out);
+                }
+            }
             if h.tag.0 == 0xFFFE {
                 if h.tag == ITEM_DELIMITER && matches!(end, End::Delimiter) {
                     return Ok(out);
@@ -362,11 +446,19 @@ impl<'a> Reader<'a> {
             self.enc = saved;
             return Ok(sequence_element(h.tag, items?));
         }
-        let bytes = self.take(h.len as usize, &format!("element {}", tag_text(h.tag)))?;
+        if self.left() < h.len as usize {
+            return Err(truncated(&format!("element {}", tag_text(h.tag)), self.pos));
+        }
+        let bytes = self.take(h.len as usize, "element")?;
         if h.vr == VR::UN && h.tag.0.is_multiple_of(2) {
             return Ok(un_to_known(h.tag, bytes, self.enc));
         }
-        Ok(DataElement::new(h.tag, h.vr, primitive(h.vr, bytes)))
+        Ok(DataElement::new_with_len(
+            h.tag,
+            h.vr,
+            Length(h.len),
+            primitive(h.vr, bytes),
+        ))
     }
 
     fn sequence(&mut self, len: u32) -> Result<Vec<InMemDicomObject>, ParseError> {
@@ -506,9 +598,8 @@ fn detect(data: &[u8], pos: usize) -> Option<Encoding> {
     let b = data.get(pos..pos + 8)?;
     let g_le = u16::from_le_bytes([b[0], b[1]]);
     let g_be = u16::from_be_bytes([b[0], b[1]]);
-    let explicit = b[4].is_ascii_uppercase()
-        && b[5].is_ascii_uppercase()
-        && VR::from_binary([b[4], b[5]]).is_some();
+    let explicit =
+        b[4].is_ascii_uppercase() && b[5].is_ascii_uppercase() && vr_of([b[4], b[5]]).is_some();
     let little = g_le <= g_be;
     let group = if little { g_le } else { g_be };
     // A data set starts with a low group (0002 meta, 0004 directory, 0008 identification...).
@@ -568,6 +659,27 @@ fn read_meta(data: &[u8], start: usize) -> Result<Meta, ParseError> {
 
 /// Parses a whole file (Part 10 with or without preamble, or a bare data set).
 pub fn parse(data: &[u8]) -> Result<Parsed, ParseError> {
+    parse_data(data, None)
+}
+
+/// Parses the first bytes (`head`) of a file of `total` bytes whose native pixel data (defined
+/// length, OB or OW, top level, not deflated) runs to the end of the file: the pixel data is
+/// left in the file ([`Parsed::pixel_tail`]) and never read. Everything before it must be in
+/// `head`. `None` when that is not so, or on any error: then read the whole file and
+/// [`parse`] it, which also gives the authoritative error. The result, once the tail is
+/// copied, is what [`parse`] would have given for the whole file.
+pub fn parse_head(head: &[u8], total: u64) -> Option<Parsed> {
+    let total = usize::try_from(total).ok()?;
+    if head.len() >= total {
+        return None;
+    }
+    parse_data(head, Some(total))
+        .ok()
+        .filter(|p| p.pixel_tail.is_some())
+}
+
+/// `total`: `data` is the head of a file of this length.
+fn parse_data(data: &[u8], total: Option<usize>) -> Result<Parsed, ParseError> {
     let meta_start = if data.len() >= 132 && &data[128..132] == b"DICM" {
         Some(132)
     } else if data.starts_with(b"DICM") {
@@ -609,6 +721,11 @@ pub fn parse(data: &[u8]) -> Result<Parsed, ParseError> {
             (enc.uid().to_string(), enc, false)
         }
     };
+    if deflated && total.is_some() {
+        return Err(ParseError::Malformed(
+            "a deflated data set is read whole".into(),
+        ));
+    }
     let inflated;
     let body: &[u8] = if deflated {
         let mut out = Vec::new();
@@ -627,6 +744,10 @@ pub fn parse(data: &[u8]) -> Result<Parsed, ParseError> {
         &data[body_start..]
     };
     let mut r = Reader::new(body, encoding);
+    if let Some(total) = total {
+        r.complete = false;
+        r.tail_end = total.checked_sub(body_start);
+    }
     let elements = match r.dataset(End::Eof) {
         Ok(e) => e,
         // Without file meta, a file that breaks down within its first few elements was
@@ -648,6 +769,11 @@ pub fn parse(data: &[u8]) -> Result<Parsed, ParseError> {
         deflated,
         had_meta: meta.is_some(),
         meta_sop_class: meta.and_then(|m| m.sop_class),
+        pixel_tail: r.tail.map(|(vr, pos, len)| PixelTail {
+            vr,
+            offset: (body_start + pos) as u64,
+            len,
+        }),
     })
 }
 
@@ -663,6 +789,58 @@ mod tests {
         v.extend((value.len() as u16).to_le_bytes());
         v.extend(value);
         v
+    }
+
+    #[test]
+    fn head_leaves_final_pixel_data_in_the_file() {
+        let mut file = vec![0u8; 128];
+        file.extend(b"DICM");
+        file.extend(el((0x0002, 0x0010), b"UI", b"1.2.840.10008.1.2.1\0"));
+        file.extend(el((0x0008, 0x0016), b"UI", b"1.2.3\0"));
+        file.extend(el((0x0010, 0x0010), b"PN", b"Doe^J "));
+        let pixels: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+        let mut pixel_el = vec![0xE0, 0x7F, 0x10, 0x00, b'O', b'W', 0, 0];
+        pixel_el.extend((pixels.len() as u32).to_le_bytes());
+        let value_at = file.len() + pixel_el.len();
+        pixel_el.extend(&pixels);
+        let whole = [file.clone(), pixel_el.clone()].concat();
+        let total = whole.len() as u64;
+
+        let head = parse_head(&whole[..4096], total).expect("pixel data ends the file");
+        let tail = head.pixel_tail.expect("left in the file");
+        assert_eq!(tail.offset as usize, value_at);
+        assert_eq!(tail.len as usize, pixels.len());
+        assert_eq!(tail.vr, VR::OW);
+        let full = parse(&whole).unwrap();
+        assert!(full.pixel_tail.is_none());
+        let mut rest = full.dataset.clone();
+        rest.remove_element(PIXEL_DATA);
+        assert_eq!(head.dataset, rest);
+
+        // Something after the pixel data, a truncated file, a head that ends before the pixel
+        // data, a whole file: not for the head path.
+        let padding = [0xFC, 0xFF, 0xFC, 0xFF, b'O', b'B', 0, 0, 2, 0, 0, 0, 0, 0];
+        let padded = [whole.clone(), padding.to_vec()].concat();
+        assert!(parse(&padded).is_ok());
+        assert!(parse_head(&padded[..4096], padded.len() as u64).is_none());
+        assert!(parse_head(&whole[..4096], total - 2).is_none());
+        assert!(parse_head(&whole[..150], total).is_none());
+        assert!(parse_head(&whole, total).is_none());
+    }
+
+    #[test]
+    fn vr_bytes_agree_with_dicom_core() {
+        for a in b'A'..=b'Z' {
+            for b in b'A'..=b'Z' {
+                assert_eq!(
+                    vr_of([a, b]),
+                    VR::from_binary([a, b]),
+                    "{}{}",
+                    a as char,
+                    b as char
+                );
+            }
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ use dicom_parser::dataset::write::DataSetWriter;
 use dicom_parser::dataset::IntoTokens;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
+use super::encode::{self, Unencodable};
 use super::parse::Encoding;
 
 /// The Implementation Class UID of files written by registrar:
@@ -64,27 +65,86 @@ fn write_dataset<W: Write>(to: W, obj: InMemDicomObject, enc: Encoding) -> Resul
     Ok(())
 }
 
-/// Writes preamble, `DICM`, meta and data set.
+/// Encodes `obj` into `out`; gives the object back when it holds values the encoder does not
+/// (for dicom-rs's writer), with `out` as it was.
+fn encode_or_return(
+    out: &mut Vec<u8>,
+    obj: InMemDicomObject,
+    enc: Encoding,
+) -> Result<Option<InMemDicomObject>, WriteError> {
+    let start = out.len();
+    match encode::dataset(out, &obj, enc) {
+        Ok(()) => Ok(None),
+        Err(Unencodable::TooLong(tag)) => Err(WriteError::Encode(format!(
+            "the value of ({:04X},{:04X}) is too long for its VR",
+            tag.0, tag.1
+        ))),
+        Err(Unencodable::ValueType) => {
+            out.truncate(start);
+            Ok(Some(obj))
+        }
+    }
+}
+
+thread_local! {
+    /// Each thread's encoding buffer, reused from file to file.
+    static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Writes preamble, `DICM`, meta, data set and `trailer` (bytes that follow the data set: the
+/// header of pixel data copied afterwards; not for deflated data sets), in one write call for
+/// an uncompressed data set. The data set is encoded by [`encode`](super::encode) (dicom-rs's
+/// writer for values that encoder does not hold).
 pub(crate) fn write_part10<W: Write>(
     mut to: W,
     meta: &FileMetaTable,
     obj: InMemDicomObject,
     enc: Encoding,
     deflated: bool,
+    trailer: &[u8],
 ) -> Result<(), WriteError> {
-    to.write_all(&[0u8; 128])?;
-    to.write_all(b"DICM")?;
-    meta.write(&mut to)
-        .map_err(|e| WriteError::Encode(e.to_string()))?;
-    if deflated {
-        let mut z = flate2::write::DeflateEncoder::new(&mut to, flate2::Compression::default());
-        write_dataset(&mut z, obj, enc)?;
-        z.finish()?;
-    } else {
-        write_dataset(&mut to, obj, enc)?;
-    }
-    to.flush()?;
-    Ok(())
+    debug_assert!(!deflated || trailer.is_empty());
+    BUFFER.with(|cell| {
+        let mut taken = cell.take();
+        taken.clear();
+        let buf = &mut taken;
+        buf.extend_from_slice(&[0u8; 128]);
+        buf.extend_from_slice(b"DICM");
+        encode::file_meta(buf, meta);
+        let result = (|| {
+            if deflated {
+                to.write_all(buf)?;
+                buf.clear();
+                let mut z =
+                    flate2::write::DeflateEncoder::new(&mut to, flate2::Compression::default());
+                match encode_or_return(buf, obj, enc)? {
+                    None => z.write_all(buf)?,
+                    Some(obj) => write_dataset(&mut z, obj, enc)?,
+                }
+                z.finish()?;
+            } else {
+                let head = buf.len();
+                match encode_or_return(buf, obj, enc)? {
+                    None => {
+                        buf.extend_from_slice(trailer);
+                        to.write_all(buf)?;
+                    }
+                    Some(obj) => {
+                        to.write_all(&buf[..head])?;
+                        write_dataset(&mut to, obj, enc)?;
+                        to.write_all(trailer)?;
+                    }
+                }
+            }
+            to.flush()?;
+            Ok(())
+        })();
+        // Keep the buffer for the next file unless it grew unusually large.
+        if taken.capacity() <= 8 << 20 {
+            cell.replace(taken);
+        }
+        result
+    })
 }
 
 fn uid_text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> String {
@@ -125,5 +185,5 @@ pub fn write_file<W: Write>(
         &uid_text(&dataset, dicom_core::Tag(0x0008, 0x0018)),
         transfer_syntax,
     );
-    write_part10(to, &meta, dataset, enc, deflated)
+    write_part10(to, &meta, dataset, enc, deflated, &[])
 }

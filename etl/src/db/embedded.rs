@@ -39,7 +39,8 @@ struct RunAs {
 #[derive(Debug, Clone)]
 pub struct EmbeddedCluster {
     data_dir: PathBuf,
-    bin_dir: PathBuf,
+    /// Found when first needed: a running cluster is used without its binaries.
+    bin_dir: std::sync::OnceLock<PathBuf>,
     run_as: Option<RunAs>,
 }
 
@@ -148,7 +149,7 @@ impl EmbeddedCluster {
         };
         Ok(Self {
             data_dir,
-            bin_dir: find_bin_dir()?,
+            bin_dir: std::sync::OnceLock::new(),
             run_as,
         })
     }
@@ -166,8 +167,16 @@ impl EmbeddedCluster {
         self.data_dir.join("PG_VERSION").is_file()
     }
 
-    fn command(&self, program: &str) -> Command {
-        let mut cmd = Command::new(self.bin_dir.join(program));
+    fn bin_dir(&self) -> Result<&Path> {
+        if let Some(d) = self.bin_dir.get() {
+            return Ok(d);
+        }
+        let found = find_bin_dir()?;
+        Ok(self.bin_dir.get_or_init(|| found))
+    }
+
+    fn command(&self, program: &str) -> Result<Command> {
+        let mut cmd = Command::new(self.bin_dir()?.join(program));
         cmd.current_dir("/").stdin(Stdio::null());
         // Keep the server's environment small and predictable.
         cmd.env_remove("PGDATA").env("LC_ALL", "C");
@@ -177,7 +186,7 @@ impl EmbeddedCluster {
                 .env("USER", &r.name)
                 .env("LOGNAME", &r.name);
         }
-        cmd
+        Ok(cmd)
     }
 
     fn run(&self, mut cmd: Command, what: &str) -> Result<Output> {
@@ -249,7 +258,7 @@ impl EmbeddedCluster {
 
     fn initdb(&self) -> Result<()> {
         self.prepare_dirs()?;
-        let mut cmd = self.command("initdb");
+        let mut cmd = self.command("initdb")?;
         cmd.arg("-D")
             .arg(&self.data_dir)
             .args([
@@ -285,7 +294,7 @@ impl EmbeddedCluster {
         if !self.initialised() {
             return Ok(false);
         }
-        let mut cmd = self.command("pg_ctl");
+        let mut cmd = self.command("pg_ctl")?;
         cmd.arg("status").arg("-D").arg(&self.data_dir);
         let out = cmd.output().context("could not run pg_ctl status")?;
         Ok(out.status.success())
@@ -294,6 +303,12 @@ impl EmbeddedCluster {
     /// Initialise (once) and start (if stopped) the cluster, and make sure the
     /// `registrar` database exists. Returns the connection target.
     pub fn ensure_running(&self) -> Result<super::DbTarget> {
+        let target = self.target().with_dbname(DEFAULT_DATABASE);
+        // Usually the server is up and the database exists: one connection tells, with no
+        // lock, no pg_config and no pg_ctl.
+        if self.initialised() && target.client().is_ok() {
+            return Ok(target);
+        }
         let _lock = self.lock()?;
         if !self.initialised() {
             eprintln!(
@@ -303,7 +318,7 @@ impl EmbeddedCluster {
             self.initdb()?;
         }
         if !self.is_running()? {
-            let mut cmd = self.command("pg_ctl");
+            let mut cmd = self.command("pg_ctl")?;
             cmd.arg("start")
                 .arg("-D")
                 .arg(&self.data_dir)
@@ -338,7 +353,7 @@ impl EmbeddedCluster {
         if !self.is_running()? {
             return Ok(false);
         }
-        let mut cmd = self.command("pg_ctl");
+        let mut cmd = self.command("pg_ctl")?;
         cmd.arg("stop")
             .arg("-D")
             .arg(&self.data_dir)

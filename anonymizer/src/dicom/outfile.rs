@@ -1,0 +1,225 @@
+//! Output files that appear whole or not at all.
+//!
+//! On Linux a file is written unnamed (`O_TMPFILE` in its folder) and given its name when it
+//! is complete (`linkat`): one directory update per file, no temporary name to clean up after
+//! an interrupted run (an unnamed file vanishes with the process). Where the file system does
+//! not support unnamed files (checked once per run), and on other systems, the file is written
+//! under a temporary name next to its destination and renamed into place. Either way a reader
+//! never sees a partial file. No fsync: durability against power loss is the file system's.
+
+use std::fs;
+use std::io::{self, BufWriter};
+use std::path::Path;
+
+use super::write::WriteError;
+
+/// How files are made complete in an output tree.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct OutputFiles {
+    unnamed: bool,
+}
+
+/// The write buffer, for writers that write in small pieces; a data set encoded whole (see
+/// [`write`](super::write)) goes past it in one write call.
+const BUFFER: usize = 64 << 10;
+
+impl OutputFiles {
+    /// Checks once whether unnamed files can be written and linked in `dir` (an existing
+    /// folder of the output tree).
+    pub(crate) fn probe(dir: &Path) -> Self {
+        OutputFiles {
+            unnamed: unnamed::probe(dir),
+        }
+    }
+
+    /// Writes `dest` with `write`; on failure nothing is left at `dest` (an earlier file there
+    /// stays as it was). The folder is created when missing.
+    pub(crate) fn write(
+        self,
+        dest: &Path,
+        write: impl FnOnce(&mut BufWriter<fs::File>) -> Result<(), WriteError>,
+    ) -> Result<(), WriteError> {
+        let dir = dest.parent().expect("output paths have a parent");
+        if self.unnamed {
+            // The folder usually exists already: create it only when the file cannot be.
+            let file = match unnamed::create(dir) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    fs::create_dir_all(dir)?;
+                    unnamed::create(dir)?
+                }
+                other => other?,
+            };
+            let mut f = BufWriter::with_capacity(BUFFER, file);
+            write(&mut f)?;
+            let file = f.into_inner().map_err(|e| e.into_error())?;
+            return Ok(unnamed::link(&file, dest)?);
+        }
+        let tmp = temporary_name(dest);
+        let result = (|| {
+            let file = match fs::File::create(&tmp) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    fs::create_dir_all(dir)?;
+                    fs::File::create(&tmp)?
+                }
+                other => other?,
+            };
+            let mut f = BufWriter::with_capacity(BUFFER, file);
+            write(&mut f)?;
+            f.into_inner().map_err(|e| e.into_error())?;
+            fs::rename(&tmp, dest)?;
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+}
+
+/// `.<name>.part-<pid>-<thread>` next to `dest`.
+fn temporary_name(dest: &Path) -> std::path::PathBuf {
+    let name = dest
+        .file_name()
+        .expect("output paths have a name")
+        .to_string_lossy();
+    dest.with_file_name(format!(
+        ".{name}.part-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ))
+}
+
+#[cfg(target_os = "linux")]
+mod unnamed {
+    use std::ffi::CString;
+    use std::fs;
+    use std::io;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::io::AsRawFd;
+    use std::path::Path;
+
+    /// An unnamed regular file in `dir`.
+    pub(super) fn create(dir: &Path) -> io::Result<fs::File> {
+        fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_TMPFILE)
+            .mode(0o666)
+            .open(dir)
+    }
+
+    /// `linkat` of an open file by its `/proc/self/fd` name (std's `hard_link` does not follow
+    /// that link, and `AT_EMPTY_PATH` needs a capability on older kernels).
+    #[allow(unsafe_code)]
+    fn link_at(file: &fs::File, dest: &Path) -> io::Result<()> {
+        let from = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            .expect("no NUL in a number");
+        let to = CString::new(dest.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"))?;
+        // SAFETY: both arguments are valid NUL-terminated strings that outlive the call.
+        let rc = unsafe {
+            libc::linkat(
+                libc::AT_FDCWD,
+                from.as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                libc::AT_SYMLINK_FOLLOW,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// Gives the complete file its name. An existing file of that name is replaced atomically
+    /// (linked under a temporary name, renamed over it).
+    pub(super) fn link(file: &fs::File, dest: &Path) -> io::Result<()> {
+        match link_at(file, dest) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let tmp = super::temporary_name(dest);
+                let _ = fs::remove_file(&tmp);
+                link_at(file, &tmp)?;
+                fs::rename(&tmp, dest).inspect_err(|_| {
+                    let _ = fs::remove_file(&tmp);
+                })
+            }
+            other => other,
+        }
+    }
+
+    /// Whether an unnamed file can be created and linked in `dir`.
+    pub(super) fn probe(dir: &Path) -> bool {
+        let name = dir.join(format!(".registrar-probe-{}", std::process::id()));
+        let _ = fs::remove_file(&name);
+        let ok = create(dir).and_then(|f| link_at(&f, &name)).is_ok();
+        let _ = fs::remove_file(&name);
+        ok
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod unnamed {
+    use std::fs;
+    use std::io;
+    use std::path::Path;
+
+    pub(super) fn create(_dir: &Path) -> io::Result<fs::File> {
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+
+    pub(super) fn link(_file: &fs::File, _dest: &Path) -> io::Result<()> {
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+
+    pub(super) fn probe(_dir: &Path) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn files(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn whole_or_nothing_in_both_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let probed = OutputFiles::probe(dir.path());
+        #[cfg(target_os = "linux")]
+        assert!(probed.unnamed, "tmpfs and ext4 support O_TMPFILE");
+        for (i, mode) in [probed, OutputFiles { unnamed: false }]
+            .into_iter()
+            .enumerate()
+        {
+            let sub = dir.path().join(format!("m{i}/a/b"));
+            let dest = sub.join("x.dcm");
+            // A missing folder is created; the file appears with its content.
+            mode.write(&dest, |w| Ok(w.write_all(b"first")?)).unwrap();
+            assert_eq!(fs::read(&dest).unwrap(), b"first");
+            // An existing file is replaced.
+            mode.write(&dest, |w| Ok(w.write_all(b"second")?)).unwrap();
+            assert_eq!(fs::read(&dest).unwrap(), b"second");
+            // A failed write leaves the earlier file and no temporary file.
+            let err = mode.write(&dest, |w| {
+                w.write_all(b"partial")?;
+                Err(WriteError::Encode("refused".into()))
+            });
+            assert!(err.is_err());
+            assert_eq!(fs::read(&dest).unwrap(), b"second");
+            assert_eq!(files(&sub), vec!["x.dcm".to_string()]);
+        }
+        // No probe file is left behind.
+        assert_eq!(files(dir.path()), vec!["m0".to_string(), "m1".to_string()]);
+    }
+}
