@@ -11,7 +11,7 @@ use dicom_encoding::text::{SpecificCharacterSet, TextCodec};
 use dicom_object::{FileMetaTable, InMemDicomObject};
 use serde::{Deserialize, Serialize};
 
-use super::parse::{self, sequence_element, Elem, Encoding, ParseError, Parsed, PixelTail};
+use super::parse::{self, latin1, sequence_element, Elem, Encoding, ParseError, Parsed, PixelTail};
 use super::profile::{
     lookup, Action, CompiledProfile, DicomProfile, Entry, MethodCode, OptAction, ProfileError,
     ProfileOption, BASIC_PROFILE, CLEAN_DESCRIPTORS, RETAIN_DEVICE_IDENTITY, RETAIN_FULL_DATES,
@@ -407,10 +407,6 @@ fn trim(b: &[u8]) -> &[u8] {
         .rposition(|&c| c != b' ' && c != 0)
         .map_or(start, |i| i + 1);
     &b[start..end]
-}
-
-fn latin1(b: &[u8]) -> String {
-    b.iter().map(|&c| c as char).collect()
 }
 
 fn raw(e: &Elem) -> Option<&[u8]> {
@@ -984,7 +980,7 @@ impl Walk<'_> {
     fn dataset(&mut self, obj: InMemDicomObject, top: bool) -> InMemDicomObject {
         // Private creators by block (a handful per data set: a list beats a map).
         let mut creators: Vec<((u16, u8), Elem)> = Vec::new();
-        let mut rest = Vec::with_capacity(64);
+        let mut rest = Vec::with_capacity(obj.iter().count());
         for e in obj {
             let t = e.tag();
             if t.0 % 2 == 1 && (0x0010..=0x00FF).contains(&t.1) {

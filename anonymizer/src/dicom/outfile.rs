@@ -98,6 +98,7 @@ mod unnamed {
     use std::os::unix::fs::OpenOptionsExt;
     use std::os::unix::io::AsRawFd;
     use std::path::Path;
+    use std::sync::atomic::{AtomicU8, Ordering};
 
     /// An unnamed regular file in `dir`.
     pub(super) fn create(dir: &Path) -> io::Result<fs::File> {
@@ -108,14 +109,44 @@ mod unnamed {
             .open(dir)
     }
 
-    /// `linkat` of an open file by its `/proc/self/fd` name (std's `hard_link` does not follow
-    /// that link, and `AT_EMPTY_PATH` needs a capability on older kernels).
+    /// Whether `linkat(fd, "", AT_EMPTY_PATH)` works here (Linux 6.10 allows it for the
+    /// opener of the file; older kernels want CAP_DAC_READ_SEARCH): 0 unknown, 1 yes, 2 no.
+    static EMPTY_PATH: AtomicU8 = AtomicU8::new(0);
+
+    /// Links an open file at `dest`: by the descriptor itself where the kernel allows it, else
+    /// by its `/proc/self/fd` name (std's `hard_link` follows neither).
     #[allow(unsafe_code)]
     fn link_at(file: &fs::File, dest: &Path) -> io::Result<()> {
-        let from = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
-            .expect("no NUL in a number");
         let to = CString::new(dest.as_os_str().as_bytes())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"))?;
+        if EMPTY_PATH.load(Ordering::Relaxed) != 2 {
+            // SAFETY: the path arguments are valid NUL-terminated strings that outlive the
+            // call; the descriptor is open.
+            let rc = unsafe {
+                libc::linkat(
+                    file.as_raw_fd(),
+                    c"".as_ptr(),
+                    libc::AT_FDCWD,
+                    to.as_ptr(),
+                    libc::AT_EMPTY_PATH,
+                )
+            };
+            if rc == 0 {
+                EMPTY_PATH.store(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::ENOENT | libc::EPERM | libc::EINVAL)
+                    if EMPTY_PATH.load(Ordering::Relaxed) == 0 =>
+                {
+                    EMPTY_PATH.store(2, Ordering::Relaxed);
+                }
+                _ => return Err(e),
+            }
+        }
+        let from = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            .expect("no NUL in a number");
         // SAFETY: both arguments are valid NUL-terminated strings that outlive the call.
         let rc = unsafe {
             libc::linkat(

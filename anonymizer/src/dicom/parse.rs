@@ -251,18 +251,22 @@ pub(crate) fn is_text(vr: VR) -> bool {
     )
 }
 
+/// Bytes read as Latin-1 text (one allocation for the usual ASCII).
+pub(crate) fn latin1(b: &[u8]) -> String {
+    if b.is_ascii() {
+        // ASCII is UTF-8 as it stands.
+        return String::from_utf8(b.to_vec()).expect("ASCII is UTF-8");
+    }
+    b.iter().map(|&c| c as char).collect()
+}
+
 /// A value from the bytes of the file: DS and IS as text, everything else as bytes.
 pub(crate) fn primitive(vr: VR, bytes: &[u8]) -> PrimitiveValue {
     if bytes.is_empty() {
         return PrimitiveValue::Empty;
     }
     match vr {
-        VR::DS | VR::IS => PrimitiveValue::Strs(
-            bytes
-                .split(|&b| b == b'\\')
-                .map(|v| v.iter().map(|&b| b as char).collect::<String>())
-                .collect(),
-        ),
+        VR::DS | VR::IS => PrimitiveValue::Strs(bytes.split(|&b| b == b'\\').map(latin1).collect()),
         _ => PrimitiveValue::U8(C::from_vec(bytes.to_vec())),
     }
 }
@@ -368,7 +372,14 @@ impl<'a> Reader<'a> {
     }
 
     fn dataset(&mut self, end: End) -> Result<Vec<Elem>, ParseError> {
-        let mut out = Vec::new();
+        // Room for the elements the bytes left can hold (about one per 48 bytes in common
+        // headers), within bounds: the vector does not grow again and again.
+        let room = match end {
+            End::Eof => self.left(),
+            End::At(e) => e.saturating_sub(self.pos),
+            End::Delimiter => 256,
+        };
+        let mut out = Vec::with_capacity((room / 48).clamp(4, 512));
         loop {
             match end {
                 End::At(e) if self.pos == e => break,
@@ -615,8 +626,9 @@ fn detect(data: &[u8], pos: usize) -> Option<Encoding> {
 }
 
 fn trim_uid(b: &[u8]) -> String {
-    let s: String = b.iter().map(|&c| c as char).collect();
-    s.trim_matches(|c: char| c == '\0' || c == ' ').to_string()
+    latin1(b)
+        .trim_matches(|c: char| c == '\0' || c == ' ')
+        .to_string()
 }
 
 struct Meta {

@@ -166,11 +166,7 @@ fn pseudonymise(g: &GlobalOpts, args: PseudonymiseArgs) -> Result<ExitCode> {
     };
     // The registry connection for the audit entry is made while the files are processed.
     let db_opts = g.db();
-    let registry = std::thread::spawn(move || -> Result<postgres::Client> {
-        let t = db_opts.resolve()?;
-        crate::db::migrate(&mut t.diesel()?)?;
-        t.client()
-    });
+    let registry = std::thread::spawn(move || db_opts.registry_client());
     let bar = crate::progress::count_bar(None, "dicom", "files");
     let start = std::time::Instant::now();
     let on_file = |r: &FileRecord| {

@@ -303,10 +303,7 @@ impl EmbeddedCluster {
     /// Initialise (once) and start (if stopped) the cluster, and make sure the
     /// `registrar` database exists. Returns the connection target.
     pub fn ensure_running(&self) -> Result<super::DbTarget> {
-        let target = self.target().with_dbname(DEFAULT_DATABASE);
-        // Usually the server is up and the database exists: one connection tells, with no
-        // lock, no pg_config and no pg_ctl.
-        if self.initialised() && target.client().is_ok() {
+        if let Some((target, _)) = self.connect_if_running() {
             return Ok(target);
         }
         let _lock = self.lock()?;
@@ -335,6 +332,17 @@ impl EmbeddedCluster {
         let target = self.target();
         super::ensure_database(&target, DEFAULT_DATABASE)?;
         Ok(target.with_dbname(DEFAULT_DATABASE))
+    }
+
+    /// A client on the `registrar` database when the server is up and the database exists
+    /// (the usual case: no lock, no pg_config, no pg_ctl); `None` otherwise.
+    pub fn connect_if_running(&self) -> Option<(super::DbTarget, postgres::Client)> {
+        if !self.initialised() {
+            return None;
+        }
+        let target = self.target().with_dbname(DEFAULT_DATABASE);
+        let client = target.client().ok()?;
+        Some((target, client))
     }
 
     /// The connection target (database `postgres`) of this cluster.

@@ -141,6 +141,38 @@ impl DbOptions {
         }
     }
 
+    /// A client on the resolved database (the embedded cluster started if needed), whose
+    /// registry schema is current (migrated when behind). One connection in the usual case.
+    pub fn registry_client(&self) -> Result<postgres::Client> {
+        let (target, mut client) = match self.database_url.as_deref().filter(|s| !s.is_empty()) {
+            Some(url) => {
+                let t = DbTarget::from_url(url)?;
+                let c = t.client()?;
+                (t, c)
+            }
+            None => {
+                let cluster = self.embedded()?;
+                match cluster.connect_if_running() {
+                    Some(tc) => tc,
+                    None => {
+                        let t = cluster.ensure_running()?;
+                        let c = t.client()?;
+                        (t, c)
+                    }
+                }
+            }
+        };
+        let latest = latest_migration_version()?;
+        let current: Option<String> = client
+            .query_one("SELECT max(version) FROM __diesel_schema_migrations", &[])
+            .ok()
+            .and_then(|r| r.get(0));
+        if current.as_deref() != Some(latest.as_str()) {
+            migrate(&mut target.diesel()?)?;
+        }
+        Ok(client)
+    }
+
     /// The embedded cluster these options point at.
     pub fn embedded(&self) -> Result<embedded::EmbeddedCluster> {
         embedded::EmbeddedCluster::new(
