@@ -137,6 +137,17 @@ pub enum BatchError {
     },
 }
 
+/// An output file that could not be written, as a run error naming it.
+fn output_failed(dest: &Path) -> impl FnOnce(WriteError) -> BatchError + '_ {
+    move |e| BatchError::Io {
+        what: format!("cannot write {}", dest.display()),
+        source: match e {
+            WriteError::Io(e) => e,
+            WriteError::Encode(m) => io::Error::other(m),
+        },
+    }
+}
+
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> BatchError {
     let what = what.into();
     move |source| BatchError::Io { what, source }
@@ -362,9 +373,7 @@ pub fn run(
                                 reason: QuarantineReason::EncodeError,
                                 detail: m,
                             }),
-                            Err(WriteError::Io(e)) => {
-                                return Err(io_err(format!("cannot write {}", dest.display()))(e))
-                            }
+                            Err(e) => return Err(output_failed(&dest)(e)),
                         }
                     }
                 }
@@ -391,13 +400,7 @@ pub fn run(
                                 io::copy(&mut f, w)?;
                                 Ok(())
                             })
-                            .map_err(|e| BatchError::Io {
-                                what: format!("cannot write {}", dest.display()),
-                                source: match e {
-                                    WriteError::Io(e) => e,
-                                    WriteError::Encode(m) => io::Error::other(m),
-                                },
-                            })?;
+                            .map_err(output_failed(&dest))?;
                         rec.output = Some(rel_out);
                     }
                     let mut r = report.lock().expect("lock");
@@ -471,13 +474,7 @@ pub fn run(
         }
         files
             .write(&state_path, |w| Ok(w.write_all(text.as_bytes())?))
-            .map_err(|e| BatchError::Io {
-                what: format!("cannot write {}", state_path.display()),
-                source: match e {
-                    WriteError::Io(e) => e,
-                    WriteError::Encode(m) => io::Error::other(m),
-                },
-            })?;
+            .map_err(output_failed(&state_path))?;
     }
     if let Some(e) = failure.into_inner().expect("lock") {
         return Err(e);
