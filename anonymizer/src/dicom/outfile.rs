@@ -115,36 +115,52 @@ mod unnamed {
 
     /// Links an open file at `dest`: by the descriptor itself where the kernel allows it, else
     /// by its `/proc/self/fd` name (std's `hard_link` follows neither).
-    #[allow(unsafe_code)]
     fn link_at(file: &fs::File, dest: &Path) -> io::Result<()> {
         let to = CString::new(dest.as_os_str().as_bytes())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"))?;
         if EMPTY_PATH.load(Ordering::Relaxed) != 2 {
-            // SAFETY: the path arguments are valid NUL-terminated strings that outlive the
-            // call; the descriptor is open.
-            let rc = unsafe {
-                libc::linkat(
-                    file.as_raw_fd(),
-                    c"".as_ptr(),
-                    libc::AT_FDCWD,
-                    to.as_ptr(),
-                    libc::AT_EMPTY_PATH,
-                )
-            };
-            if rc == 0 {
-                EMPTY_PATH.store(1, Ordering::Relaxed);
-                return Ok(());
-            }
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::ENOENT | libc::EPERM | libc::EINVAL)
-                    if EMPTY_PATH.load(Ordering::Relaxed) == 0 =>
-                {
-                    EMPTY_PATH.store(2, Ordering::Relaxed);
+            match by_descriptor(file, &to) {
+                Ok(()) => {
+                    EMPTY_PATH.store(1, Ordering::Relaxed);
+                    return Ok(());
                 }
-                _ => return Err(e),
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::ENOENT | libc::EPERM | libc::EINVAL)
+                        if EMPTY_PATH.load(Ordering::Relaxed) == 0 =>
+                    {
+                        EMPTY_PATH.store(2, Ordering::Relaxed);
+                    }
+                    _ => return Err(e),
+                },
             }
         }
+        by_proc_name(file, &to)
+    }
+
+    /// `linkat(fd, "", AT_FDCWD, to, AT_EMPTY_PATH)`.
+    #[allow(unsafe_code)]
+    fn by_descriptor(file: &fs::File, to: &CString) -> io::Result<()> {
+        // SAFETY: the path arguments are valid NUL-terminated strings that outlive the call;
+        // the descriptor is open.
+        let rc = unsafe {
+            libc::linkat(
+                file.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// `linkat(AT_FDCWD, "/proc/self/fd/<fd>", AT_FDCWD, to, AT_SYMLINK_FOLLOW)`.
+    #[allow(unsafe_code)]
+    fn by_proc_name(file: &fs::File, to: &CString) -> io::Result<()> {
         let from = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
             .expect("no NUL in a number");
         // SAFETY: both arguments are valid NUL-terminated strings that outlive the call.
@@ -161,6 +177,43 @@ mod unnamed {
             Ok(())
         } else {
             Err(io::Error::last_os_error())
+        }
+    }
+
+    #[cfg(test)]
+    #[test]
+    fn both_ways_of_linking_give_the_written_file() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        for (name, way) in [
+            (
+                "a",
+                by_descriptor as fn(&fs::File, &CString) -> io::Result<()>,
+            ),
+            ("b", by_proc_name),
+        ] {
+            let mut f = create(dir.path()).unwrap();
+            f.write_all(name.as_bytes()).unwrap();
+            let dest = dir.path().join(name);
+            let to = CString::new(dest.as_os_str().as_bytes()).unwrap();
+            match way(&f, &to) {
+                Ok(()) => assert_eq!(fs::read(&dest).unwrap(), name.as_bytes()),
+                // Kernels before 6.10 let only privileged callers link by descriptor.
+                Err(e) if name == "a" => {
+                    assert!(
+                        matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EPERM)),
+                        "{e}"
+                    );
+                    continue;
+                }
+                Err(e) => panic!("{name}: {e}"),
+            }
+            // An existing name is refused, not replaced.
+            let again = create(dir.path()).unwrap();
+            assert_eq!(
+                way(&again, &to).map_err(|e| e.kind()),
+                Err(io::ErrorKind::AlreadyExists)
+            );
         }
     }
 
