@@ -481,6 +481,24 @@ struct FileIdent<'a> {
     size: u64,
 }
 
+impl FileIdent<'_> {
+    /// Record this file as rejected, in its own transaction, and say so in `out`.
+    fn reject(
+        &self,
+        client: &mut postgres::Client,
+        keys: &Keys,
+        run_id: i64,
+        out: &mut FileOutcome,
+        code: &'static str,
+        reason: String,
+    ) -> Result<()> {
+        reject_file(client, keys, run_id, self, code, &reason)?;
+        out.status = "rejected".into();
+        out.reason = Some(reason);
+        Ok(())
+    }
+}
+
 /// Record a file the importer could not use at all, in its own transaction.
 fn reject_file(
     client: &mut postgres::Client,
@@ -602,22 +620,15 @@ pub fn import_file(
         return Ok(out);
     }
 
-    let fail = |client: &mut postgres::Client,
-                out: &mut FileOutcome,
-                code: &'static str,
-                reason: String|
-     -> Result<()> {
-        let ident = FileIdent {
-            kind,
-            mapping: mapping_name,
-            locator_hash: &locator_hash,
-            sha: &sn.sha256,
-            size: sn.size,
-        };
-        reject_file(client, keys, run_id, &ident, code, &reason)?;
-        out.status = "rejected".into();
-        out.reason = Some(reason);
-        Ok(())
+    let ident = FileIdent {
+        kind,
+        mapping: mapping_name,
+        locator_hash: &locator_hash,
+        sha: &sn.sha256,
+        size: sn.size,
+    };
+    let fail = |client: &mut postgres::Client, out: &mut FileOutcome, code, reason| {
+        ident.reject(client, keys, run_id, out, code, reason)
     };
     if sn.size == 0 {
         fail(
@@ -728,22 +739,15 @@ pub fn load_unit(
     let mapping_name = spec.source.name.as_str();
     let kind = unit.kind;
     let locator_hash = unit.locator_hash.to_string();
-    let fail = |client: &mut postgres::Client,
-                out: &mut FileOutcome,
-                code: &'static str,
-                reason: String|
-     -> Result<()> {
-        let ident = FileIdent {
-            kind,
-            mapping: mapping_name,
-            locator_hash: &locator_hash,
-            sha: unit.sha256,
-            size: unit.size,
-        };
-        reject_file(client, keys, run_id, &ident, code, &reason)?;
-        out.status = "rejected".into();
-        out.reason = Some(reason);
-        Ok(())
+    let ident = FileIdent {
+        kind,
+        mapping: mapping_name,
+        locator_hash: &locator_hash,
+        sha: unit.sha256,
+        size: unit.size,
+    };
+    let fail = |client: &mut postgres::Client, out: &mut FileOutcome, code, reason| {
+        ident.reject(client, keys, run_id, out, code, reason)
     };
     let header: Vec<String> = source.header().to_vec();
     let missing = check_header(c, &header);
