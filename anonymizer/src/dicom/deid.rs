@@ -279,7 +279,7 @@ impl Prepared {
     /// file systems allow it), so it never passes through this process.
     pub fn write_file(
         mut self,
-        to: &mut std::io::BufWriter<std::fs::File>,
+        to: &mut std::fs::File,
         source: &std::fs::File,
     ) -> Result<(), WriteError> {
         let Some(tail) = self.pixel_tail.take() else {
@@ -299,7 +299,9 @@ impl Prepared {
             ));
             return self.write_to(to);
         }
-        let header = pixel_header(self.encoding, tail);
+        let mut header = Vec::with_capacity(12);
+        super::encode::element_header(&mut header, PIXEL_DATA, tail.vr, tail.len, self.encoding)
+            .map_err(|_| WriteError::Encode("unencodable pixel data header".into()))?;
         write_part10(
             &mut *to,
             &self.meta,
@@ -310,10 +312,7 @@ impl Prepared {
         )?;
         let mut from = source;
         std::io::Seek::seek(&mut from, std::io::SeekFrom::Start(tail.offset))?;
-        let copied = std::io::copy(
-            &mut std::io::Read::take(from, u64::from(tail.len)),
-            to.get_mut(),
-        )?;
+        let copied = std::io::copy(&mut std::io::Read::take(from, u64::from(tail.len)), to)?;
         if copied != u64::from(tail.len) {
             return Err(WriteError::Encode(
                 "the input file became shorter while it was read".into(),
@@ -328,34 +327,6 @@ impl Prepared {
         self.write_to(&mut v)?;
         Ok(v)
     }
-}
-
-/// The header of a pixel data element (tag, VR, length) in `enc`.
-fn pixel_header(enc: Encoding, tail: PixelTail) -> Vec<u8> {
-    let mut h = Vec::with_capacity(12);
-    let (g, e) = (PIXEL_DATA.0, PIXEL_DATA.1);
-    match enc {
-        Encoding::ImplicitLittle => {
-            h.extend(g.to_le_bytes());
-            h.extend(e.to_le_bytes());
-            h.extend(tail.len.to_le_bytes());
-        }
-        Encoding::ExplicitLittle => {
-            h.extend(g.to_le_bytes());
-            h.extend(e.to_le_bytes());
-            h.extend(tail.vr.to_bytes());
-            h.extend([0, 0]);
-            h.extend(tail.len.to_le_bytes());
-        }
-        Encoding::ExplicitBig => {
-            h.extend(g.to_be_bytes());
-            h.extend(e.to_be_bytes());
-            h.extend(tail.vr.to_bytes());
-            h.extend([0, 0]);
-            h.extend(tail.len.to_be_bytes());
-        }
-    }
-    h
 }
 
 /// The result of pseudonymising one file.

@@ -34,7 +34,15 @@ struct Encoder<'a> {
     explicit: bool,
 }
 
-impl Encoder<'_> {
+impl<'a> Encoder<'a> {
+    fn new(out: &'a mut Vec<u8>, enc: Encoding) -> Self {
+        Encoder {
+            out,
+            little: enc != Encoding::ExplicitBig,
+            explicit: enc != Encoding::ImplicitLittle,
+        }
+    }
+
     fn u16(&mut self, v: u16) {
         self.out.extend_from_slice(&if self.little {
             v.to_le_bytes()
@@ -152,66 +160,47 @@ pub(crate) fn dataset(
     obj: &InMemDicomObject,
     enc: Encoding,
 ) -> Result<(), Unencodable> {
-    Encoder {
-        out,
-        little: enc != Encoding::ExplicitBig,
-        explicit: enc != Encoding::ImplicitLittle,
-    }
-    .dataset(obj)
+    Encoder::new(out, enc).dataset(obj)
+}
+
+/// Appends one element header (tag, the VR where `enc` has one, length) to `out`.
+pub(crate) fn element_header(
+    out: &mut Vec<u8>,
+    tag: Tag,
+    vr: VR,
+    len: u32,
+    enc: Encoding,
+) -> Result<(), Unencodable> {
+    Encoder::new(out, enc).header(tag, vr, len)
 }
 
 /// Appends the file meta group (explicit VR little endian, with its group length) to `out`.
 pub(crate) fn file_meta(out: &mut Vec<u8>, meta: &FileMetaTable) {
     let mut body = Vec::with_capacity(256);
-    let mut e = Encoder {
-        out: &mut body,
-        little: true,
-        explicit: true,
-    };
-    let uid = |s: &str| s.trim_end_matches('\0').to_string();
-    let put = |e: &mut Encoder, t: u16, vr: VR, v: &[u8], pad: u8| {
-        e.bytes(Tag(0x0002, t), vr, v, pad)
-            .expect("file meta values are short");
-    };
-    put(&mut e, 0x0001, VR::OB, &meta.information_version, 0);
-    put(
-        &mut e,
-        0x0002,
-        VR::UI,
-        uid(&meta.media_storage_sop_class_uid).as_bytes(),
-        0,
-    );
-    put(
-        &mut e,
-        0x0003,
-        VR::UI,
-        uid(&meta.media_storage_sop_instance_uid).as_bytes(),
-        0,
-    );
-    put(
-        &mut e,
-        0x0010,
-        VR::UI,
-        uid(&meta.transfer_syntax).as_bytes(),
-        0,
-    );
-    put(
-        &mut e,
-        0x0012,
-        VR::UI,
-        uid(&meta.implementation_class_uid).as_bytes(),
-        0,
-    );
-    if let Some(name) = &meta.implementation_version_name {
-        put(&mut e, 0x0013, VR::SH, name.trim_end().as_bytes(), b' ');
+    let mut e = Encoder::new(&mut body, Encoding::ExplicitLittle);
+    let short = "file meta values are short";
+    e.bytes(Tag(0x0002, 0x0001), VR::OB, &meta.information_version, 0)
+        .expect(short);
+    for (element, uid) in [
+        (0x0002, &meta.media_storage_sop_class_uid),
+        (0x0003, &meta.media_storage_sop_instance_uid),
+        (0x0010, &meta.transfer_syntax),
+        (0x0012, &meta.implementation_class_uid),
+    ] {
+        let uid = uid.trim_end_matches('\0').as_bytes();
+        e.bytes(Tag(0x0002, element), VR::UI, uid, 0).expect(short);
     }
-    let mut g = Encoder {
-        out,
-        little: true,
-        explicit: true,
-    };
-    g.header(Tag(0x0002, 0x0000), VR::UL, 4)
-        .expect("a short header");
+    if let Some(name) = &meta.implementation_version_name {
+        e.bytes(
+            Tag(0x0002, 0x0013),
+            VR::SH,
+            name.trim_end().as_bytes(),
+            b' ',
+        )
+        .expect(short);
+    }
+    let mut g = Encoder::new(out, Encoding::ExplicitLittle);
+    g.header(Tag(0x0002, 0x0000), VR::UL, 4).expect(short);
     g.u32(body.len() as u32);
     out.extend_from_slice(&body);
 }

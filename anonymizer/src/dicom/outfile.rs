@@ -8,7 +8,7 @@
 //! never sees a partial file. No fsync: durability against power loss is the file system's.
 
 use std::fs;
-use std::io::{self, BufWriter};
+use std::io;
 use std::path::Path;
 
 use super::write::WriteError;
@@ -19,9 +19,17 @@ pub(crate) struct OutputFiles {
     unnamed: bool,
 }
 
-/// The write buffer, for writers that write in small pieces; a data set encoded whole (see
-/// [`write`](super::write)) goes past it in one write call.
-const BUFFER: usize = 64 << 10;
+/// Opens a new file in `dir` with `open`; the folder usually exists already, so it is
+/// created only when the file cannot be (saves a mkdir and a stat per file).
+fn create_in(dir: &Path, open: impl Fn() -> io::Result<fs::File>) -> io::Result<fs::File> {
+    match open() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(dir)?;
+            open()
+        }
+        other => other,
+    }
+}
 
 impl OutputFiles {
     /// Checks once whether unnamed files can be written and linked in `dir` (an existing
@@ -32,40 +40,24 @@ impl OutputFiles {
         }
     }
 
-    /// Writes `dest` with `write`; on failure nothing is left at `dest` (an earlier file there
-    /// stays as it was). The folder is created when missing.
+    /// Writes `dest` with `write` (which writes large pieces: the file is not buffered); on
+    /// failure nothing is left at `dest` (an earlier file there stays as it was). The folder
+    /// is created when missing.
     pub(crate) fn write(
         self,
         dest: &Path,
-        write: impl FnOnce(&mut BufWriter<fs::File>) -> Result<(), WriteError>,
+        write: impl FnOnce(&mut fs::File) -> Result<(), WriteError>,
     ) -> Result<(), WriteError> {
         let dir = dest.parent().expect("output paths have a parent");
         if self.unnamed {
-            // The folder usually exists already: create it only when the file cannot be.
-            let file = match unnamed::create(dir) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    fs::create_dir_all(dir)?;
-                    unnamed::create(dir)?
-                }
-                other => other?,
-            };
-            let mut f = BufWriter::with_capacity(BUFFER, file);
-            write(&mut f)?;
-            let file = f.into_inner().map_err(|e| e.into_error())?;
+            let mut file = create_in(dir, || unnamed::create(dir))?;
+            write(&mut file)?;
             return Ok(unnamed::link(&file, dest)?);
         }
         let tmp = temporary_name(dest);
         let result = (|| {
-            let file = match fs::File::create(&tmp) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    fs::create_dir_all(dir)?;
-                    fs::File::create(&tmp)?
-                }
-                other => other?,
-            };
-            let mut f = BufWriter::with_capacity(BUFFER, file);
-            write(&mut f)?;
-            f.into_inner().map_err(|e| e.into_error())?;
+            let mut file = create_in(dir, || fs::File::create(&tmp))?;
+            write(&mut file)?;
             fs::rename(&tmp, dest)?;
             Ok(())
         })();
@@ -151,11 +143,7 @@ mod unnamed {
                 libc::AT_EMPTY_PATH,
             )
         };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        result(rc)
     }
 
     /// `linkat(AT_FDCWD, "/proc/self/fd/<fd>", AT_FDCWD, to, AT_SYMLINK_FOLLOW)`.
@@ -173,6 +161,11 @@ mod unnamed {
                 libc::AT_SYMLINK_FOLLOW,
             )
         };
+        result(rc)
+    }
+
+    /// A libc return code as a result.
+    fn result(rc: libc::c_int) -> io::Result<()> {
         if rc == 0 {
             Ok(())
         } else {

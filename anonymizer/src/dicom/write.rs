@@ -2,7 +2,7 @@
 //! new file meta group, and the data set in the transfer syntax the object came in (deflated
 //! again when it came deflated). Pixel data is written as it was read.
 
-use std::io::Write;
+use std::io::{BufWriter, Write};
 
 use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
 use dicom_object::{FileMetaTable, InMemDicomObject};
@@ -112,16 +112,20 @@ pub(crate) fn write_part10<W: Write>(
         buf.extend_from_slice(b"DICM");
         encode::file_meta(buf, meta);
         let result = (|| {
+            // Writers that go in small pieces (deflate, dicom-rs) get a buffer; the encoded
+            // data set goes out in one call.
             if deflated {
-                to.write_all(buf)?;
+                let mut w = BufWriter::with_capacity(64 << 10, &mut to);
+                w.write_all(buf)?;
                 buf.clear();
                 let mut z =
-                    flate2::write::DeflateEncoder::new(&mut to, flate2::Compression::default());
+                    flate2::write::DeflateEncoder::new(&mut w, flate2::Compression::default());
                 match encode_or_return(buf, obj, enc)? {
                     None => z.write_all(buf)?,
                     Some(obj) => write_dataset(&mut z, obj, enc)?,
                 }
                 z.finish()?;
+                w.flush()?;
             } else {
                 let head = buf.len();
                 match encode_or_return(buf, obj, enc)? {
@@ -130,9 +134,11 @@ pub(crate) fn write_part10<W: Write>(
                         to.write_all(buf)?;
                     }
                     Some(obj) => {
-                        to.write_all(&buf[..head])?;
-                        write_dataset(&mut to, obj, enc)?;
-                        to.write_all(trailer)?;
+                        let mut w = BufWriter::with_capacity(64 << 10, &mut to);
+                        w.write_all(&buf[..head])?;
+                        write_dataset(&mut w, obj, enc)?;
+                        w.write_all(trailer)?;
+                        w.flush()?;
                     }
                 }
             }

@@ -144,22 +144,17 @@ impl DbOptions {
     /// A client on the resolved database (the embedded cluster started if needed), whose
     /// registry schema is current (migrated when behind). One connection in the usual case.
     pub fn registry_client(&self) -> Result<postgres::Client> {
-        let (target, mut client) = match self.database_url.as_deref().filter(|s| !s.is_empty()) {
-            Some(url) => {
-                let t = DbTarget::from_url(url)?;
+        // A running embedded cluster is reached with the one connection that checks it.
+        let running = match self.database_url.as_deref().filter(|s| !s.is_empty()) {
+            Some(_) => None,
+            None => self.embedded()?.connect_if_running(),
+        };
+        let (target, mut client) = match running {
+            Some(tc) => tc,
+            None => {
+                let t = self.resolve()?;
                 let c = t.client()?;
                 (t, c)
-            }
-            None => {
-                let cluster = self.embedded()?;
-                match cluster.connect_if_running() {
-                    Some(tc) => tc,
-                    None => {
-                        let t = cluster.ensure_running()?;
-                        let c = t.client()?;
-                        (t, c)
-                    }
-                }
             }
         };
         let latest = latest_migration_version()?;
