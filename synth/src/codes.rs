@@ -132,7 +132,9 @@ pub const HER2_ISH_NEGATIVE: &[&str] = &["neg", "negatief", "négatif"];
 pub const UNKNOWN_LAB_CODES: &[&str] = &["LAB-9999", "KI67_IDX", "HER2_CISH", "XX_UNK"];
 /// Drug codes written by the `unknown_code` dirt.
 pub const UNKNOWN_DRUG_CODES: &[&str] = &["CYT-ZZZZ", "STUDY-DRUG-07", "MAB-UNKN"];
-/// Dates written by the `bad_date` dirt: none parses as a `dd/mm/yyyy` calendar date.
+/// Dates written by the `bad_date` dirt: none parses as a `dd/mm/yyyy` calendar date. Some
+/// are impossible, some are cut short or unpadded the way exports truncate them, one has a
+/// two-digit year.
 pub const BAD_DATES: &[&str] = &[
     "31/02/2019",
     "2019-13-01",
@@ -140,6 +142,10 @@ pub const BAD_DATES: &[&str] = &[
     "00/00/0000",
     "32/01/2020",
     "15/13/2018",
+    "1/02/2019",
+    "01/2/2019",
+    "01/02/19",
+    "01/02/201",
 ];
 
 /// Surgery local codes and labels.

@@ -28,11 +28,14 @@ pub enum DirtKind {
     DicomTruncated,
     /// One file in the DICOM tree that is not DICOM (a text file or a JPEG).
     NotDicom,
+    /// One CSV has its dates written month first (`mm/dd/yyyy`, a US export) although it
+    /// declares `dd/mm/yyyy`.
+    UsDates,
 }
 
 impl DirtKind {
     /// Every kind.
-    pub const ALL: [DirtKind; 10] = [
+    pub const ALL: [DirtKind; 11] = [
         DirtKind::BadDate,
         DirtKind::UnknownCode,
         DirtKind::DuplicateRow,
@@ -43,6 +46,7 @@ impl DirtKind {
         DirtKind::FhirInvalidCode,
         DirtKind::DicomTruncated,
         DirtKind::NotDicom,
+        DirtKind::UsDates,
     ];
 
     /// Name used in the truth files.
@@ -58,6 +62,7 @@ impl DirtKind {
             DirtKind::FhirInvalidCode => "fhir_invalid_code",
             DirtKind::DicomTruncated => "dicom_truncated",
             DirtKind::NotDicom => "not_dicom",
+            DirtKind::UsDates => "us_dates",
         }
     }
 
@@ -97,6 +102,8 @@ pub struct DirtCounts {
     pub dicom_truncated: u64,
     /// Files in the DICOM tree that are not DICOM (0 or 1).
     pub not_dicom: u64,
+    /// CSV files with month-first dates (0 or 1).
+    pub us_dates: u64,
 }
 
 impl DirtCounts {
@@ -113,6 +120,7 @@ impl DirtCounts {
             DirtKind::FhirInvalidCode => self.fhir_invalid_code,
             DirtKind::DicomTruncated => self.dicom_truncated,
             DirtKind::NotDicom => self.not_dicom,
+            DirtKind::UsDates => self.us_dates,
         }
     }
 
@@ -128,6 +136,7 @@ impl DirtCounts {
             DirtKind::FhirInvalidCode => &mut self.fhir_invalid_code,
             DirtKind::DicomTruncated => &mut self.dicom_truncated,
             DirtKind::NotDicom => &mut self.not_dicom,
+            DirtKind::UsDates => &mut self.us_dates,
         };
         *slot += n;
     }

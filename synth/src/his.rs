@@ -225,6 +225,18 @@ pub(crate) const LATIN1_CANDIDATES: &[usize] = &[SURGERY, SYSTEMIC];
 /// Relative path of the 0-byte file written when dirt is on.
 pub const EMPTY_FILE: &str = "his/empty_export.csv";
 
+/// With dirt, the pathology export comes as two dated exports of the same records: an earlier
+/// one (some patients not reported yet, some grades not yet corrected) and the final one.
+pub const PATHOLOGY_EARLIER: &str = "his/pathology_2025-05.csv";
+pub const PATHOLOGY_FINAL: &str = "his/pathology_2025-06.csv";
+/// With dirt, the patients of a merged hospital's archive: a file of the same name as
+/// `his/patients.csv` in another folder, patients born before 1900.
+pub const ARCHIVE_PATIENTS: &str = "his/archive/patients.csv";
+
+/// Tables whose dates may be written month first (the `us_dates` dirt): files with many
+/// dates, so that a day above 12 shows.
+pub(crate) const US_DATE_CANDIDATES: &[usize] = &[TNM, RADIOTHERAPY, RECURRENCES];
+
 /// Rows written and dirt injected in one file.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct FileStats {
@@ -232,14 +244,42 @@ pub(crate) struct FileStats {
     pub dirt: DirtCounts,
 }
 
+/// A second, earlier export of the same table (see [`PATHOLOGY_EARLIER`]).
+pub(crate) struct Shadow {
+    pub path: &'static str,
+    out: BufWriter<File>,
+    pub stats: FileStats,
+    /// Rows whose value differs from the final export (corrected later).
+    pub corrected: u64,
+    /// Patients not in it yet.
+    pub late: u64,
+}
+
+/// What the earlier export holds of a row.
+pub(crate) enum InShadow<'a> {
+    /// Nothing (the patient was reported later).
+    No,
+    /// The same line.
+    Same,
+    /// The line with this result (field 4), corrected in the final export.
+    Uncorrected(&'a str),
+}
+
 pub(crate) struct Table {
     /// Path relative to the output directory (`his/<file>`).
     pub path: &'static str,
+    /// Index in [`HIS_TABLES`].
+    pub index: usize,
     spec: &'static Spec,
     header: &'static [&'static str],
     pub encoding: Encoding,
     out: BufWriter<File>,
     pub stats: FileStats,
+    /// Dates written month first (the `us_dates` dirt).
+    pub us_dates: bool,
+    /// A month-first date with a day above 12 was written (the order shows).
+    pub us_dates_show: bool,
+    pub shadow: Option<Shadow>,
     line: String,
     scratch: String,
     bytes: Vec<u8>,
@@ -259,19 +299,46 @@ const PATHS: &[&str] = &[
 ];
 
 impl Table {
-    fn create(dir: &Path, index: usize, encoding: Encoding) -> Result<Table> {
+    fn create(
+        dir: &Path,
+        index: usize,
+        encoding: Encoding,
+        dated: bool,
+        us_dates: bool,
+    ) -> Result<Table> {
         let (file, header) = HIS_TABLES[index];
         let spec = &SPECS[index];
         debug_assert_eq!(spec.file, file);
-        let full = dir.join(file);
+        let dated = dated && index == PATHOLOGY;
+        let path = if dated { PATHOLOGY_FINAL } else { PATHS[index] };
+        let root = dir.parent().expect("his/ has a parent");
+        let full = root.join(path);
         let f = File::create(&full).with_context(|| format!("cannot create {}", full.display()))?;
+        let shadow = if dated {
+            let full = root.join(PATHOLOGY_EARLIER);
+            let f =
+                File::create(&full).with_context(|| format!("cannot create {}", full.display()))?;
+            Some(Shadow {
+                path: PATHOLOGY_EARLIER,
+                out: BufWriter::with_capacity(1 << 16, f),
+                stats: FileStats::default(),
+                corrected: 0,
+                late: 0,
+            })
+        } else {
+            None
+        };
         let mut t = Table {
-            path: PATHS[index],
+            path,
+            index,
             spec,
             header,
             encoding,
             out: BufWriter::with_capacity(1 << 16, f),
             stats: FileStats::default(),
+            us_dates,
+            us_dates_show: false,
+            shadow,
             line: String::with_capacity(256),
             scratch: String::with_capacity(256),
             bytes: Vec::with_capacity(256),
@@ -280,15 +347,23 @@ impl Table {
             t.out.write_all(b"\xEF\xBB\xBF")?;
         }
         t.line = header.join(";");
-        t.emit()?;
+        t.emit(true)?;
+        if t.shadow.is_some() {
+            t.emit(false)?;
+        }
         Ok(t)
     }
 
-    /// Encodes and writes `self.line` with CRLF.
-    fn emit(&mut self) -> Result<()> {
+    /// Encodes and writes `self.line` with CRLF, to the file or (`main` false) its shadow.
+    fn emit(&mut self, main: bool) -> Result<()> {
+        let out: &mut BufWriter<File> = if main {
+            &mut self.out
+        } else {
+            &mut self.shadow.as_mut().expect("a shadow").out
+        };
         match self.encoding {
-            Encoding::Utf8Bom => self.out.write_all(self.line.as_bytes())?,
-            _ if self.line.is_ascii() => self.out.write_all(self.line.as_bytes())?,
+            Encoding::Utf8Bom => out.write_all(self.line.as_bytes())?,
+            _ if self.line.is_ascii() => out.write_all(self.line.as_bytes())?,
             Encoding::Windows1252 => {
                 self.scratch.clear();
                 for c in self.line.chars() {
@@ -300,7 +375,7 @@ impl Table {
                 }
                 let (bytes, _, unmappable) = WINDOWS_1252.encode(&self.scratch);
                 debug_assert!(!unmappable);
-                self.out.write_all(&bytes)?;
+                out.write_all(&bytes)?;
             }
             Encoding::Latin1 => {
                 self.bytes.clear();
@@ -311,15 +386,25 @@ impl Table {
                         self.bytes.extend(transliterate(c).bytes());
                     }
                 }
-                self.out.write_all(&self.bytes)?;
+                out.write_all(&self.bytes)?;
             }
         }
-        self.out.write_all(b"\r\n")?;
+        out.write_all(b"\r\n")?;
         Ok(())
     }
 
     /// Writes one data row, maybe spoiled, and records what was injected.
     pub(crate) fn write(&mut self, row: &Row, dirt: &mut PatientDirt) -> Result<()> {
+        self.write_in(row, dirt, InShadow::Same)
+    }
+
+    /// [`Table::write`], saying what the earlier export holds of the row (if there is one).
+    pub(crate) fn write_in(
+        &mut self,
+        row: &Row,
+        dirt: &mut PatientDirt,
+        shadow: InShadow<'_>,
+    ) -> Result<()> {
         debug_assert_eq!(row.len(), self.header.len(), "{}", self.path);
         let spec = self.spec;
         let kind = if spec.duplicates_only {
@@ -359,24 +444,74 @@ impl Table {
             }
             _ => {}
         }
-        self.line.clear();
-        for i in 0..row.len() {
-            if i > 0 {
-                self.line.push(';');
+        let us = self.us_dates;
+        let build = |line: &mut String, us_show: &mut bool, result: Option<&str>| {
+            line.clear();
+            for i in 0..row.len() {
+                if i > 0 {
+                    line.push(';');
+                }
+                match replace {
+                    Some((col, v)) if col == i => line.push_str(v),
+                    _ if i == 4 && result.is_some() => line.push_str(result.unwrap_or("")),
+                    _ if us && spec.date_cols.contains(&i) => {
+                        // dd/mm/yyyy -> mm/dd/yyyy
+                        let f = row.field(i);
+                        let b = f.as_bytes();
+                        if b.len() == 10 && b[2] == b'/' && b[5] == b'/' {
+                            *us_show |= &f[..2] > "12";
+                            line.push_str(&f[3..5]);
+                            line.push('/');
+                            line.push_str(&f[..2]);
+                            line.push_str(&f[5..]);
+                        } else {
+                            line.push_str(f);
+                        }
+                    }
+                    _ => line.push_str(row.field(i)),
+                }
+                if extra_after == Some(i) {
+                    line.push(';');
+                }
             }
-            match replace {
-                Some((col, v)) if col == i => self.line.push_str(v),
-                _ => self.line.push_str(row.field(i)),
-            }
-            if extra_after == Some(i) {
-                self.line.push(';');
-            }
-        }
-        self.emit()?;
-        self.stats.rows += 1;
-        if kind == Some(DirtKind::DuplicateRow) {
-            self.emit()?;
+        };
+        let mut line = std::mem::take(&mut self.line);
+        let mut show = self.us_dates_show;
+        build(&mut line, &mut show, None);
+        self.us_dates_show = show;
+        self.line = line;
+        let copies = if kind == Some(DirtKind::DuplicateRow) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            self.emit(true)?;
             self.stats.rows += 1;
+        }
+        if self.shadow.is_some() {
+            let write = match shadow {
+                InShadow::No => false,
+                InShadow::Same => true,
+                InShadow::Uncorrected(v) => {
+                    let mut line = std::mem::take(&mut self.line);
+                    let mut show = false;
+                    build(&mut line, &mut show, Some(v));
+                    self.line = line;
+                    self.shadow.as_mut().expect("shadow").corrected += 1;
+                    true
+                }
+            };
+            if write {
+                for _ in 0..copies {
+                    self.emit(false)?;
+                }
+                let sh = self.shadow.as_mut().expect("shadow");
+                sh.stats.rows += copies;
+                if let Some(kind) = kind {
+                    sh.stats.dirt.add(kind, 1);
+                }
+            }
         }
         if let Some(kind) = kind {
             self.stats.dirt.add(kind, 1);
@@ -392,6 +527,9 @@ impl Table {
 
     fn finish(&mut self) -> Result<()> {
         self.out.flush()?;
+        if let Some(s) = self.shadow.as_mut() {
+            s.out.flush()?;
+        }
         Ok(())
     }
 }
@@ -399,38 +537,50 @@ impl Table {
 /// All HIS tables of one run.
 pub(crate) struct His {
     pub tables: Vec<Table>,
-    pub empty_file: bool,
+    /// The run's whole-file dirt (the empty file, the dated re-export, the archive).
+    pub dirty: bool,
     row: Row,
     tmp: String,
 }
 
+/// Which whole-file faults a run's HIS export carries.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct FileDirt {
+    pub bom: Option<usize>,
+    pub latin1: Option<usize>,
+    pub us_dates: Option<usize>,
+    /// The empty file, the dated pathology re-export and the archive's patients.
+    pub dirty: bool,
+}
+
 impl His {
-    pub(crate) fn create(
-        out: &Path,
-        bom: Option<usize>,
-        latin1: Option<usize>,
-        empty_file: bool,
-    ) -> Result<His> {
+    pub(crate) fn create(out: &Path, d: FileDirt) -> Result<His> {
         let dir = out.join("his");
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let mut tables = Vec::new();
         for index in 0..HIS_TABLES.len() {
-            let encoding = if bom == Some(index) {
+            let encoding = if d.bom == Some(index) {
                 Encoding::Utf8Bom
-            } else if latin1 == Some(index) {
+            } else if d.latin1 == Some(index) {
                 Encoding::Latin1
             } else {
                 Encoding::Windows1252
             };
-            tables.push(Table::create(&dir, index, encoding)?);
+            tables.push(Table::create(
+                &dir,
+                index,
+                encoding,
+                d.dirty,
+                d.us_dates == Some(index),
+            )?);
         }
-        if empty_file {
+        if d.dirty {
             File::create(out.join(EMPTY_FILE)).context("cannot create the empty export")?;
         }
         Ok(His {
             tables,
-            empty_file,
+            dirty: d.dirty,
             row: Row::default(),
             tmp: String::new(),
         })
@@ -492,6 +642,15 @@ impl His {
             ("KI67_PCT", Some(p.ki67.to_string()), "%"),
             ("GRADE", Some(p.grade.to_string()), ""),
         ];
+        // The earlier export: a patient reported later is not in it; a grade corrected later
+        // has its first value there.
+        let dated = self.tables[PATHOLOGY].shadow.is_some();
+        let late = dated && dirt.rng.chance(0.05);
+        if late {
+            if let Some(s) = self.tables[PATHOLOGY].shadow.as_mut() {
+                s.late += 1;
+            }
+        }
         for (code, value, unit) in pathology {
             if let Some(value) = value {
                 debug_assert!(codes::PATHOLOGY_CODES.contains(&code));
@@ -503,7 +662,14 @@ impl His {
                     .s(code)
                     .s(&value)
                     .s(unit);
-                self.put(PATHOLOGY, dirt)?;
+                let first = (code == "GRADE" && dated && !late && dirt.rng.chance(0.1))
+                    .then(|| (p.grade % 3 + 1).to_string());
+                let in_shadow = match (&first, late) {
+                    (_, true) => InShadow::No,
+                    (Some(v), false) => InShadow::Uncorrected(v),
+                    (None, false) => InShadow::Same,
+                };
+                self.tables[PATHOLOGY].write_in(&self.row, dirt, in_shadow)?;
             }
         }
 
@@ -598,20 +764,33 @@ impl His {
         let mut stats = Vec::new();
         for t in &mut self.tables {
             t.finish()?;
-            let (file, header) = HIS_TABLES
-                .iter()
-                .find(|(f, _)| t.path.ends_with(f))
-                .copied()
-                .expect("table");
+            let (file, header) = HIS_TABLES[t.index];
             files.push(json!({
-                "file": file,
+                "file": t.path.trim_start_matches("his/"),
                 "table": file.trim_end_matches(".csv"),
                 "encoding": t.encoding.declared(),
                 "columns": header,
             }));
             stats.push((t.path, t.stats.clone(), t.encoding));
+            if let Some(s) = &t.shadow {
+                files.push(json!({
+                    "file": s.path.trim_start_matches("his/"),
+                    "table": file.trim_end_matches(".csv"),
+                    "encoding": t.encoding.declared(),
+                    "columns": header,
+                }));
+                stats.push((s.path, s.stats.clone(), t.encoding));
+            }
         }
-        if self.empty_file {
+        if self.dirty {
+            files.push(json!({
+                "file": ARCHIVE_PATIENTS.trim_start_matches("his/"),
+                "table": "patients",
+                "encoding": "windows-1252",
+                "columns": HIS_TABLES[PATIENTS].1,
+            }));
+        }
+        if self.dirty {
             files.push(json!({
                 "file": "empty_export.csv",
                 "table": "empty_export",
@@ -637,6 +816,41 @@ impl His {
         w.flush()?;
         Ok(stats)
     }
+}
+
+/// Writes [`ARCHIVE_PATIENTS`]: `n` patients of a merged hospital's archive, born between 1892
+/// and 1899, with their archive MRN (`ARCH-nnnnnn`) and no national number. Returns the rows.
+pub(crate) fn write_archive(out: &Path, n: u64, rng: &mut crate::rng::Rng) -> Result<u64> {
+    let path = out.join(ARCHIVE_PATIENTS);
+    std::fs::create_dir_all(path.parent().expect("a folder"))
+        .context("cannot create the archive folder")?;
+    let mut text = HIS_TABLES[PATIENTS].1.join(";");
+    text.push_str("\r\n");
+    for i in 0..n {
+        let born = NaiveDate::from_ymd_opt(1892, 1, 1).expect("date")
+            + chrono::Duration::days(rng.range(0, 8 * 365 - 1));
+        let mut date = String::new();
+        push_date(&mut date, born);
+        let (postcode, city) = *rng.pick(crate::names::PLACES);
+        text.push_str(&format!(
+            "ARCH-{:06};;{};{};{date};F;{postcode};{city}\r\n",
+            i + 1,
+            rng.pick(crate::names::LAST_NAMES),
+            rng.pick(crate::names::FEMALE_FIRST_NAMES),
+        ));
+    }
+    let mut bytes = Vec::new();
+    for c in text.chars() {
+        if in_cp1252(c) {
+            let mut b = [0u8; 4];
+            let (enc, _, _) = WINDOWS_1252.encode(c.encode_utf8(&mut b));
+            bytes.extend_from_slice(&enc);
+        } else {
+            bytes.extend(transliterate(c).bytes());
+        }
+    }
+    std::fs::write(&path, bytes).context("cannot write the archive's patients")?;
+    Ok(n)
 }
 
 /// What the manifest says versus what the bytes are, for the truth summary.

@@ -83,12 +83,19 @@
 //! `patients.csv` only gets duplicates, so that no patient is lost to dirt. And once per run:
 //! a UTF-8 byte order mark at the start of one CSV (that file is UTF-8 and declared so), one
 //! CSV written in ISO-8859-1 but declared UTF-8 in `his/_manifest.json`, a 0-byte
-//! `his/empty_export.csv`, in FHIR one Observation with `status: "finalised"` and one
+//! `his/empty_export.csv`, one CSV with its dates month first (`mm/dd/yyyy`) although
+//! declared day first (`us_dates`), the pathology export as two dated exports of the same
+//! records (`his/pathology_2025-05.csv`, with some patients not reported yet and some grades
+//! not yet corrected, and the final `his/pathology_2025-06.csv`, instead of
+//! `his/pathology.csv`), a merged hospital's archive of patients born before 1900 in
+//! `his/archive/patients.csv` (the same name as `his/patients.csv`, another folder), in FHIR
+//! one Observation with `status: "finalised"` and one
 //! Patient with `gender: "femme"`, and in `dicom/` one file cut short (in the middle of a CT
 //! slice's pixel data or of an RT Structure Set's ROI Contour Sequence) and one file that is not
 //! DICOM (`dicom/README.txt` or a JPEG in a patient folder); both are named in
-//! `truth_summary.json` (`file_dirt`). Dirty rows stay rows (right quoting, CRLF), so an
-//! importer can reject just them.
+//! `truth_summary.json` (`file_dirt`, and `patterns` for the re-export, the archive and the
+//! month-first file). Dirty rows stay rows (right quoting, CRLF), so an importer can reject
+//! just them.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -117,7 +124,7 @@ pub use dicom::{
     RT_PLAN_STORAGE, RT_STRUCTURE_SET_STORAGE, SLICES_RANGE,
 };
 pub use dirt::{DirtCounts, DirtKind};
-pub use his::EMPTY_FILE;
+pub use his::{ARCHIVE_PATIENTS, EMPTY_FILE, PATHOLOGY_EARLIER, PATHOLOGY_FINAL};
 pub use niss::{format_niss, niss_digits, niss_is_male, niss_is_valid};
 
 use cohort::{Cohort, STREAM_DIRT, STREAM_RUN};
@@ -301,6 +308,16 @@ pub fn generate(opts: &SynthOptions, progress: &dyn Fn(u64)) -> Result<SynthRepo
     let mut run = Rng::stream(seed, u64::MAX, STREAM_RUN);
     let bom = dirty.then(|| *run.pick(his::BOM_CANDIDATES));
     let latin1 = dirty.then(|| *run.pick(his::LATIN1_CANDIDATES));
+    let us_dates = if dirty {
+        let candidates: Vec<usize> = his::US_DATE_CANDIDATES
+            .iter()
+            .copied()
+            .filter(|c| Some(*c) != bom)
+            .collect();
+        Some(*run.pick(&candidates))
+    } else {
+        None
+    };
     let plan = if dirty && opts.patients > 0 {
         fhir::FhirDirtPlan {
             observation_status: Some(opts.first_patient_number + run.below(opts.patients)),
@@ -311,7 +328,15 @@ pub fn generate(opts: &SynthOptions, progress: &dyn Fn(u64)) -> Result<SynthRepo
     };
     let slug = names::slug(&opts.institution);
 
-    let mut his = his::His::create(out, bom, latin1, dirty)?;
+    let mut his = his::His::create(
+        out,
+        his::FileDirt {
+            bom,
+            latin1,
+            us_dates,
+            dirty,
+        },
+    )?;
     let mut fhir = fhir::Fhir::create(out, seed, &opts.institution, &slug, plan)?;
     let mut study = study::Study::create(&opts.institution)?;
     let mut dicom = if opts.dicom {
@@ -405,7 +430,10 @@ pub fn generate(opts: &SynthOptions, progress: &dyn Fn(u64)) -> Result<SynthRepo
     let his_stats = his.finish(out, &opts.institution)?;
     for (path, stats, encoding) in his_stats {
         let (declared, actual) = his::encoding_note(encoding);
-        total.merge(&stats.dirt);
+        // The earlier export repeats faults of the final one: counted once in the totals.
+        if path != his::PATHOLOGY_EARLIER {
+            total.merge(&stats.dirt);
+        }
         files.push((PathBuf::from(path), stats.rows));
         summary_files.insert(
             path.to_string(),
@@ -428,6 +456,43 @@ pub fn generate(opts: &SynthOptions, progress: &dyn Fn(u64)) -> Result<SynthRepo
         total.add(DirtKind::Latin1DeclaredUtf8, 1);
         file_dirt["latin1_declared_utf8"] = json!(his.tables[l].path);
         summary_files[his.tables[l].path]["dirt"]["latin1_declared_utf8"] = json!(1);
+    }
+    let mut patterns = json!({"dated_reexport": null, "archive_patients": null, "us_dates": null});
+    if let Some(u) = us_dates {
+        let t = &his.tables[u];
+        total.add(DirtKind::UsDates, 1);
+        file_dirt["us_dates"] = json!(t.path);
+        summary_files[t.path]["dirt"]["us_dates"] = json!(1);
+        patterns["us_dates"] = json!({
+            "file": t.path,
+            // Whether a day above 12 makes the month-first order visible.
+            "detectable": t.us_dates_show,
+        });
+    }
+    if let Some(s) = &his.tables[his::PATHOLOGY].shadow {
+        patterns["dated_reexport"] = json!({
+            "earlier": s.path,
+            "final": his.tables[his::PATHOLOGY].path,
+            "record_key": ["sample_id", "lab_code"],
+            "corrected_rows": s.corrected,
+            "patients_reported_late": s.late,
+        });
+    }
+    if dirty {
+        let n = (opts.patients / 100).max(1);
+        let rows = his::write_archive(out, n, &mut run)?;
+        files.push((PathBuf::from(his::ARCHIVE_PATIENTS), rows));
+        summary_files.insert(
+            his::ARCHIVE_PATIENTS.to_string(),
+            json!({"rows": rows, "dirty": 0, "dirt": DirtCounts::default(),
+                   "declared_encoding": "windows-1252", "actual_encoding": "windows-1252"}),
+        );
+        patterns["archive_patients"] = json!({
+            "file": his::ARCHIVE_PATIENTS,
+            "same_name_as": "his/patients.csv",
+            "rows": rows,
+            "born_before_1900": rows,
+        });
     }
     if dirty {
         total.add(DirtKind::EmptyFile, 1);
@@ -510,6 +575,7 @@ pub fn generate(opts: &SynthOptions, progress: &dyn Fn(u64)) -> Result<SynthRepo
         "files": Value::Object(summary_files),
         "dirt": total,
         "file_dirt": file_dirt,
+        "patterns": patterns,
         "dicom": dicom_summary,
         "cohort": {
             "subtypes": tally.subtypes,
