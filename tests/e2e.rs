@@ -10,6 +10,7 @@ mod embedded;
 mod federation;
 mod fhir;
 mod hospital;
+mod identity;
 mod imaging;
 mod import;
 mod nightly;

@@ -115,15 +115,25 @@ fn a_dirty_export_accounts_for_every_row() {
         serde_json::from_str(&std::fs::read_to_string(src.join("truth_summary.json")).unwrap())
             .unwrap();
     let bom_file = summary["file_dirt"]["bom"].as_str().unwrap().to_string();
+    let us_file = summary["patterns"]["us_dates"]["file"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let us_detectable = summary["patterns"]["us_dates"]["detectable"] == true;
     let runs = import_hospital(&db, &key, &src);
     let mut c = db.client();
+    let mut seen_files = Vec::new();
     for (mapping, v) in &runs {
-        let f = &v["files"][0];
-        let file = if mapping.starts_with("study") {
+        if mapping.starts_with("study") {
             continue;
-        } else {
-            format!("his/{mapping}.csv")
-        };
+        }
+        let f = &v["files"][0];
+        let file = std::path::Path::new(f["file"].as_str().unwrap())
+            .strip_prefix(&src)
+            .unwrap()
+            .display()
+            .to_string();
+        seen_files.push(file.clone());
         if file == bom_file {
             // Declared Windows-1252 by the mapping, but UTF-8 with a BOM: rejected whole.
             assert_eq!(f["status"], "rejected", "{mapping}: {v}");
@@ -133,45 +143,78 @@ fn a_dirty_export_accounts_for_every_row() {
             );
             continue;
         }
-        assert_eq!(f["status"], "loaded", "{mapping}: {v}");
+        if file == us_file && us_detectable {
+            // Dates month first in a day-first column: the whole file, not half of it.
+            assert_eq!(f["status"], "rejected", "{mapping}: {v}");
+            assert_eq!(f["reason_code"], "date_order", "{v}");
+            continue;
+        }
+        assert_eq!(f["status"], "loaded", "{mapping} {file}: {v}");
         let n = |k: &str| f[k].as_i64().unwrap();
         assert_eq!(
             n("rows_in"),
-            n("rows_loaded") + n("rows_rejected") + n("rows_skipped"),
+            n("rows_loaded") + n("rows_rejected") + n("rows_skipped") + n("rows_unchanged"),
             "{mapping}: {v}"
         );
         let dirt = &summary["files"][&file]["dirt"];
         let rows = summary["files"][&file]["rows"].as_i64().unwrap();
-        assert_eq!(n("rows_in"), rows, "{mapping}: rows read = rows written");
+        assert_eq!(n("rows_in"), rows, "{file}: rows read = rows written");
         let sf: i64 = c
             .query_one(
-                "SELECT max(source_file_id) FROM registry.source_file WHERE mapping_name = $1",
-                &[&f["file"]
-                    .as_str()
-                    .map(|_| format!("his-{}", mapping.replace('_', "-")))],
+                "SELECT source_file_id FROM registry.source_file WHERE run_id = $1",
+                &[&v["run_id"].as_i64().unwrap()],
             )
             .unwrap()
-            .get::<_, Option<i64>>(0)
-            .unwrap();
+            .get(0);
         let mut count = |code: &str| -> i64 {
             c.query_one("SELECT count(*) FROM registry.reject WHERE source_file_id = $1 AND reason_code = $2", &[&sf, &code]).unwrap().get(0)
         };
         assert_eq!(
             count("skipped_duplicate"),
             dirt["duplicate_row"].as_i64().unwrap(),
-            "{mapping}"
+            "{file}"
         );
         assert_eq!(
             count("ragged_row"),
             dirt["extra_field"].as_i64().unwrap(),
-            "{mapping}"
+            "{file}"
         );
         assert_eq!(
-            count("unparseable"),
+            count("date_format") + count("date_invalid") + count("date_two_digit_year"),
             dirt["bad_date"].as_i64().unwrap(),
-            "{mapping}"
+            "{file}"
         );
     }
+    // The patterns real exports have: every file was read as its own file.
+    for p in [
+        summary["patterns"]["archive_patients"]["file"]
+            .as_str()
+            .unwrap(),
+        summary["patterns"]["dated_reexport"]["earlier"]
+            .as_str()
+            .unwrap(),
+        summary["patterns"]["dated_reexport"]["final"]
+            .as_str()
+            .unwrap(),
+    ] {
+        assert!(
+            seen_files.iter().any(|f| f == p),
+            "{p} imported: {seen_files:?}"
+        );
+    }
+    // The archive's patients born before 1900 are persons of the registry.
+    assert_eq!(
+        db.count("SELECT count(*) FROM cdm.person WHERE year_of_birth < 1900"),
+        summary["patterns"]["archive_patients"]["born_before_1900"]
+            .as_i64()
+            .unwrap()
+    );
+    // The final pathology export corrected grades: once each, never doubled.
+    assert_eq!(
+        db.count("SELECT count(*) FROM (SELECT person_id FROM cdm.measurement WHERE measurement_source_value = 'GRADE' GROUP BY person_id HAVING count(*) > 1) d"),
+        0,
+        "a dated re-export does not double the grades"
+    );
     // Unknown local codes were loaded with concept 0 and listed for the data manager.
     let unknown: i64 = c
         .query_one(

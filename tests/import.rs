@@ -36,7 +36,9 @@ fn gbsg2_trial_spreadsheet_loads_all_686_patients_once() {
     let dir = tempfile::tempdir().unwrap();
     let k = key(dir.path());
     let mapping = repo_file("mappings/gbsg2/gbsg2.toml");
-    let data = repo_file("tests/data/gbsg2.csv");
+    // The trial's file as dropped in a folder (its identity is where it lies).
+    let data = dir.path().join("gbsg2.csv");
+    std::fs::copy(repo_file("tests/data/gbsg2.csv"), &data).unwrap();
     let (code, v, t) = import(&db, &k, "csv", &mapping, &[&data]);
     assert_eq!(code, Some(0), "{t}");
     assert_eq!(v["files"][0]["rows_loaded"], 686, "{t}");
@@ -88,7 +90,8 @@ fn gbsg2_trial_spreadsheet_loads_all_686_patients_once() {
     assert_eq!(v["files"][0]["status"], "skipped", "{t}");
     assert_eq!(db.count("SELECT count(*) FROM cdm.measurement"), 686 * 4);
 
-    // A re-export with one patient fewer replaces the earlier version's rows.
+    // A re-export with one patient fewer, dropped at the same place, replaces the earlier
+    // version's rows.
     let short = dir.path().join("gbsg2.csv");
     let text_in = std::fs::read_to_string(&data).unwrap();
     let lines: Vec<&str> = text_in.lines().collect();
@@ -183,12 +186,24 @@ MRN3;85.07.30-033.29;HB;03/02/2020;1;\r\n";
     assert_eq!(
         codes,
         vec![
-            (2, "unparseable".into(), Some("measurement_date".into())),
+            (2, "date_invalid".into(), Some("date".into())),
             (3, "ragged_row".into(), None),
             (4, "skipped_duplicate".into(), None),
-            (6, "date_in_future".into(), Some("measurement_date".into())),
+            (6, "date_in_future".into(), Some("date".into())),
             (7, "person".into(), None),
         ]
+    );
+    // Each cell-level reason names the field and the mapping line, never the value.
+    let (field, file, line): (String, String, i32) = c
+        .query_one(
+            "SELECT field, mapping_file, mapping_line FROM registry.reject WHERE row_number = 2",
+            &[],
+        )
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .unwrap();
+    assert_eq!(
+        (field.as_str(), file.as_str(), line),
+        ("measurement.measurement_date", "lab-windows-1252.toml", 21)
     );
     let reasons: String = c
         .query_one("SELECT string_agg(reason, ' | ') FROM registry.reject", &[])

@@ -35,7 +35,7 @@ fn data_quality_checks_catch_each_injected_failure() {
              UNION ALL SELECT -2, person_id, 0, date '2020-01-01', 32817, 'ER_PCT', 150 FROM p
              UNION ALL SELECT -3, person_id, 0, date '2020-01-01', 32817, 'GRADE', 5 FROM p;
              INSERT INTO cdm.person (person_id, gender_concept_id, year_of_birth, race_concept_id, ethnicity_concept_id)
-             VALUES (-10, 8532, 1850, 0, 0), (-11, 8532, 1960, 0, 0);
+             VALUES (-10, 8532, 1849, 0, 0), (-11, 8532, 1960, 0, 0);
              INSERT INTO cdm.measurement (measurement_id, person_id, measurement_concept_id, measurement_date, measurement_type_concept_id, measurement_source_value, value_as_number, value_source_value)
              VALUES (-4, -11, 0, '2020-01-01', 32817, 'ER_PCT', 50, NULL), (-5, -11, 0, '2020-05-01', 32817, 'ypT', NULL, 'T0');
              INSERT INTO cdm.observation (observation_id, person_id, observation_concept_id, observation_date, observation_type_concept_id)

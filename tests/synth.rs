@@ -11,7 +11,8 @@ use registrar_synth::codes::{
     PATHOLOGY_CODES, SSIN_SYSTEM, STUDY_SHEETS,
 };
 use registrar_synth::{
-    generate, niss_is_male, niss_is_valid, SynthOptions, SynthReport, EMPTY_FILE,
+    generate, niss_is_male, niss_is_valid, SynthOptions, SynthReport, ARCHIVE_PATIENTS, EMPTY_FILE,
+    PATHOLOGY_EARLIER, PATHOLOGY_FINAL,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -172,7 +173,9 @@ fn unzip_member(file: &Path, member: &str) -> String {
 /// Known local codes per CSV column that carries one.
 fn known_codes(file: &str) -> Option<(usize, HashSet<&'static str>)> {
     match file {
-        "his/pathology.csv" => Some((3, PATHOLOGY_CODES.iter().copied().collect())),
+        "his/pathology.csv" | "his/pathology_2025-06.csv" => {
+            Some((3, PATHOLOGY_CODES.iter().copied().collect()))
+        }
         "his/measurements.csv" => Some((2, MEASUREMENT_CODES.iter().map(|(c, _)| *c).collect())),
         "his/systemic_therapy.csv" => Some((2, DRUGS.iter().map(|d| d.code).collect())),
         _ => None,
@@ -601,9 +604,29 @@ fn synth_dirt_appears_and_is_counted() {
     for (kind, n) in &per_kind {
         assert_eq!(r.summary["dirt"][kind].as_u64().unwrap(), *n, "{kind}");
     }
+    let us_file = r.summary["patterns"]["us_dates"]["file"]
+        .as_str()
+        .unwrap()
+        .to_string();
     for (file, header) in his_files() {
+        // With dirt, pathology comes as two dated exports; the final one carries the events.
+        let file = if file == "his/pathology.csv" {
+            PATHOLOGY_FINAL.to_string()
+        } else {
+            file
+        };
         let (_, rows) = read_csv(&r, &file);
         let dates = date_columns(header);
+        let be_date = |s: &str| {
+            if file == us_file {
+                // Month first: swap back before reading it the Belgian way.
+                let b = s.as_bytes();
+                if b.len() == 10 && b[2] == b'/' && b[5] == b'/' {
+                    return be_date(&format!("{}/{}{}", &s[3..5], &s[..2], &s[5..]));
+                }
+            }
+            be_date(s)
+        };
         let codes = known_codes(&file);
         let mut dirty = 0;
         for (i, row) in rows.iter().enumerate() {
@@ -675,6 +698,62 @@ fn synth_dirt_appears_and_is_counted() {
         "{latin1} is not the UTF-8 it claims"
     );
     assert_eq!(std::fs::metadata(r.root.join(EMPTY_FILE)).unwrap().len(), 0);
+
+    // The patterns of real exports. Month-first dates, shown by a day above 12.
+    assert_eq!(d.us_dates, 1);
+    assert_eq!(r.summary["patterns"]["us_dates"]["detectable"], true);
+    let (_, us_rows) = read_csv(&r, &us_file);
+    assert!(us_rows
+        .iter()
+        .any(|row| row[1].len() == 10 && row[1][3..5] > *"12"));
+    // A merged hospital's archive: same file name, another folder, births before 1900.
+    let (header, archive) = read_csv(&r, ARCHIVE_PATIENTS);
+    assert_eq!(header[0], "patient_nr");
+    assert_eq!(
+        archive.len() as u64,
+        r.summary["patterns"]["archive_patients"]["born_before_1900"]
+            .as_u64()
+            .unwrap()
+    );
+    assert!(archive.iter().all(|p| {
+        let y: i32 = p[4][6..].parse().unwrap();
+        (1892..1900).contains(&y)
+    }));
+    // Two dated pathology exports of the same records: the earlier lacks the patients
+    // reported late and holds grades corrected since.
+    assert!(!r.root.join("his/pathology.csv").exists());
+    let (_, earlier) = read_csv(&r, PATHOLOGY_EARLIER);
+    let (_, last) = read_csv(&r, PATHOLOGY_FINAL);
+    let key = |row: &Vec<String>| (row[1].clone(), row[3].clone());
+    // Rows with a stray field (dirt) have their fields shifted: left out here.
+    let last_by_key: HashMap<_, _> = last
+        .iter()
+        .filter(|row| row.len() == 6)
+        .map(|row| (key(row), row))
+        .collect();
+    let mut corrected = HashSet::new();
+    for row in earlier.iter().filter(|row| row.len() == 6) {
+        let l = last_by_key
+            .get(&key(row))
+            .expect("every earlier record is in the final");
+        if l[4] != row[4] {
+            assert_eq!(row[3], "GRADE");
+            corrected.insert(key(row));
+        }
+    }
+    let corrected = corrected.len() as u64;
+    let late_patients: HashSet<&str> = last
+        .iter()
+        .map(|r| r[0].as_str())
+        .filter(|p| !earlier.iter().any(|e| e[0] == *p))
+        .collect();
+    let pattern = &r.summary["patterns"]["dated_reexport"];
+    assert_eq!(corrected, pattern["corrected_rows"].as_u64().unwrap());
+    assert!(corrected > 0);
+    assert_eq!(
+        late_patients.len() as u64,
+        pattern["patients_reported_late"].as_u64().unwrap()
+    );
     let mut bad_status = 0;
     for line in std::fs::read_to_string(r.root.join("fhir/Observation.ndjson"))
         .unwrap()

@@ -17,8 +17,10 @@
 //! name = "his-lab"
 //! kind = "csv"                      # csv | xlsx
 //! folder = "/data/drop/his"
-//! pattern = "measurements*.csv"     # * matches any run of characters
+//! pattern = "measurements*.csv"     # * within a folder level, **/ any folders below
 //! mapping = "mappings/hospital/measurements.toml"
+//! # A file is its source plus its path relative to `folder`: sites/a/lab.csv and
+//! # sites/b/lab.csv are two files.
 //!
 //! [[source]]
 //! name = "his-fhir"
@@ -40,6 +42,9 @@
 //! output = "/data/registry/dicom"
 //! profile = "dicom-profile.toml"    # optional
 //! ```
+//!
+//! Each kind takes only its own fields (a `mapping` on a FHIR source is an error), and
+//! source names are letters, digits, `-`, `_` and `.`: they are part of every file's identity.
 
 use anyhow::{bail, Context, Result};
 use registrar_anonymizer::dateshift::{DatePolicy, ShiftWindow};
@@ -103,52 +108,148 @@ impl Default for DatesConfig {
     }
 }
 
-/// Source kinds a nightly run reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SourceKind {
-    Csv,
-    Xlsx,
-    Fhir,
-    #[serde(rename = "fhir-bulk")]
-    FhirBulk,
-    Dicom,
+/// One `[[source]]` of a nightly run: its `kind` says which fields it takes, and a field
+/// another kind takes is an error.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum SourceConfig {
+    /// Delimited text exports through one mapping.
+    Csv(FilesConfig),
+    /// Spreadsheets through one mapping.
+    Xlsx(FilesConfig),
+    /// A FHIR R4 endpoint, pulled incrementally.
+    Fhir(FhirConfig),
+    /// FHIR Bulk Data export folders: the folder, or each of its subfolders.
+    FhirBulk(BulkConfig),
+    /// A DICOM drop folder, pseudonymised into `output`, then indexed.
+    Dicom(DicomConfig),
 }
 
+/// `kind = "csv"` or `"xlsx"`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SourceConfig {
+pub struct FilesConfig {
     pub name: String,
-    pub kind: SourceKind,
-    /// csv, xlsx, fhir-bulk, dicom: the drop folder.
-    #[serde(default)]
+    /// The drop folder; file identities are relative to it.
     pub folder: PathBuf,
+    /// Which files: `*` matches within a folder level, `**/` any folders below.
     #[serde(default = "any")]
     pub pattern: String,
-    /// csv, xlsx: the mapping file.
-    #[serde(default)]
     pub mapping: PathBuf,
-    /// fhir, fhir-bulk: the FHIR mappings, one per resource type.
-    #[serde(default)]
+}
+
+/// `kind = "fhir"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FhirConfig {
+    pub name: String,
+    /// The endpoint's base URL.
+    pub endpoint: String,
+    /// FHIR mappings, one per resource type.
     pub mappings: Vec<PathBuf>,
-    /// fhir: the endpoint's base URL.
-    pub endpoint: Option<String>,
-    /// fhir: the bearer token, in a file (mode 0600) or an environment variable.
+    /// The bearer token, in a file (mode 0600) or an environment variable.
     pub token_file: Option<PathBuf>,
     pub token_env: Option<String>,
-    /// fhir: resources per page.
+    /// Resources per page.
     pub count: Option<u32>,
-    /// dicom: where the pseudonymised tree goes (then indexed).
-    pub output: Option<PathBuf>,
-    /// dicom: a profile file (default: the Basic Profile with the registry's options).
+}
+
+/// `kind = "fhir-bulk"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkConfig {
+    pub name: String,
+    pub folder: PathBuf,
+    pub mappings: Vec<PathBuf>,
+}
+
+/// `kind = "dicom"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DicomConfig {
+    pub name: String,
+    pub folder: PathBuf,
+    /// Where the pseudonymised tree goes (then indexed).
+    pub output: PathBuf,
+    /// A profile file (default: the Basic Profile with the registry's options).
     pub profile: Option<PathBuf>,
-    /// dicom: accept files with burned-in annotation instead of quarantining them.
+    /// Accept files with burned-in annotation instead of quarantining them.
     #[serde(default)]
     pub accept_burned_in: bool,
 }
 
 fn any() -> String {
     "*".into()
+}
+
+impl SourceConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            SourceConfig::Csv(f) | SourceConfig::Xlsx(f) => &f.name,
+            SourceConfig::Fhir(f) => &f.name,
+            SourceConfig::FhirBulk(b) => &b.name,
+            SourceConfig::Dicom(d) => &d.name,
+        }
+    }
+
+    /// The folder the source reads, if it has one.
+    pub fn folder(&self) -> Option<&Path> {
+        match self {
+            SourceConfig::Csv(f) | SourceConfig::Xlsx(f) => Some(&f.folder),
+            SourceConfig::Fhir(_) => None,
+            SourceConfig::FhirBulk(b) => Some(&b.folder),
+            SourceConfig::Dicom(d) => Some(&d.folder),
+        }
+    }
+
+    /// The source as a run imports it (tokens are read here).
+    pub fn to_source(&self, cfg: &Config) -> Result<crate::pipeline::Source> {
+        use crate::pipeline::{
+            BulkSource, DicomSource, EndpointSource, FileSource, Inputs, Source, SourceKind,
+        };
+        let kind = match self {
+            SourceConfig::Csv(f) | SourceConfig::Xlsx(f) => SourceKind::Files(FileSource {
+                format: if matches!(self, SourceConfig::Csv(_)) {
+                    crate::mapping::Format::Csv
+                } else {
+                    crate::mapping::Format::Xlsx
+                },
+                mapping: f.mapping.clone(),
+                root: f.folder.clone(),
+                inputs: Inputs::Pattern(f.pattern.clone()),
+            }),
+            SourceConfig::Fhir(f) => {
+                let token =
+                    crate::fhirimport::read_token(f.token_file.as_deref(), f.token_env.as_deref())?;
+                SourceKind::FhirEndpoint(EndpointSource {
+                    endpoint: f.endpoint.clone(),
+                    mappings: f.mappings.clone(),
+                    options: registrar_fhir::client::ClientOptions {
+                        count: f.count.unwrap_or(200).clamp(1, 10_000),
+                        bearer_token: token,
+                        ..Default::default()
+                    },
+                    full: false,
+                })
+            }
+            SourceConfig::FhirBulk(b) => SourceKind::FhirBulk(BulkSource {
+                folder: b.folder.clone(),
+                mappings: b.mappings.clone(),
+                exports_in_subfolders: true,
+            }),
+            SourceConfig::Dicom(d) => SourceKind::Dicom(DicomSource {
+                input: d.folder.clone(),
+                output: d.output.clone(),
+                profile: d.profile.clone(),
+                accept_burned_in: d.accept_burned_in,
+                key_opts: cfg.key_opts(),
+            }),
+        };
+        Ok(Source {
+            name: self.name().to_string(),
+            kind,
+        })
+    }
 }
 
 impl Config {
@@ -177,53 +278,67 @@ impl Config {
             abs(d);
         }
         for s in &mut c.sources {
-            let needs = |what: &str, missing: bool| -> Result<()> {
-                if missing {
-                    bail!(
-                        "{}: source {} (kind {:?}) needs `{what}`",
-                        path.display(),
-                        s.name,
-                        s.kind
-                    );
-                }
-                Ok(())
-            };
-            match s.kind {
-                SourceKind::Csv | SourceKind::Xlsx => {
-                    needs("folder", s.folder.as_os_str().is_empty())?;
-                    needs("mapping", s.mapping.as_os_str().is_empty())?;
-                }
-                SourceKind::Fhir => {
-                    needs("endpoint", s.endpoint.is_none())?;
-                    needs("mappings", s.mappings.is_empty())?;
-                }
-                SourceKind::FhirBulk => {
-                    needs("folder", s.folder.as_os_str().is_empty())?;
-                    needs("mappings", s.mappings.is_empty())?;
-                }
-                SourceKind::Dicom => {
-                    needs("folder", s.folder.as_os_str().is_empty())?;
-                    needs("output", s.output.is_none())?;
-                }
+            let name_ok = !s.name().is_empty()
+                && s.name()
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch));
+            if !name_ok {
+                bail!(
+                    "{}: a source name is letters, digits, `-`, `_` and `.` (it is stored in the ledger)",
+                    path.display()
+                );
             }
-            if !s.folder.as_os_str().is_empty() {
-                abs(&mut s.folder);
-            }
-            if !s.mapping.as_os_str().is_empty() {
-                abs(&mut s.mapping);
-            }
-            s.mappings.iter_mut().for_each(abs);
-            for p in [&mut s.token_file, &mut s.output, &mut s.profile]
-                .into_iter()
-                .flatten()
-            {
-                abs(p);
+            match s {
+                SourceConfig::Csv(f) | SourceConfig::Xlsx(f) => {
+                    abs(&mut f.folder);
+                    abs(&mut f.mapping);
+                    if f.pattern.is_empty()
+                        || f.pattern.starts_with('/')
+                        || f.pattern.contains("..")
+                    {
+                        bail!(
+                            "{}: source {}: `pattern` is relative to the folder, without `..`",
+                            path.display(),
+                            f.name
+                        );
+                    }
+                }
+                SourceConfig::Fhir(f) => {
+                    f.mappings.iter_mut().for_each(abs);
+                    if let Some(t) = f.token_file.as_mut() {
+                        abs(t);
+                    }
+                    if f.mappings.is_empty() {
+                        bail!("{}: source {} needs `mappings`", path.display(), f.name);
+                    }
+                    if f.token_file.is_some() && f.token_env.is_some() {
+                        bail!(
+                            "{}: source {}: give token_file or token_env, not both",
+                            path.display(),
+                            f.name
+                        );
+                    }
+                }
+                SourceConfig::FhirBulk(b) => {
+                    abs(&mut b.folder);
+                    b.mappings.iter_mut().for_each(abs);
+                    if b.mappings.is_empty() {
+                        bail!("{}: source {} needs `mappings`", path.display(), b.name);
+                    }
+                }
+                SourceConfig::Dicom(d) => {
+                    abs(&mut d.folder);
+                    abs(&mut d.output);
+                    if let Some(p) = d.profile.as_mut() {
+                        abs(p);
+                    }
+                }
             }
         }
         let mut names = std::collections::HashSet::new();
         for s in &c.sources {
-            if !names.insert(s.name.as_str()) {
-                bail!("{}: two sources are named `{}`", path.display(), s.name);
+            if !names.insert(s.name()) {
+                bail!("{}: two sources are named `{}`", path.display(), s.name());
             }
         }
         Ok(c)
@@ -267,45 +382,6 @@ impl Config {
     }
 }
 
-/// Whether a file name matches a pattern where `*` matches any run of characters.
-pub fn matches(pattern: &str, name: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == name;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !name.starts_with(first) || !name.ends_with(last) || name.len() < first.len() + last.len() {
-        return false;
-    }
-    let mut rest = &name[first.len()..name.len() - last.len()];
-    for mid in &parts[1..parts.len() - 1] {
-        match rest.find(mid) {
-            Some(i) => rest = &rest[i + mid.len()..],
-            None => return false,
-        }
-    }
-    true
-}
-
-/// The files of a source, sorted by name.
-pub fn source_files(s: &SourceConfig) -> Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for e in std::fs::read_dir(&s.folder).with_context(|| {
-        format!(
-            "source {}: cannot read folder {}",
-            s.name,
-            s.folder.display()
-        )
-    })? {
-        let e = e?;
-        if e.file_type()?.is_file() && matches(&s.pattern, &e.file_name().to_string_lossy()) {
-            files.push(e.path());
-        }
-    }
-    files.sort();
-    Ok(files)
-}
-
 /// Check a configuration file thoroughly; returns every problem found.
 pub fn check(path: &Path, cli_url: Option<&str>, cli_data_dir: Option<&Path>) -> Vec<String> {
     let cfg = match Config::load(path) {
@@ -336,90 +412,67 @@ pub fn check(path: &Path, cli_url: Option<&str>, cli_data_dir: Option<&Path>) ->
             None
         }
     };
+    match client.as_mut().map(|c| crate::import::read_limits(c, chrono::Local::now().date_naive())) {
+        Some(Ok(l)) => println!(
+            "plausibility limits (registrar limits): births from {}, events from {}, ages up to {} years, no dates after today",
+            l.min_birth_year, l.min_event_year, l.max_age_years
+        ),
+        Some(Err(e)) => problems.push(format!("database: {e:#}")),
+        None => {}
+    }
     for s in &cfg.sources {
-        if s.kind != SourceKind::Fhir && !s.folder.is_dir() {
-            problems.push(format!(
-                "source {}: folder {} does not exist",
-                s.name,
-                s.folder.display()
-            ));
+        let name = s.name();
+        if let Some(folder) = s.folder() {
+            if !folder.is_dir() {
+                problems.push(format!("source {name}: its folder does not exist"));
+            }
         }
-        match s.kind {
-            SourceKind::Csv | SourceKind::Xlsx => {}
-            SourceKind::Fhir | SourceKind::FhirBulk => {
-                if let Some(e) = &s.endpoint {
-                    if let Err(err) = url::Url::parse(e) {
-                        problems.push(format!("source {}: endpoint `{e}`: {err}", s.name));
-                    }
+        let (mappings, want): (Vec<&Path>, crate::mapping::Format) = match s {
+            SourceConfig::Csv(f) => (vec![&f.mapping], crate::mapping::Format::Csv),
+            SourceConfig::Xlsx(f) => (vec![&f.mapping], crate::mapping::Format::Xlsx),
+            SourceConfig::Fhir(f) => {
+                if let Err(err) = url::Url::parse(&f.endpoint) {
+                    problems.push(format!("source {name}: endpoint: {err}"));
                 }
-                for m in &s.mappings {
-                    match crate::mapping::Mapping::load(m) {
-                        Err(e) => problems.push(format!("source {}: {e:#}", s.name)),
-                        Ok(m) if m.spec.source.format != crate::mapping::Format::Fhir => problems
-                            .push(format!(
-                                "source {}: {} is not a FHIR mapping",
-                                s.name,
-                                m.path.display()
-                            )),
-                        Ok(m) => {
-                            if let Some(c) = client.as_mut() {
-                                if let Err(errs) = crate::mapping::check::compile(m, c) {
-                                    problems.extend(
-                                        errs.into_iter().map(|e| format!("source {}: {e}", s.name)),
-                                    );
-                                }
-                            }
+                if let Err(e) =
+                    crate::fhirimport::read_token(f.token_file.as_deref(), f.token_env.as_deref())
+                {
+                    problems.push(format!("source {name}: {e:#}"));
+                }
+                (
+                    f.mappings.iter().map(PathBuf::as_path).collect(),
+                    crate::mapping::Format::Fhir,
+                )
+            }
+            SourceConfig::FhirBulk(b) => (
+                b.mappings.iter().map(PathBuf::as_path).collect(),
+                crate::mapping::Format::Fhir,
+            ),
+            SourceConfig::Dicom(d) => {
+                if let Err(e) = crate::dicomrun::load_profile(d.profile.as_deref(), false) {
+                    problems.push(format!("source {name}: {e:#}"));
+                }
+                continue;
+            }
+        };
+        for m in mappings {
+            match crate::mapping::Mapping::load(m) {
+                Err(e) => problems.push(format!("source {name}: {e:#}")),
+                Ok(m) if m.spec.source.format != want => problems.push(format!(
+                    "source {name}: {} reads {:?}, but the source is {want:?}",
+                    m.path.display(),
+                    m.spec.source.format
+                )),
+                Ok(m) => {
+                    if let Some(c) = client.as_mut() {
+                        if let Err(errs) = crate::mapping::check::compile(m, c) {
+                            problems
+                                .extend(errs.into_iter().map(|e| format!("source {name}: {e}")));
                         }
-                    }
-                }
-                continue;
-            }
-            SourceKind::Dicom => {
-                if let Err(e) = crate::dicomrun::load_profile(s.profile.as_deref(), false) {
-                    problems.push(format!("source {}: {e:#}", s.name));
-                }
-                continue;
-            }
-        }
-        match crate::mapping::Mapping::load(&s.mapping) {
-            Err(e) => problems.push(format!("source {}: {e:#}", s.name)),
-            Ok(m) => {
-                let fmt_ok = matches!(
-                    (s.kind, m.spec.source.format),
-                    (SourceKind::Csv, crate::mapping::Format::Csv)
-                        | (SourceKind::Xlsx, crate::mapping::Format::Xlsx)
-                );
-                if !fmt_ok {
-                    problems.push(format!(
-                        "source {}: kind {:?} but the mapping reads another format",
-                        s.name, s.kind
-                    ));
-                }
-                if let Some(c) = client.as_mut() {
-                    if let Err(errs) = crate::mapping::check::compile(m, c) {
-                        problems
-                            .extend(errs.into_iter().map(|e| format!("source {}: {e}", s.name)));
                     }
                 }
             }
         }
     }
     problems
-}
-
-#[cfg(test)]
-mod tests {
-    use super::matches;
-
-    #[test]
-    fn patterns() {
-        assert!(matches("*", "x.csv"));
-        assert!(matches("*.csv", "lab.csv"));
-        assert!(!matches("*.csv", "lab.csv.bak"));
-        assert!(matches("measurements*.csv", "measurements_2026-11-26.csv"));
-        assert!(matches("a*b*c", "a-x-b-y-c"));
-        assert!(!matches("a*b*c", "a-x-c"));
-        assert!(matches("exact.csv", "exact.csv"));
-        assert!(!matches("exact.csv", "other.csv"));
-    }
 }

@@ -135,6 +135,16 @@ pub const HIS_TABLES: &[&str] = &[
     "measurements",
 ];
 
+/// Which files of the HIS export folder a table's source reads: its file, the archive's file
+/// of the same name in a subfolder (patients), or its dated re-exports (pathology).
+pub fn his_pattern(table: &str) -> String {
+    match table {
+        "patients" => "**/patients.csv".into(),
+        "pathology" => "pathology*.csv".into(),
+        t => format!("{t}.csv"),
+    }
+}
+
 /// The study workbook sheets and their mappings (`mappings/hospital/<name>.toml`).
 pub const STUDY_SHEETS: &[&str] = &["study_neoadj-2019", "study_rt-boost"];
 
@@ -144,7 +154,8 @@ pub fn hospital_sources_toml(his: &str, study: &str, mappings: &str) -> String {
     let mut t = String::new();
     for table in HIS_TABLES {
         t.push_str(&format!(
-            "[[source]]\nname = \"his-{table}\"\nkind = \"csv\"\nfolder = \"{his}\"\npattern = \"{table}.csv\"\nmapping = \"{mappings}/{table}.toml\"\n\n"
+            "[[source]]\nname = \"his-{table}\"\nkind = \"csv\"\nfolder = \"{his}\"\npattern = \"{}\"\nmapping = \"{mappings}/{table}.toml\"\n\n",
+            his_pattern(table)
         ));
     }
     for sheet in STUDY_SHEETS {
@@ -244,10 +255,7 @@ pub fn run(opts: &DbOptions, json: bool) -> Result<ExitCode> {
     let dir = demo_dir(opts);
     let cfg_path = prepare(&dir)?;
     let cfg = Config::load(&cfg_path)?;
-    let report = match crate::nightly::run(&cfg, opts) {
-        Ok(r) => r,
-        Err(crate::nightly::Fatal(e)) => return Err(e),
-    };
+    let report = crate::nightly::run(&cfg, opts)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -255,10 +263,10 @@ pub fn run(opts: &DbOptions, json: bool) -> Result<ExitCode> {
             println!(
                 "{:<22} {:<8} {} rows loaded, {} rejected, {} skipped{}",
                 s.name,
-                s.status,
-                s.rows_loaded,
-                s.rows_rejected,
-                s.rows_skipped,
+                s.status.as_str(),
+                s.counts.rows_loaded,
+                s.counts.rows_rejected,
+                s.counts.rows_skipped,
                 if s.files_skipped > 0 {
                     " (unchanged since the last run)"
                 } else {

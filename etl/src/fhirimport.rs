@@ -1,6 +1,6 @@
 //! FHIR imports: endpoint pulls (paged, incremental, authenticated) and Bulk Data folders,
 //! through FHIR mapping files (`format = "fhir"`) and the one load path every source shares
-//! ([`crate::import::load_unit`]).
+//! ([`crate::import::load_unit`], with an [`ImportContext`]).
 //!
 //! A resource becomes one source row: its `[fhir.columns]` paths, plus the identifiers of the
 //! Patient it is about (read from the Patient resource, in memory only), which the mapping's
@@ -14,7 +14,8 @@
 //! (less two seconds), so nothing updated during a pull is missed and a pull that dies is
 //! simply repeated. Deletions come from the type's `_history` since the watermark.
 
-use crate::import::{load_unit, skip_if_unchanged, FileOutcome, ImportOptions, Replace, Unit};
+use crate::import::{load_unit, ImportContext, Unit, UnitOutcome};
+use crate::ledger::{FileIdentity, Ledger, Replace, UnitCounts, UnitKind};
 use crate::mapping::check::Compiled;
 use crate::mapping::Format;
 use crate::sources::{FileError, RowResult, RowSource, SourceRow};
@@ -176,6 +177,7 @@ impl FhirColumns {
             line: number,
             fields,
             cell_errors: Vec::new(),
+            typed_dates: Vec::new(),
             key: Some(self.row_key(server, &r.resource_type, &r.id)),
         })
     }
@@ -324,7 +326,7 @@ pub struct FhirOutcome {
     pub mapping: String,
     pub resource_type: String,
     /// Search pages or ndjson files.
-    pub units: Vec<FileOutcome>,
+    pub units: Vec<UnitOutcome>,
     pub resources: i64,
     pub deleted: i64,
     pub watermark_before: Option<String>,
@@ -334,13 +336,10 @@ pub struct FhirOutcome {
 }
 
 impl FhirOutcome {
-    pub fn totals(&self) -> crate::runs::Counts {
-        let mut c = crate::runs::Counts::default();
+    pub fn totals(&self) -> UnitCounts {
+        let mut c = UnitCounts::default();
         for u in &self.units {
-            c.rows_in += u.rows_in;
-            c.rows_loaded += u.rows_loaded;
-            c.rows_rejected += u.rows_rejected;
-            c.rows_skipped += u.rows_skipped;
+            c.add(&u.counts);
         }
         c
     }
@@ -369,66 +368,63 @@ fn next_watermark(server_date: Option<&str>, newest_seen: Option<&str>) -> Optio
 /// endpoint pull.
 #[allow(clippy::too_many_arguments)]
 fn load_rows(
-    client: &mut postgres::Client,
-    seq: &mut postgres::Client,
+    ctx: &mut ImportContext<'_>,
     c: &Compiled,
-    keys: &crate::privacy::keys::Keys,
-    run_id: i64,
+    source: &str,
     locator: &str,
-    sha: &str,
+    sha: String,
     size: u64,
-    label: &str,
+    label: String,
     header: Vec<String>,
     rows: Vec<RowResult>,
-    opts: &ImportOptions,
-    bar: &indicatif::ProgressBar,
-) -> Result<FileOutcome> {
+) -> Result<UnitOutcome> {
     let unit = Unit {
-        kind: "fhir",
-        locator_hash: locator,
-        sha256: sha,
-        size,
+        ident: FileIdentity {
+            kind: UnitKind::Fhir,
+            source: source.to_string(),
+            mapping: Some(c.name().to_string()),
+            locator_hash: locator.to_string(),
+            legacy_locator: None,
+            content_sha256: sha,
+            size,
+            mapping_sha256: Some(c.fingerprint.clone()),
+            series: None,
+        },
         label,
-        replace: Replace::ByRowKey,
+        replace: Replace::Records,
+        version: None,
     };
-    let source = VecSource {
+    let rows = VecSource {
         header,
         rows: rows.into_iter(),
     };
-    let out = FileOutcome {
-        file: label.to_string(),
-        ..Default::default()
-    };
-    load_unit(
-        client,
-        seq,
-        c,
-        keys,
-        run_id,
-        &unit,
-        Box::new(source),
-        opts,
-        bar,
-        out,
-    )
+    load_unit(ctx, c, &unit, Box::new(rows))
+}
+
+/// How a pull runs.
+pub struct Pull<'a> {
+    pub fhir: &'a Client,
+    /// The source name (the nightly source's, or the mapping's).
+    pub source: &'a str,
+    /// Ignore the watermark.
+    pub full: bool,
+    /// The server's clock when the run's first type started: every type of the run gets the
+    /// watermark of the run's start (earlier is safe: at worst a resource is read again).
+    pub run_start: std::cell::RefCell<Option<String>>,
 }
 
 /// Pull one mapping's resource type from an endpoint.
-#[allow(clippy::too_many_arguments)]
 pub fn pull_endpoint(
-    client: &mut postgres::Client,
-    seq: &mut postgres::Client,
+    ctx: &mut ImportContext<'_>,
     c: &Compiled,
-    keys: &crate::privacy::keys::Keys,
-    run_id: i64,
-    fhir: &Client,
+    pull: &Pull<'_>,
     patients: &mut PatientCache,
-    full: bool,
-    opts: &ImportOptions,
-    bar: &indicatif::ProgressBar,
 ) -> Result<FhirOutcome> {
+    let fhir = pull.fhir;
+    let full = pull.full;
     let cols = FhirColumns::new(c)?;
     let server = fhir.base().as_str().to_string();
+    let keys = ctx.keys;
     let k: &Pseudonymiser = &keys.current;
     let endpoint_hash = k.locator_hash(&format!("fhir:{server}"));
     let locator = k.locator_hash(&format!(
@@ -440,13 +436,13 @@ pub fn pull_endpoint(
         resource_type: cols.resource_type.clone(),
         ..Default::default()
     };
-    let stored: Option<String> = client
-        .query_opt(
-            "SELECT last_updated FROM registry.fhir_watermark
-              WHERE endpoint_hash = $1 AND resource_type = $2 AND mapping_name = $3",
-            &[&endpoint_hash, &cols.resource_type, &cols.mapping_name],
-        )?
-        .map(|r| r.get(0));
+    let ledger = Ledger::new(ctx.run_id());
+    let stored = ledger.watermark(
+        ctx.client,
+        &endpoint_hash,
+        &cols.resource_type,
+        &cols.mapping_name,
+    )?;
     out.watermark_before = stored.clone();
     let since = if full { None } else { stored.clone() };
     let retries_before = fhir.retries.load(std::sync::atomic::Ordering::Relaxed);
@@ -460,7 +456,7 @@ pub fn pull_endpoint(
     // Pages commit without waiting for their WAL flush: the watermark's commit below waits,
     // and WAL is flushed in order, so if it survives a crash, so did every page before it;
     // if it does not, the pull is repeated (rows replace themselves). Reset after the pages.
-    client.batch_execute("SET synchronous_commit = off")?;
+    ctx.client.batch_execute("SET synchronous_commit = off")?;
     // A second thread fetches the next pages while this one loads: the pull runs at the pace
     // of the slower of the two, not of their sum.
     let server_date = std::thread::scope(|scope| -> Result<Option<String>> {
@@ -530,28 +526,31 @@ pub fn pull_endpoint(
             }
             let parts: Vec<&[u8]> = digest_parts.iter().map(|s| s.as_bytes()).collect();
             let sha = sha_hex(&parts);
-            let label = format!("{} page {page_no}", page.url);
+            let label = format!("{} page {page_no}", cols.resource_type);
             let o = load_rows(
-                client,
-                seq,
+                ctx,
                 c,
-                keys,
-                run_id,
+                pull.source,
                 &locator,
-                &sha,
+                sha,
                 page.bytes,
-                &label,
+                label,
                 cols.header.clone(),
                 rows,
-                opts,
-                bar,
             )?;
             out.units.push(o);
         }
         Ok(fetcher.join().expect("the FHIR fetcher panicked"))
     });
-    client.batch_execute("RESET synchronous_commit")?;
+    ctx.client.batch_execute("RESET synchronous_commit")?;
     let server_date = server_date?;
+    let server_date = {
+        let mut first = pull.run_start.borrow_mut();
+        if first.is_none() {
+            *first = server_date;
+        }
+        first.clone()
+    };
     // Deletions since the last pull.
     if let Some(since) = &since {
         let ids = fhir.deleted_since(&cols.resource_type, since)?;
@@ -567,21 +566,17 @@ pub fn pull_endpoint(
                 .collect();
             let refs: Vec<&[u8]> = ids.iter().map(|s| s.as_bytes()).collect();
             let sha = sha_hex(&refs);
-            let label = format!("{server}{}/_history (deletions)", cols.resource_type);
+            let label = format!("{} deletions", cols.resource_type);
             let o = load_rows(
-                client,
-                seq,
+                ctx,
                 c,
-                keys,
-                run_id,
+                pull.source,
                 &locator,
-                &sha,
+                sha,
                 0,
-                &label,
+                label,
                 cols.header.clone(),
                 rows,
-                opts,
-                bar,
             )?;
             out.units.push(o);
         }
@@ -589,12 +584,12 @@ pub fn pull_endpoint(
     // Every page committed: advance the watermark.
     let after = next_watermark(server_date.as_deref(), newest.as_deref()).or(stored);
     if let Some(w) = &after {
-        client.execute(
-            "INSERT INTO registry.fhir_watermark (endpoint_hash, resource_type, mapping_name, last_updated, run_id)
-             VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (endpoint_hash, resource_type, mapping_name)
-             DO UPDATE SET last_updated = EXCLUDED.last_updated, run_id = EXCLUDED.run_id, updated_at = now()",
-            &[&endpoint_hash, &cols.resource_type, &cols.mapping_name, w, &run_id],
+        ledger.set_watermark(
+            ctx.client,
+            &endpoint_hash,
+            &cols.resource_type,
+            &cols.mapping_name,
+            w,
         )?;
     }
     out.watermark_after = after;
@@ -653,30 +648,30 @@ fn export_server(dir: &Path) -> String {
 }
 
 /// Import a Bulk Data export folder through FHIR mappings (one outcome per mapping). Files
-/// already loaded unchanged are skipped.
-#[allow(clippy::too_many_arguments)]
+/// already loaded unchanged are skipped. `source` is the source name.
 pub fn import_bulk(
-    client: &mut postgres::Client,
-    seq: &mut postgres::Client,
+    ctx: &mut ImportContext<'_>,
     mappings: &[Compiled],
-    keys: &crate::privacy::keys::Keys,
-    run_id: i64,
+    source: &str,
     dir: &Path,
-    opts: &ImportOptions,
-    bar: &indicatif::ProgressBar,
 ) -> Result<Vec<FhirOutcome>> {
     if !dir.is_dir() {
-        bail!("{}: not a folder", dir.display());
+        bail!("the export folder of source {source} is not a folder");
     }
+    let keys = ctx.keys;
     let server = export_server(dir);
     // The Patients first: their identifiers, in memory, for every reference.
     let mut patients = ExportPatients::default();
     for f in export_files(dir, "Patient")? {
-        let mut r =
-            NdjsonReader::open(&f).with_context(|| format!("cannot read {}", f.display()))?;
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let mut r = NdjsonReader::open(&f)
+            .with_context(|| format!("cannot read the export file {name}"))?;
         while let Some((_, bytes)) = r
             .next_line()
-            .with_context(|| format!("reading {}", f.display()))?
+            .with_context(|| format!("reading the export file {name}"))?
         {
             if let Ok(p) = parse_resource(bytes, Some("Patient")) {
                 patients.0.insert(p.id, patient_identifiers(&p.json));
@@ -697,52 +692,42 @@ pub fn import_bulk(
                 .map(|n| n.to_string_lossy().to_string())
                 .unwrap_or_default();
             let sn = crate::sources::csv::sniff(&f)
-                .with_context(|| format!("cannot read {}", f.display()))?;
+                .with_context(|| format!("cannot read the export file {fname}"))?;
             let locator = keys
                 .current
                 .locator_hash(&format!("fhir-bulk:{server}|{}/{fname}", cols.mapping_name));
-            let label = f.display().to_string();
             let unit = Unit {
-                kind: "fhir-bulk",
-                locator_hash: &locator,
-                sha256: &sn.sha256,
-                size: sn.size,
-                label: &label,
-                replace: Replace::ByRowKey,
+                ident: FileIdentity {
+                    kind: UnitKind::FhirBulk,
+                    source: source.to_string(),
+                    mapping: Some(c.name().to_string()),
+                    locator_hash: locator,
+                    legacy_locator: None,
+                    content_sha256: sn.sha256.clone(),
+                    size: sn.size,
+                    mapping_sha256: Some(c.fingerprint.clone()),
+                    series: None,
+                },
+                label: fname.clone(),
+                replace: Replace::Records,
+                version: None,
             };
-            let mut fo = FileOutcome {
-                file: label.clone(),
-                ..Default::default()
-            };
-            if let Some(reason) = skip_if_unchanged(client, &unit, &cols.mapping_name, run_id)? {
-                fo.status = "skipped".into();
-                fo.reason = Some(reason);
-                out.units.push(fo);
+            if let Some(skipped) = ctx.skip_if_known(&unit)? {
+                out.units.push(skipped);
                 continue;
             }
             out.bytes += sn.size;
-            let reader =
-                NdjsonReader::open(&f).with_context(|| format!("cannot read {}", f.display()))?;
-            let source = NdjsonSource {
+            let reader = NdjsonReader::open(&f)
+                .with_context(|| format!("cannot read the export file {fname}"))?;
+            let rows = NdjsonSource {
                 cols: &cols,
                 reader,
                 patients: &mut patients,
                 server: &server,
                 number: 0,
             };
-            let o = load_unit(
-                client,
-                seq,
-                c,
-                keys,
-                run_id,
-                &unit,
-                Box::new(source),
-                opts,
-                bar,
-                fo,
-            )?;
-            out.resources += o.rows_in;
+            let o = load_unit(ctx, c, &unit, Box::new(rows))?;
+            out.resources += o.counts.rows_in;
             out.units.push(o);
         }
         outcomes.push(out);

@@ -3,24 +3,35 @@
 //! series) and, for RT Structure Sets, `cdm.image_feature` (one per ROI, the ROI's facts as
 //! JSON in `alg_system`, read by the view `research.rt_structure_set`).
 //!
-//! The tree is one source file in `registry.source_file` (kind `dicom-index`, keyed locator
-//! hash of the directory, content hash over its files' paths, sizes and times): an unchanged tree is
-//! skipped, a changed one replaces, through `registry.lineage`, every row its earlier index
-//! wrote. Everything happens in one transaction. The person is the one whose MRN pseudonym is
-//! the file's Patient ID (`registry.person_map`); a series of an unknown person is rejected
-//! with a reason.
+//! The tree goes through the import path's ledger like any other unit (kind `dicom-index`;
+//! its identity is the source name, its content hash is over its files' relative paths,
+//! sizes and times): an unchanged tree is skipped before a file is read, a changed one
+//! replaces, through lineage, every row its earlier index wrote; rows are written with the
+//! load path's binary COPY, and one audit entry records the index. Files are read with the
+//! pseudonymiser's own DICOM reader (only the head of an image: its pixel data is never
+//! read). The person is the one whose MRN pseudonym is the file's Patient ID
+//! (`registry.person_map`); a series of an unknown person, and a file that cannot be read,
+//! is rejected with a reason. Everything happens in one transaction.
 
-use crate::privacy::keys::Keys;
+use crate::import::{ImportContext, Unit, UnitOutcome};
+use crate::ledger::{
+    FileIdentity, FileStatus, Ledger, RejectOutcome, RejectRow, Replace, UnitCounts, UnitKind,
+};
+use crate::load::batch::{self, Batch, IdPool, Pending};
+use crate::load::copy::{TableLayout, Value};
+use crate::privacy::audit;
 use anyhow::{Context, Result};
 use chrono::NaiveDate;
+use registrar_anonymizer::dicom::dicom_core::value::{PrimitiveValue, Value as DicomValue};
 use registrar_anonymizer::dicom::dicom_core::Tag;
-use registrar_anonymizer::dicom::dicom_object::{InMemDicomObject, OpenFileOptions};
+use registrar_anonymizer::dicom::dicom_object::InMemDicomObject;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-/// The source kind of an indexed tree in `registry.source_file`.
-pub const SOURCE_KIND: &str = "dicom-index";
+/// What the index writes, versioned: an index written by another version of this code is
+/// written again.
+const INDEX_VERSION: &str = "registrar-dicom-index-2";
 /// OMOP type concept of the rows written here ("EHR").
 pub const TYPE_CONCEPT_EHR: i32 = 32817;
 /// First characters of the `alg_system` JSON of an ROI feature (the view filters on them).
@@ -49,15 +60,14 @@ mod tag {
     pub const REFERENCED_ROI_NUMBER: Tag = Tag(0x3006, 0x0084);
     pub const RT_ROI_INTERPRETED_TYPE: Tag = Tag(0x3006, 0x00A4);
     pub const ROI_INTERPRETER: Tag = Tag(0x3006, 0x00A6);
-    pub const PIXEL_DATA: Tag = Tag(0x7FE0, 0x0010);
 }
 
 /// What an index run did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct IndexOutcome {
-    /// `loaded`, `skipped` (unchanged tree).
-    pub status: String,
-    pub reason: Option<String>,
+    /// The tree as a unit of the import path (status, reason, counts: one row per series or
+    /// unreadable file).
+    pub unit: UnitOutcome,
     pub files: i64,
     /// Files that could not be read as DICOM (listed by relative path).
     pub unreadable: Vec<String>,
@@ -108,10 +118,34 @@ struct Series {
     problem: Option<String>,
 }
 
+/// A text value as the reader keeps it (the file's bytes, Latin-1; DS and IS as text).
 fn text(o: &InMemDicomObject, t: Tag) -> Option<String> {
-    let s = o.element(t).ok()?.to_str().ok()?;
+    let s: String = match o.element(t).ok()?.value() {
+        DicomValue::Primitive(PrimitiveValue::U8(b)) => b.iter().map(|&c| c as char).collect(),
+        DicomValue::Primitive(p) => p.to_str().to_string(),
+        _ => return None,
+    };
     let s = s.trim_matches(|c: char| c == '\0' || c.is_whitespace());
     (!s.is_empty()).then(|| s.to_string())
+}
+
+/// Read a file with the pseudonymiser's reader: for a large image only its head (the pixel
+/// data that ends the file is never read), else the whole file.
+fn read_dicom(path: &Path) -> Option<InMemDicomObject> {
+    use registrar_anonymizer::dicom::parse;
+    use std::io::Read;
+    const HEAD: usize = 64 << 10;
+    let mut f = std::fs::File::open(path).ok()?;
+    let total = f.metadata().ok()?.len();
+    let mut head = Vec::with_capacity(HEAD.min(total as usize));
+    (&mut f).take(HEAD as u64).read_to_end(&mut head).ok()?;
+    if (head.len() as u64) < total {
+        if let Some(p) = parse::parse_head(&head, total) {
+            return Some(p.dataset);
+        }
+        f.read_to_end(&mut head).ok()?;
+    }
+    parse::parse(&head).ok().map(|p| p.dataset)
 }
 
 fn items(o: &InMemDicomObject, t: Tag) -> &[InMemDicomObject] {
@@ -421,70 +455,57 @@ fn dcm_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn next_id(tx: &mut impl postgres::GenericClient, table: &str) -> Result<i32> {
-    Ok(tx
-        .query_one(
-            &format!("SELECT nextval('registry.seq_{table}_id')::int4"),
-            &[],
-        )?
-        .get(0))
-}
-
-/// Index the pseudonymised DICOM tree `dir` (see the module documentation).
-pub fn index_tree(
-    client: &mut postgres::Client,
-    keys: &Keys,
-    run_id: i64,
-    dir: &Path,
-) -> Result<IndexOutcome> {
+/// Index the pseudonymised DICOM tree `dir` as a unit of source `source` (see the module
+/// documentation).
+pub fn index_tree(ctx: &mut ImportContext<'_>, source: &str, dir: &Path) -> Result<IndexOutcome> {
     let mut out = IndexOutcome::default();
     let canonical = dir
         .canonicalize()
-        .with_context(|| format!("cannot open {}", dir.display()))?;
+        .with_context(|| format!("the DICOM tree of source {source} cannot be opened"))?;
     let files = dcm_files(&canonical)?;
     out.files = files.len() as i64;
     // The tree's identity: every file's relative path, size and modification time (the
     // pseudonymiser writes each output file anew, so a changed file has a new time). Cheap
     // enough that an unchanged tree is skipped without reading a file.
-    let mut bytes_total: i64 = 0;
+    let mut bytes_total: u64 = 0;
     let mut stamp = Sha256::new();
     for path in &files {
-        let meta =
-            std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let meta = std::fs::metadata(path).with_context(|| {
+            format!("a file of the DICOM tree of source {source} cannot be read")
+        })?;
         let mtime = meta
             .modified()
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_nanos())
             .unwrap_or(0);
-        bytes_total += meta.len() as i64;
+        bytes_total += meta.len();
         let rel = path.strip_prefix(&canonical).unwrap_or(path);
         stamp.update(format!("{}\t{}\t{mtime}\n", rel.display(), meta.len()).as_bytes());
     }
-    let content = hex::encode(stamp.finalize());
-    let locator_hash = keys
-        .current
-        .locator_hash(&format!("{SOURCE_KIND}/{}", canonical.display()));
-    if let Some(r) = client.query_opt(
-        "SELECT run_id FROM registry.source_file
-          WHERE locator_hash = $1 AND content_sha256 = $2 AND status = 'loaded' LIMIT 1",
-        &[&locator_hash, &content],
-    )? {
-        let first: i64 = r.get(0);
-        let reason = format!("unchanged since run {first}");
-        client.execute(
-            "INSERT INTO registry.source_file (source_kind, locator_hash, content_sha256, byte_size, run_id, status, reason)
-             VALUES ($1, $2, $3, $4, $5, 'skipped', $6)",
-            &[&SOURCE_KIND, &locator_hash, &content, &bytes_total, &run_id, &reason],
-        )?;
-        out.status = "skipped".into();
-        out.reason = Some(reason);
+    let k = &ctx.keys.current;
+    let unit = Unit {
+        ident: FileIdentity {
+            kind: UnitKind::DicomIndex,
+            source: source.to_string(),
+            mapping: None,
+            locator_hash: k.locator_hash(&format!("dicom-index:{source}")),
+            legacy_locator: Some(k.locator_hash(&format!("dicom-index/{}", canonical.display()))),
+            content_sha256: hex::encode(stamp.finalize()),
+            size: bytes_total,
+            mapping_sha256: Some(INDEX_VERSION.to_string()),
+            series: None,
+        },
+        label: format!("{source} DICOM tree"),
+        replace: Replace::EarlierVersions,
+        version: None,
+    };
+    if let Some(skipped) = ctx.skip_if_known(&unit)? {
+        out.unit = skipped;
         return Ok(out);
     }
     let mut series: BTreeMap<String, Series> = BTreeMap::new();
     for path in &files {
-        let bytes =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         let rel = path
             .strip_prefix(&canonical)
             .unwrap_or(path)
@@ -495,16 +516,9 @@ pub fn index_tree(
             .and_then(|p| p.strip_prefix(&canonical).ok())
             .map(|p| p.display().to_string())
             .unwrap_or_default();
-        // Everything but the pixel data (RTSTRUCT has none, so it is read whole).
-        let obj = match OpenFileOptions::new()
-            .read_until(tag::PIXEL_DATA)
-            .from_reader(std::io::Cursor::new(&bytes))
-        {
-            Ok(o) => o,
-            Err(_) => {
-                out.unreadable.push(rel);
-                continue;
-            }
+        let Some(obj) = read_dicom(path) else {
+            out.unreadable.push(rel);
+            continue;
         };
         let o: &InMemDicomObject = &obj;
         let Some(series_uid) = text(o, tag::SERIES_INSTANCE_UID) else {
@@ -534,32 +548,43 @@ pub fn index_tree(
     }
     out.series = series.len() as i64;
 
-    let mut tx = client.transaction()?;
-    out.replaced += crate::import::supersede_previous(&mut tx, &locator_hash)?;
-    let file_id: i64 = tx
-        .query_one(
-            "INSERT INTO registry.source_file (source_kind, locator_hash, content_sha256, byte_size, run_id, status)
-             VALUES ($1, $2, $3, $4, $5, 'loading') RETURNING source_file_id",
-            &[&SOURCE_KIND, &locator_hash, &content, &bytes_total, &run_id],
-        )?
-        .get(0);
+    let ledger = Ledger::new(ctx.run_id());
+    let key_id = ctx.keys.current.key_id().as_str().to_string();
+    let domain = ctx.keys.current.domain().to_string();
+    let seq = &mut *ctx.seq;
+    let mut tx = ctx.client.transaction()?;
+    out.unit.replaced_rows = ledger.supersede(&mut tx, &unit.ident, unit.replace)?;
+    let file_id = ledger.begin(&mut tx, &unit.ident)?;
     let pseudonyms: Vec<String> = series.values().map(|s| s.patient_id.clone()).collect();
-    let persons: HashMap<String, i32> = tx
-        .query(
-            "SELECT pseudonym, person_id FROM registry.person_map WHERE pseudonym = ANY($1)",
-            &[&pseudonyms],
-        )?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    let lineage = |tx: &mut postgres::Transaction<'_>, table: &str, id: i32| -> Result<()> {
-        tx.execute(
-            "INSERT INTO registry.lineage (cdm_table, cdm_row_id, source_file_id, run_id) VALUES ($1, $2, $3, $4)",
-            &[&table, &i64::from(id), &file_id, &run_id],
-        )?;
-        Ok(())
-    };
-    for (uid, s) in &series {
+    let persons = Ledger::persons_of(&mut tx, &pseudonyms)?;
+    let layouts = vec![
+        TableLayout::read(&mut tx, "cdm", "procedure_occurrence")?,
+        TableLayout::read(&mut tx, "cdm", "image_occurrence")?,
+        TableLayout::read(&mut tx, "cdm", "image_feature")?,
+    ];
+    let mut pools = [
+        IdPool::new("procedure_occurrence"),
+        IdPool::new("image_occurrence"),
+        IdPool::new("image_feature"),
+    ];
+    let mut counts = UnitCounts::default();
+    let mut b = Batch::default();
+    for (i, f) in out.unreadable.iter().enumerate() {
+        counts.rows_in += 1;
+        counts.rows_rejected += 1;
+        b.rejects.push(RejectRow::row(
+            i as i64 + 1,
+            "unreadable_dicom",
+            format!(
+                "file {f}: not a DICOM file this reader can read, or without a Series Instance UID"
+            ),
+            RejectOutcome::RowRejected,
+        ));
+    }
+    let first_series_row = out.unreadable.len() as i64;
+    for (n, (uid, s)) in series.iter().enumerate() {
+        let row = first_series_row + n as i64 + 1;
+        counts.rows_in += 1;
         let reject = if let Some(p) = &s.problem {
             Some(("inconsistent_series", p.clone()))
         } else if s.patient_id.is_empty() {
@@ -579,52 +604,132 @@ pub fn index_tree(
             None
         };
         if let Some((code, reason)) = reject {
-            tx.execute(
-                "INSERT INTO registry.reject (run_id, source_file_id, column_name, reason_code, reason) VALUES ($1, $2, $3, $4, $5)",
-                &[&run_id, &file_id, &s.folder, &code, &reason],
-            )?;
+            b.rejects.push(RejectRow::row(
+                row,
+                code,
+                format!("series {}: {reason}", s.folder),
+                RejectOutcome::RowRejected,
+            ));
+            counts.rows_rejected += 1;
             out.rejected.push((s.folder.clone(), reason));
             continue;
         }
+        counts.rows_loaded += 1;
         let person_id = persons[&s.patient_id];
         let day = s.date.expect("checked");
         let modality: String = s.modality.chars().take(50).collect();
-        let proc_id = next_id(&mut tx, "procedure_occurrence")?;
-        tx.execute(
-            "INSERT INTO cdm.procedure_occurrence (procedure_occurrence_id, person_id, procedure_concept_id, procedure_date, procedure_type_concept_id, procedure_source_value)
-             VALUES ($1, $2, 0, $3, $4, $5)",
-            &[&proc_id, &person_id, &day, &TYPE_CONCEPT_EHR, &modality],
+        let mut put = |li: usize, cols: &[(&str, Value)], b: &mut Batch| -> Result<i32> {
+            let layout = &layouts[li];
+            let id = pools[li].next(seq)?;
+            let mut values = vec![Value::Null; layout.columns.len()];
+            let id_col = format!("{}_id", layout.table);
+            for (name, v) in cols
+                .iter()
+                .chain([(id_col.as_str(), Value::Int4(id))].iter())
+            {
+                let ci = layout
+                    .index_of(name)
+                    .with_context(|| format!("cdm.{} has no column {name}", layout.table))?;
+                values[ci] = v.clone();
+            }
+            b.pending.push(Pending {
+                layout: li,
+                values,
+                id: Some(id),
+                person_id,
+                source_row: row,
+                source_key: None,
+                emit: li as i16,
+            });
+            Ok(id)
+        };
+        let proc_id = put(
+            0,
+            &[
+                ("person_id", Value::Int4(person_id)),
+                ("procedure_concept_id", Value::Int4(0)),
+                ("procedure_date", Value::Date(day)),
+                ("procedure_type_concept_id", Value::Int4(TYPE_CONCEPT_EHR)),
+                ("procedure_source_value", Value::Text(modality)),
+            ],
+            &mut b,
         )?;
-        lineage(&mut tx, "procedure_occurrence", proc_id)?;
         out.procedure_occurrences += 1;
-        let image_id = next_id(&mut tx, "image_occurrence")?;
-        tx.execute(
-            "INSERT INTO cdm.image_occurrence (image_occurrence_id, person_id, procedure_occurrence_id, local_path, image_occurrence_date, image_study_uid, image_series_uid, modality_concept_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 0)",
-            &[&image_id, &person_id, &proc_id, &s.folder, &day, &s.study_uid, uid],
+        let image_id = put(
+            1,
+            &[
+                ("person_id", Value::Int4(person_id)),
+                ("procedure_occurrence_id", Value::Int4(proc_id)),
+                ("local_path", Value::Text(s.folder.clone())),
+                ("image_occurrence_date", Value::Date(day)),
+                ("image_study_uid", Value::Text(s.study_uid.clone())),
+                ("image_series_uid", Value::Text(uid.clone())),
+                ("modality_concept_id", Value::Int4(0)),
+            ],
+            &mut b,
         )?;
-        lineage(&mut tx, "image_occurrence", image_id)?;
         out.image_occurrences += 1;
         for roi in &s.rois {
-            let feature_id = next_id(&mut tx, "image_feature")?;
-            let json = serde_json::to_string(roi)?;
-            tx.execute(
-                "INSERT INTO cdm.image_feature (image_feature_id, person_id, image_occurrence_id, image_feature_concept_id, image_feature_type_concept_id, anatomic_site_concept_id, alg_system)
-                 VALUES ($1, $2, $3, 0, $4, NULL, $5)",
-                &[&feature_id, &person_id, &image_id, &TYPE_CONCEPT_EHR, &json],
+            put(
+                2,
+                &[
+                    ("person_id", Value::Int4(person_id)),
+                    ("image_occurrence_id", Value::Int4(image_id)),
+                    ("image_feature_concept_id", Value::Int4(0)),
+                    (
+                        "image_feature_type_concept_id",
+                        Value::Int4(TYPE_CONCEPT_EHR),
+                    ),
+                    ("alg_system", Value::Text(serde_json::to_string(roi)?)),
+                ],
+                &mut b,
             )?;
-            lineage(&mut tx, "image_feature", feature_id)?;
             out.image_features += 1;
         }
     }
-    let loaded = out.procedure_occurrences + out.image_occurrences + out.image_features;
-    tx.execute(
-        "UPDATE registry.source_file SET status = 'loaded', rows_in = $2, rows_loaded = $3, rows_rejected = $4
-          WHERE source_file_id = $1",
-        &[&file_id, &out.files, &loaded, &(out.rejected.len() as i64)],
+    let target = batch::Target {
+        ledger: &ledger,
+        layouts: &layouts,
+        file_id,
+        source,
+        version: "",
+        mapping_file: None,
+        key_id: &key_id,
+        domain: &domain,
+    };
+    batch::write(&mut tx, &target, &b)?;
+    ledger.finish(&mut tx, file_id, &counts)?;
+    audit::append(
+        &mut tx,
+        &audit::Record {
+            action: audit::action::DICOM_INDEX,
+            run_id: Some(ledger.run_id),
+            locator_hash: Some(&unit.ident.locator_hash),
+            key_id: Some(&key_id),
+            detail: serde_json::json!({
+                "source": source,
+                "files": out.files,
+                "series": out.series,
+                "unreadable": out.unreadable.len(),
+                "rows": { "in": counts.rows_in, "loaded": counts.rows_loaded, "rejected": counts.rows_rejected },
+                "procedure_occurrences": out.procedure_occurrences,
+                "image_occurrences": out.image_occurrences,
+                "image_features": out.image_features,
+                "replaced_rows": out.unit.replaced_rows,
+            }),
+        },
     )?;
     tx.commit()?;
-    out.status = "loaded".into();
+    for p in &b.pending {
+        *out.unit
+            .tables
+            .entry(layouts[p.layout].table.clone())
+            .or_default() += 1;
+    }
+    out.replaced = out.unit.replaced_rows;
+    out.unit.file = unit.label;
+    out.unit.status = FileStatus::Loaded;
+    out.unit.counts = counts;
     Ok(out)
 }
 

@@ -19,8 +19,8 @@ fn main() -> ExitCode {
     match registrar_etl::cli::run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(3)
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -9,36 +9,21 @@
 //! - Exit codes: 0 all good, 1 finished with rejects or rejected files, 2 a source failed,
 //!   3 configuration or database error.
 
-use crate::config::{source_files, Config, SourceKind};
-use crate::import::{import_file, ImportOptions};
-use crate::mapping::{check::compile, Format, Mapping};
+use crate::config::Config;
+use crate::import::{ImportContext, ImportOptions};
+use crate::ledger::Ledger;
+use crate::pipeline::{self, SourceOutcome, SourceStatus};
 use crate::privacy::report::html_escape;
+use crate::runs::RunStatus;
+use crate::Error::Setup;
 use crate::{db, privacy, progress, quality, runs, status};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
 
 /// Advisory lock held for the whole nightly run ("regnight" in ASCII).
 pub const NIGHTLY_LOCK: i64 = 0x7265_676e_6967_6874;
-
-/// What happened to one source.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct SourceOutcome {
-    pub name: String,
-    pub kind: String,
-    pub status: String,
-    pub files_seen: i64,
-    pub files_loaded: i64,
-    pub files_skipped: i64,
-    pub files_rejected: i64,
-    pub rows_in: i64,
-    pub rows_loaded: i64,
-    pub rows_rejected: i64,
-    pub rows_skipped: i64,
-    pub duration_ms: i64,
-    pub error: Option<String>,
-}
 
 /// The night's report (also written as JSON).
 #[derive(Debug, Clone, Serialize)]
@@ -49,24 +34,14 @@ pub struct Report {
     pub exit_code: u8,
     pub sources: Vec<SourceOutcome>,
     pub cdm_rows: Vec<status::TableCount>,
-    pub rejects: Vec<RejectGroup>,
-    pub unmapped: Vec<(String, String, String, i64)>,
+    pub rejects: Vec<crate::ledger::RejectGroup>,
+    pub unmapped: Vec<crate::ledger::Unmapped>,
     pub quality_failed: Vec<quality::Outcome>,
     pub quality_checks: usize,
     pub audit_head: Option<(i64, String)>,
     pub trend: Vec<TrendPoint>,
     pub report_html: PathBuf,
     pub report_json: PathBuf,
-}
-
-/// Rejects of one source and reason, with the first rows (numbers only, never values).
-#[derive(Debug, Clone, Serialize)]
-pub struct RejectGroup {
-    pub mapping: String,
-    pub reason_code: String,
-    pub count: i64,
-    pub example_reason: String,
-    pub first_rows: Vec<i64>,
 }
 
 /// One past night, for the trend charts.
@@ -79,32 +54,23 @@ pub struct TrendPoint {
     pub seconds: f64,
 }
 
-/// Why a nightly run could not run at all (exit code 3).
-#[derive(Debug, thiserror::Error)]
-#[error("{0:#}")]
-pub struct Fatal(pub anyhow::Error);
-
-/// Run the night. `Err(Fatal)` for configuration, lock and database errors.
-pub fn run(cfg: &Config, db_opts: &db::DbOptions) -> Result<Report, Fatal> {
+/// Run the night. `Err` ([`crate::Error::Setup`]) for configuration, lock and database
+/// errors; a source that fails is in the report (exit code 2).
+pub fn run(cfg: &Config, db_opts: &db::DbOptions) -> Result<Report, crate::Error> {
     let started = Instant::now();
-    let policy = cfg.date_policy().map_err(Fatal)?;
-    let keys = cfg.key_opts().load().map_err(Fatal)?;
+    let policy = cfg.date_policy().map_err(Setup)?;
+    let keys = cfg.key_opts().load().map_err(Setup)?;
     std::fs::create_dir_all(&cfg.registry.report_dir)
-        .with_context(|| {
-            format!(
-                "cannot create the report folder {}",
-                cfg.registry.report_dir.display()
-            )
-        })
-        .map_err(Fatal)?;
-    let target = db_opts.resolve().map_err(Fatal)?;
-    let mut conn = target.diesel().map_err(Fatal)?;
-    db::migrate(&mut conn).map_err(Fatal)?;
+        .context("cannot create the report folder ([registry] report_dir)")
+        .map_err(Setup)?;
+    let target = db_opts.resolve().map_err(Setup)?;
+    let mut conn = target.diesel().map_err(Setup)?;
+    db::migrate(&mut conn).map_err(Setup)?;
     // The lock lives as long as this connection.
-    let mut lock = target.client().map_err(Fatal)?;
+    let mut lock = target.client().map_err(Setup)?;
     let got: bool = lock
         .query_one("SELECT pg_try_advisory_lock($1)", &[&NIGHTLY_LOCK])
-        .map_err(|e| Fatal(e.into()))?
+        .map_err(|e| Setup(e.into()))?
         .get(0);
     if !got {
         let who = lock
@@ -117,29 +83,22 @@ pub fn run(cfg: &Config, db_opts: &db::DbOptions) -> Result<Report, Fatal> {
             .flatten()
             .map(|r| r.get::<_, String>(0))
             .unwrap_or_else(|| "another host".into());
-        return Err(Fatal(anyhow::anyhow!(
+        return Err(Setup(anyhow::anyhow!(
             "another nightly run is in progress ({who}); this one exits without touching anything"
         )));
     }
-    let mut client = target.client().map_err(Fatal)?;
-    let mut seq = target.client().map_err(Fatal)?;
-    let interrupted = client
-        .execute(
-            "UPDATE registry.import_run SET status = 'failed', finished_at = now(),
-                    message = 'interrupted before it finished; its loaded files stay, the rest is done by a later run'
-              WHERE command = 'nightly' AND status = 'running'",
-            &[],
-        )
-        .map_err(|e| Fatal(e.into()))?;
+    let mut client = target.client().map_err(Setup)?;
+    let mut seq = target.client().map_err(Setup)?;
+    let interrupted = runs::mark_interrupted(&mut client).map_err(Setup)?;
     privacy::audit::record_configuration(
         &mut client,
         keys.current.key_id().as_str(),
         keys.current.domain(),
         &crate::import::date_policy_text(&policy),
     )
-    .map_err(Fatal)?;
+    .map_err(Setup)?;
     let run_id =
-        runs::start(&mut conn, "nightly", Some(keys.current.key_id().as_str())).map_err(Fatal)?;
+        runs::start(&mut conn, "nightly", Some(keys.current.key_id().as_str())).map_err(Setup)?;
     if interrupted > 0 {
         eprintln!("registrar: {interrupted} interrupted nightly run(s) found; resuming their work");
     }
@@ -147,55 +106,52 @@ pub fn run(cfg: &Config, db_opts: &db::DbOptions) -> Result<Report, Fatal> {
         policy,
         ..Default::default()
     };
-    let mut sources = Vec::new();
+    // A source that cannot be set up (a token file that cannot be read, ...) fails alone.
+    let mut planned = Vec::new();
     for s in &cfg.sources {
+        planned.push((s.name().to_string(), s.to_source(cfg)));
+    }
+    let mut ctx = ImportContext::new(&mut client, &mut seq, &keys, run_id, &opts).map_err(Setup)?;
+    let mut sources = Vec::new();
+    for (name, source) in planned {
         let t0 = Instant::now();
         let mut o = SourceOutcome {
-            name: s.name.clone(),
-            kind: format!("{:?}", s.kind).to_lowercase(),
+            name: name.clone(),
             ..Default::default()
         };
-        let result = run_source(cfg, s, &mut client, &mut seq, &keys, run_id, &opts, &mut o);
-        o.duration_ms = t0.elapsed().as_millis() as i64;
-        o.status = match &result {
-            Err(e) => {
-                o.error = Some(format!("{e:#}"));
-                "failed".into()
+        let result = match source {
+            Ok(source) => {
+                o = SourceOutcome::new(&source);
+                ctx.progress = progress::count_bar(None, &name, "rows");
+                let r = pipeline::run(&mut ctx, &source, &mut o);
+                ctx.progress.finish_and_clear();
+                r
             }
-            Ok(()) if o.rows_rejected > 0 || o.files_rejected > 0 => "rejects".into(),
-            Ok(()) => "ok".into(),
+            Err(e) => Err(e),
         };
-        client
-            .execute(
-                "INSERT INTO registry.nightly_source (run_id, source_name, source_kind, status, files_seen, files_loaded,
-                        files_skipped, files_rejected, rows_in, rows_loaded, rows_rejected, rows_skipped, duration_ms, error)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-                &[&run_id, &o.name, &o.kind, &o.status, &o.files_seen, &o.files_loaded, &o.files_skipped,
-                  &o.files_rejected, &o.rows_in, &o.rows_loaded, &o.rows_rejected, &o.rows_skipped, &o.duration_ms, &o.error],
-            )
-            .map_err(|e| Fatal(e.into()))?;
+        o.settle(result);
+        o.duration_ms = t0.elapsed().as_millis() as i64;
+        runs::record_source(ctx.client, run_id, &o).map_err(Setup)?;
         sources.push(o);
     }
-    let exit_code: u8 = if sources.iter().any(|s| s.status == "failed") {
+    drop(ctx);
+    let exit_code: u8 = if sources.iter().any(|s| s.status == SourceStatus::Failed) {
         2
-    } else if sources.iter().any(|s| s.status == "rejects") {
+    } else if sources.iter().any(|s| s.status == SourceStatus::Rejects) {
         1
     } else {
         0
     };
-    let mut counts = runs::Counts::default();
+    let mut counts = crate::ledger::UnitCounts::default();
     for s in &sources {
-        counts.rows_in += s.rows_in;
-        counts.rows_loaded += s.rows_loaded;
-        counts.rows_rejected += s.rows_rejected;
-        counts.rows_skipped += s.rows_skipped;
+        counts.add(&s.counts);
     }
     let run_status = match exit_code {
-        0 => "succeeded",
-        1 => "partial",
-        _ => "failed",
+        0 => RunStatus::Succeeded,
+        1 => RunStatus::Partial,
+        _ => RunStatus::Failed,
     };
-    runs::finish(&mut conn, run_id, run_status, counts, None).map_err(Fatal)?;
+    runs::finish(&mut conn, run_id, run_status, &counts, None).map_err(Setup)?;
     let report = build_report(
         cfg,
         &target,
@@ -205,171 +161,8 @@ pub fn run(cfg: &Config, db_opts: &db::DbOptions) -> Result<Report, Fatal> {
         exit_code,
         sources,
     )
-    .map_err(Fatal)?;
+    .map_err(Setup)?;
     Ok(report)
-}
-
-/// One source of the night; fills `o` as it goes (what was done stays counted when it fails).
-#[allow(clippy::too_many_arguments)]
-fn run_source(
-    cfg: &Config,
-    s: &crate::config::SourceConfig,
-    client: &mut postgres::Client,
-    seq: &mut postgres::Client,
-    keys: &crate::privacy::keys::Keys,
-    run_id: i64,
-    opts: &ImportOptions,
-    o: &mut SourceOutcome,
-) -> Result<()> {
-    let compile_all =
-        |client: &mut postgres::Client, paths: &[std::path::PathBuf], want: Format| {
-            paths
-                .iter()
-                .map(|p| {
-                    let c = compile(Mapping::load(p)?, client).map_err(|e| {
-                        anyhow::anyhow!("{}: mapping errors:\n  {}", p.display(), e.join("\n  "))
-                    })?;
-                    if c.mapping.spec.source.format != want {
-                        bail!(
-                            "source kind {:?} does not match the format of {}",
-                            s.kind,
-                            p.display()
-                        );
-                    }
-                    Ok(c)
-                })
-                .collect::<Result<Vec<_>>>()
-        };
-    let add_fhir = |o: &mut SourceOutcome, f: &crate::fhirimport::FhirOutcome| {
-        for u in &f.units {
-            o.files_seen += 1;
-            match u.status.as_str() {
-                "loaded" => o.files_loaded += 1,
-                "skipped" => o.files_skipped += 1,
-                _ => o.files_rejected += 1,
-            }
-            o.rows_in += u.rows_in;
-            o.rows_loaded += u.rows_loaded;
-            o.rows_rejected += u.rows_rejected;
-            o.rows_skipped += u.rows_skipped;
-        }
-    };
-    match s.kind {
-        SourceKind::Csv | SourceKind::Xlsx => {
-            let want = if s.kind == SourceKind::Csv {
-                Format::Csv
-            } else {
-                Format::Xlsx
-            };
-            let compiled = compile_all(client, std::slice::from_ref(&s.mapping), want)?
-                .pop()
-                .expect("one mapping");
-            for f in source_files(s)? {
-                o.files_seen += 1;
-                let bar = progress::count_bar(None, &s.name, "rows");
-                let r = import_file(client, seq, &compiled, keys, run_id, &f, opts, &bar)?;
-                bar.finish_and_clear();
-                match r.status.as_str() {
-                    "loaded" => o.files_loaded += 1,
-                    "skipped" => o.files_skipped += 1,
-                    _ => o.files_rejected += 1,
-                }
-                o.rows_in += r.rows_in;
-                o.rows_loaded += r.rows_loaded;
-                o.rows_rejected += r.rows_rejected;
-                o.rows_skipped += r.rows_skipped;
-            }
-        }
-        SourceKind::Fhir => {
-            let compiled = compile_all(client, &s.mappings, Format::Fhir)?;
-            let token =
-                crate::fhirimport::read_token(s.token_file.as_deref(), s.token_env.as_deref())?;
-            let fhir = registrar_fhir::client::Client::new(
-                s.endpoint.as_deref().expect("checked when loaded"),
-                registrar_fhir::client::ClientOptions {
-                    count: s.count.unwrap_or(200).clamp(1, 10_000),
-                    bearer_token: token,
-                    ..Default::default()
-                },
-            )?;
-            let bar = progress::count_bar(None, &s.name, "resources");
-            let mut patients = crate::fhirimport::PatientCache::default();
-            let mut failures = Vec::new();
-            for c in &compiled {
-                match crate::fhirimport::pull_endpoint(
-                    client,
-                    seq,
-                    c,
-                    keys,
-                    run_id,
-                    &fhir,
-                    &mut patients,
-                    false,
-                    opts,
-                    &bar,
-                ) {
-                    Ok(f) => add_fhir(o, &f),
-                    Err(e) => failures.push(format!("{}: {e:#}", c.mapping.spec.source.name)),
-                }
-            }
-            bar.finish_and_clear();
-            if !failures.is_empty() {
-                bail!("{}", failures.join("; "));
-            }
-        }
-        SourceKind::FhirBulk => {
-            let compiled = compile_all(client, &s.mappings, Format::Fhir)?;
-            // The folder is one export, or holds one export per subfolder (oldest name first).
-            let mut exports: Vec<std::path::PathBuf> = std::fs::read_dir(&s.folder)
-                .with_context(|| format!("cannot read {}", s.folder.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_dir())
-                .collect();
-            exports.sort();
-            if exports.is_empty() {
-                exports.push(s.folder.clone());
-            }
-            let bar = progress::count_bar(None, &s.name, "resources");
-            for dir in exports {
-                let outcomes = crate::fhirimport::import_bulk(
-                    client, seq, &compiled, keys, run_id, &dir, opts, &bar,
-                )?;
-                for f in &outcomes {
-                    add_fhir(o, f);
-                }
-            }
-            bar.finish_and_clear();
-        }
-        SourceKind::Dicom => {
-            let output = s.output.as_deref().expect("checked when loaded");
-            let profile = crate::dicomrun::load_profile(s.profile.as_deref(), s.accept_burned_in)?;
-            let bar = progress::count_bar(None, &s.name, "files");
-            let dicom_keys = cfg.key_opts().load()?;
-            let run = crate::dicomrun::pseudonymise_tree(
-                dicom_keys,
-                opts.policy,
-                &profile,
-                &s.folder,
-                output,
-                &registrar_anonymizer::dicom::BatchOptions {
-                    incremental: true,
-                    ..Default::default()
-                },
-                &|_| bar.inc(1),
-            )?;
-            bar.finish_and_clear();
-            crate::privacy::audit::append_now(client, &run.record(Some(run_id)))?;
-            o.files_seen += run.summary.files as i64;
-            o.files_loaded += run.summary.pseudonymised as i64;
-            o.files_skipped += run.summary.skipped as i64;
-            o.files_rejected += run.summary.quarantined as i64;
-            let idx = crate::imaging::index_tree(client, keys, run_id, output)?;
-            o.rows_in += idx.series;
-            o.rows_loaded += idx.image_occurrences + idx.image_features;
-            o.rows_rejected += idx.rejected.len() as i64;
-        }
-    }
-    Ok(())
 }
 
 fn build_report(
@@ -382,32 +175,9 @@ fn build_report(
     sources: Vec<SourceOutcome>,
 ) -> Result<Report> {
     let st = status::collect(target)?;
-    let rejects = c
-        .query(
-            "SELECT coalesce(f.mapping_name, '-'), r.reason_code, count(*)::int8, min(r.reason),
-                    (array_agg(r.row_number ORDER BY r.row_number) FILTER (WHERE r.row_number IS NOT NULL))[1:5]
-               FROM registry.reject r LEFT JOIN registry.source_file f USING (source_file_id)
-              WHERE r.run_id = $1 GROUP BY 1, 2 ORDER BY 3 DESC",
-            &[&run_id],
-        )?
-        .iter()
-        .map(|r| RejectGroup {
-            mapping: r.get(0),
-            reason_code: r.get(1),
-            count: r.get(2),
-            example_reason: r.get(3),
-            first_rows: r.get::<_, Option<Vec<i64>>>(4).unwrap_or_default(),
-        })
-        .collect();
-    let unmapped = c
-        .query(
-            "SELECT mapping_name, concept_map, source_code, occurrences FROM registry.unmapped_code
-              ORDER BY occurrences DESC LIMIT 20",
-            &[],
-        )?
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-        .collect();
+    let rejects = Ledger::reject_groups(c, &[run_id])?;
+    let mut unmapped = Ledger::unmapped(c, None, None)?;
+    unmapped.truncate(20);
     // Nothing loaded tonight: the data, and so its quality, are last night's; skip the
     // full-table checks (they dominate a night with nothing to do).
     let changed = sources
@@ -552,31 +322,42 @@ td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;font-size:.9em}th{
         r.duration_ms as f64 / 1000.0,
         r.exit_code
     ));
-    o.push_str("<h2>Sources</h2><table><tr><th>source</th><th>kind</th><th>status</th><th>files</th><th>loaded</th><th>skipped</th><th>rejected</th><th>rows in</th><th>rows loaded</th><th>rows rejected</th><th>rows skipped</th><th>seconds</th><th>error</th></tr>");
+    o.push_str("<h2>Sources</h2><table><tr><th>source</th><th>kind</th><th>status</th><th>files</th><th>loaded</th><th>unchanged</th><th>rejected</th><th>rows in</th><th>rows loaded</th><th>rows rejected</th><th>rows skipped</th><th>rows unchanged</th><th>cells nulled</th><th>records added / updated / unchanged / deleted</th><th>seconds</th><th>error</th></tr>");
     for s in &r.sources {
-        let class = match s.status.as_str() {
-            "ok" => "ok",
-            "rejects" => "warn",
-            _ => "bad",
+        let class = match s.status {
+            SourceStatus::Ok => "ok",
+            SourceStatus::Rejects => "warn",
+            SourceStatus::Failed => "bad",
         };
+        let c = &s.counts;
         o.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td class={class}>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{:.1}</td><td>{}</td></tr>",
-            html_escape(&s.name), s.kind, s.status, s.files_seen, s.files_loaded, s.files_skipped, s.files_rejected,
-            s.rows_in, s.rows_loaded, s.rows_rejected, s.rows_skipped, s.duration_ms as f64 / 1000.0,
+            "<tr><td>{}</td><td>{}</td><td class={class}>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{} / {} / {} / {}</td><td class=n>{:.1}</td><td>{}</td></tr>",
+            html_escape(&s.name), s.kind, s.status.as_str(), s.files_seen, s.files_loaded, s.files_skipped, s.files_rejected,
+            c.rows_in, c.rows_loaded, c.rows_rejected, c.rows_skipped, c.rows_unchanged, c.cells_nulled,
+            c.records_added, c.records_updated, c.records_unchanged, c.records_deleted,
+            s.duration_ms as f64 / 1000.0,
             html_escape(s.error.as_deref().unwrap_or(""))
         ));
+        for p in &s.passed_over {
+            o.push_str(&format!(
+                "<tr><td colspan=16 class=warn>{}: passed over {}</td></tr>",
+                html_escape(&s.name),
+                html_escape(p)
+            ));
+        }
     }
     o.push_str("</table><h2>Rejects and skips by reason</h2>");
     if r.rejects.is_empty() {
         o.push_str("<p>None.</p>");
     } else {
-        o.push_str("<table><tr><th>mapping</th><th>reason</th><th>rows</th><th>example</th><th>first rows</th></tr>");
+        o.push_str("<table><tr><th>mapping</th><th>reason</th><th>outcome</th><th>records</th><th>example</th><th>first rows</th></tr>");
         for g in &r.rejects {
             let rows: Vec<String> = g.first_rows.iter().map(|x| x.to_string()).collect();
             o.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td class=n>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=n>{}</td><td>{}</td><td>{}</td></tr>",
                 html_escape(&g.mapping),
                 html_escape(&g.reason_code),
+                html_escape(&g.outcome),
                 g.count,
                 html_escape(&g.example_reason),
                 rows.join(", ")
@@ -593,12 +374,13 @@ td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;font-size:.9em}th{
         o.push_str(
             "<table><tr><th>mapping</th><th>concept map</th><th>code</th><th>occurrences</th></tr>",
         );
-        for (m, cm, code, n) in &r.unmapped {
+        for u in &r.unmapped {
             o.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=n>{n}</td></tr>",
-                html_escape(m),
-                html_escape(cm),
-                html_escape(code)
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=n>{}</td></tr>",
+                html_escape(&u.mapping),
+                html_escape(&u.concept_map),
+                html_escape(&u.source_code),
+                u.occurrences
             ));
         }
         o.push_str("</table>");

@@ -1,5 +1,6 @@
 //! Import runs: one `registry.import_run` row per command that changes the registry.
 
+use crate::ledger::UnitCounts;
 use anyhow::Result;
 use diesel::prelude::*;
 use registrar_schema::models::{ImportRun, NewImportRun};
@@ -34,34 +35,90 @@ pub fn start(conn: &mut PgConnection, command: &str, key_id: Option<&str>) -> Re
     Ok(id)
 }
 
-/// Row counts of a run.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
-pub struct Counts {
-    pub rows_in: i64,
-    pub rows_loaded: i64,
-    pub rows_rejected: i64,
-    pub rows_skipped: i64,
+/// How a run ended (`registry.import_run.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    /// Finished with rejected rows or files.
+    Partial,
+    Failed,
 }
 
-/// Finish a run with its status (`succeeded`, `partial` or `failed`) and counts.
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Partial => "partial",
+            RunStatus::Failed => "failed",
+        }
+    }
+
+    /// Succeeded, or partial when anything was rejected.
+    pub fn from_counts(c: &UnitCounts, files_rejected: usize) -> Self {
+        if c.rows_rejected > 0 || files_rejected > 0 {
+            RunStatus::Partial
+        } else {
+            RunStatus::Succeeded
+        }
+    }
+}
+
+/// Finish a run with its status and counts.
 pub fn finish(
     conn: &mut PgConnection,
     run_id: i64,
-    status: &str,
-    counts: Counts,
+    status: RunStatus,
+    counts: &UnitCounts,
     message: Option<&str>,
 ) -> Result<()> {
     diesel::update(import_run::table.find(run_id))
         .set((
-            import_run::status.eq(status),
+            import_run::status.eq(status.as_str()),
             import_run::finished_at.eq(diesel::dsl::now),
             import_run::rows_in.eq(counts.rows_in),
             import_run::rows_loaded.eq(counts.rows_loaded),
             import_run::rows_rejected.eq(counts.rows_rejected),
             import_run::rows_skipped.eq(counts.rows_skipped),
+            import_run::rows_unchanged.eq(counts.rows_unchanged),
+            import_run::cells_nulled.eq(counts.cells_nulled),
             import_run::message.eq(message),
         ))
         .execute(conn)?;
+    Ok(())
+}
+
+/// Mark nightly runs left `running` by a run that died as failed; returns how many.
+pub fn mark_interrupted(client: &mut postgres::Client) -> Result<u64> {
+    Ok(client.execute(
+        "UPDATE registry.import_run SET status = 'failed', finished_at = now(),
+                message = 'interrupted before it finished; its loaded files stay, the rest is done by a later run'
+          WHERE command = 'nightly' AND status = 'running'",
+        &[],
+    )?)
+}
+
+/// Record what a nightly run did with one source.
+pub fn record_source(
+    client: &mut postgres::Client,
+    run_id: i64,
+    o: &crate::pipeline::SourceOutcome,
+) -> Result<()> {
+    let c = &o.counts;
+    client.execute(
+        "INSERT INTO registry.nightly_source (run_id, source_name, source_kind, status, files_seen, files_loaded,
+                files_skipped, files_rejected, rows_in, rows_loaded, rows_rejected, rows_skipped,
+                rows_unchanged, cells_nulled, records_deleted, duration_ms, error)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+        &[
+            &run_id, &o.name, &o.kind, &o.status.as_str(), &o.files_seen, &o.files_loaded,
+            &o.files_skipped, &o.files_rejected, &c.rows_in, &c.rows_loaded, &c.rows_rejected,
+            &c.rows_skipped, &c.rows_unchanged, &c.cells_nulled, &c.records_deleted,
+            &o.duration_ms, &o.error,
+        ],
+    )?;
     Ok(())
 }
 

@@ -33,4 +33,6 @@ pub struct ImportRun {
     pub rows_rejected: i64,
     pub rows_skipped: i64,
     pub message: Option<String>,
+    pub rows_unchanged: i64,
+    pub cells_nulled: i64,
 }

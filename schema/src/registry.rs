@@ -16,6 +16,8 @@ diesel::table! {
         rows_rejected -> Int8,
         rows_skipped -> Int8,
         message -> Nullable<Text>,
+        rows_unchanged -> Int8,
+        cells_nulled -> Int8,
     }
 }
 
@@ -35,6 +37,17 @@ diesel::table! {
         rows_skipped -> Int8,
         reason -> Nullable<Text>,
         seen_at -> Timestamptz,
+        source_name -> Text,
+        mapping_sha256 -> Nullable<Text>,
+        series_hash -> Nullable<Text>,
+        version_key -> Nullable<Text>,
+        reason_code -> Nullable<Text>,
+        rows_unchanged -> Int8,
+        cells_nulled -> Int8,
+        records_added -> Int8,
+        records_updated -> Int8,
+        records_unchanged -> Int8,
+        records_deleted -> Int8,
     }
 }
 
@@ -48,6 +61,10 @@ diesel::table! {
         reason_code -> Text,
         reason -> Text,
         created_at -> Timestamptz,
+        outcome -> Text,
+        field -> Nullable<Text>,
+        mapping_file -> Nullable<Text>,
+        mapping_line -> Nullable<Int4>,
     }
 }
 
@@ -59,6 +76,8 @@ diesel::table! {
         source_row -> Nullable<Int8>,
         source_key -> Nullable<Text>,
         run_id -> Int8,
+        person_id -> Nullable<Int4>,
+        emit -> Nullable<Int2>,
     }
 }
 
@@ -129,6 +148,31 @@ diesel::table! {
         rows_skipped -> Int8,
         duration_ms -> Int8,
         error -> Nullable<Text>,
+        rows_unchanged -> Int8,
+        cells_nulled -> Int8,
+        records_deleted -> Int8,
+    }
+}
+
+diesel::table! {
+    registry.source_record (record_hash) {
+        record_hash -> Text,
+        source_name -> Text,
+        content_hash -> Int8,
+        version_key -> Text,
+        deleted -> Bool,
+        source_file_id -> Int8,
+        run_id -> Int8,
+    }
+}
+
+diesel::table! {
+    registry.plausibility (singleton) {
+        singleton -> Bool,
+        min_birth_year -> Int4,
+        min_event_year -> Int4,
+        max_age_years -> Int4,
+        updated_at -> Timestamptz,
     }
 }
 
@@ -146,6 +190,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     unmapped_code,
     nightly_source,
     fhir_watermark,
+    source_record,
+    plausibility,
 );
 
 /// Every registry column, described through its diesel type (see [`crate::introspect`]).
@@ -160,18 +206,23 @@ pub fn columns() -> Vec<crate::introspect::ColumnInfo> {
     v.extend(
         cols!(import_run: run_id, command, started_at, finished_at, status, actor_os_user,
         actor_db_role, key_id, registrar_version, rows_in, rows_loaded, rows_rejected,
-        rows_skipped, message),
+        rows_skipped, message, rows_unchanged, cells_nulled),
     );
     v.extend(
         cols!(source_file: source_file_id, source_kind, locator_hash, content_sha256,
         byte_size, mapping_name, run_id, status, rows_in, rows_loaded, rows_rejected,
-        rows_skipped, reason, seen_at),
+        rows_skipped, reason, seen_at, source_name, mapping_sha256, series_hash, version_key,
+        reason_code, rows_unchanged, cells_nulled, records_added, records_updated,
+        records_unchanged, records_deleted),
     );
     v.extend(
         cols!(reject: reject_id, run_id, source_file_id, row_number, column_name,
-        reason_code, reason, created_at),
+        reason_code, reason, created_at, outcome, field, mapping_file, mapping_line),
     );
-    v.extend(cols!(lineage: cdm_table, cdm_row_id, source_file_id, source_row, source_key, run_id));
+    v.extend(
+        cols!(lineage: cdm_table, cdm_row_id, source_file_id, source_row, source_key, run_id,
+        person_id, emit),
+    );
     v.extend(
         cols!(person_map: pseudonym, person_id, identifier_type, key_id, domain,
         first_run_id, created_at),
@@ -187,11 +238,19 @@ pub fn columns() -> Vec<crate::introspect::ColumnInfo> {
     v.extend(
         cols!(nightly_source: run_id, source_name, source_kind, status, files_seen,
         files_loaded, files_skipped, files_rejected, rows_in, rows_loaded, rows_rejected,
-        rows_skipped, duration_ms, error),
+        rows_skipped, duration_ms, error, rows_unchanged, cells_nulled, records_deleted),
     );
     v.extend(
         cols!(fhir_watermark: endpoint_hash, resource_type, mapping_name, last_updated,
         run_id, updated_at),
+    );
+    v.extend(
+        cols!(source_record: record_hash, source_name, content_hash, version_key, deleted,
+        source_file_id, run_id),
+    );
+    v.extend(
+        cols!(plausibility: singleton, min_birth_year, min_event_year, max_age_years,
+        updated_at),
     );
     v
 }

@@ -227,12 +227,25 @@ pub fn import_hospital(
         runs.push((mapping.to_string(), v));
     };
     for t in HIS_TABLES {
-        one("csv", t, src.join("his").join(format!("{t}.csv")));
+        // The files the nightly source would read (the archive's patients, the dated
+        // pathology re-exports), in the order it reads them.
+        for f in his_files(src, t) {
+            one("csv", t, f);
+        }
     }
     for sheet in registrar_etl::demo::STUDY_SHEETS {
         one("xlsx", sheet, src.join("study/study_nurse.xlsx"));
     }
     runs
+}
+
+/// The files of one HIS table in a synthetic export, as the nightly source finds them.
+pub fn his_files(src: &std::path::Path, table: &str) -> Vec<PathBuf> {
+    let his = src.join("his");
+    let found =
+        registrar_etl::import::identity::find_files(&his, &registrar_etl::demo::his_pattern(table))
+            .unwrap();
+    found.files.into_iter().map(|(p, _)| p).collect()
 }
 
 /// A registrar.toml for a synthetic cohort in `src`, every HIS table and both study sheets.
@@ -270,3 +283,74 @@ pub fn registry_keys(key: &std::path::Path) -> registrar_etl::privacy::keys::Key
     .unwrap()
 }
 pub mod fhir_server;
+
+/// What the registry holds, without what differs between two runs that loaded the same
+/// data (row ids, person ids, run and file ids): every cdm row as JSON with its person's
+/// pseudonym instead of ids, the person map's pseudonyms, live records, lineage and reject
+/// counts. Two registries loaded from the same sources, however interrupted, compare equal.
+pub fn registry_fingerprint(db: &TestDb) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut c = db.client();
+    let mut out = std::collections::BTreeMap::new();
+    for t in [
+        "person",
+        "observation_period",
+        "visit_occurrence",
+        "condition_occurrence",
+        "measurement",
+        "observation",
+        "drug_exposure",
+        "procedure_occurrence",
+        "specimen",
+        "death",
+        "episode",
+        "image_occurrence",
+        "image_feature",
+    ] {
+        let sql = format!(
+            "SELECT ((SELECT jsonb_object_agg(key, value) FROM jsonb_each(to_jsonb(t))
+                       WHERE key NOT LIKE '%\\_id' OR key LIKE '%\\_concept\\_id')
+                     || jsonb_build_object('person', p.person_source_value))::text
+               FROM cdm.{t} t LEFT JOIN cdm.person p USING (person_id)"
+        );
+        let mut rows: Vec<String> = c
+            .query(&sql, &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, Option<String>>(0).unwrap_or_default())
+            .collect();
+        rows.sort();
+        out.insert(format!("cdm.{t}"), rows);
+    }
+    let one = |c: &mut postgres::Client, sql: &str| -> Vec<String> {
+        let mut v: Vec<String> = c
+            .query(sql, &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        v.sort();
+        v
+    };
+    out.insert(
+        "registry.person_map".into(),
+        one(
+            &mut c,
+            "SELECT pseudonym || ' ' || identifier_type FROM registry.person_map",
+        ),
+    );
+    out.insert(
+        "registry.source_record".into(),
+        one(
+            &mut c,
+            "SELECT record_hash || ' ' || content_hash || ' ' || deleted FROM registry.source_record",
+        ),
+    );
+    out.insert(
+        "registry.lineage".into(),
+        one(
+            &mut c,
+            "SELECT cdm_table || ' ' || count(*) FROM registry.lineage GROUP BY cdm_table",
+        ),
+    );
+    out
+}

@@ -42,6 +42,10 @@ pub struct IndexArgs {
     /// The pseudonymised tree (read only; its quarantine folder is ignored).
     #[arg(long = "in", value_name = "DIR")]
     pub input: PathBuf,
+    /// The source name, the tree's identity in the registry (a nightly `dicom` source's
+    /// name indexes what that source indexes).
+    #[arg(long, value_name = "NAME", default_value = "dicom")]
+    pub source: String,
 }
 
 #[derive(Debug, Args)]
@@ -84,51 +88,57 @@ pub fn dicom_command(g: &GlobalOpts, cmd: DicomCommand) -> Result<ExitCode> {
 }
 
 fn index(g: &GlobalOpts, args: IndexArgs) -> Result<ExitCode> {
+    use crate::ledger::FileStatus;
+    use crate::runs::RunStatus;
     let keys = g.keys.load()?;
     let target = g.db().resolve()?;
     let mut conn = target.diesel()?;
     crate::db::migrate(&mut conn)?;
     let mut client = target.client()?;
+    let mut seq = target.client()?;
     let key_id = keys.current.key_id().as_str().to_string();
     let run_id = crate::runs::start(&mut conn, "dicom index", Some(&key_id))?;
-    let outcome = match crate::imaging::index_tree(&mut client, &keys, run_id, &args.input) {
+    let opts = crate::import::ImportOptions::default();
+    let result = crate::import::ImportContext::new(&mut client, &mut seq, &keys, run_id, &opts)
+        .and_then(|mut ctx| crate::imaging::index_tree(&mut ctx, &args.source, &args.input));
+    let outcome = match result {
         Ok(o) => o,
         Err(e) => {
             let msg = format!("{e:#}");
             let _ = crate::runs::finish(
                 &mut conn,
                 run_id,
-                "failed",
-                crate::runs::Counts::default(),
+                RunStatus::Failed,
+                &Default::default(),
                 Some(&msg),
             );
             return Err(e);
         }
     };
     let problems = outcome.rejected.len() + outcome.unreadable.len();
-    let counts = crate::runs::Counts {
-        rows_in: outcome.files,
-        rows_loaded: outcome.procedure_occurrences
-            + outcome.image_occurrences
-            + outcome.image_features,
-        rows_rejected: problems as i64,
-        rows_skipped: if outcome.status == "skipped" {
-            outcome.files
-        } else {
-            0
-        },
+    let status = if problems > 0 {
+        RunStatus::Partial
+    } else {
+        RunStatus::Succeeded
     };
-    let status = if problems > 0 { "partial" } else { "succeeded" };
-    crate::runs::finish(&mut conn, run_id, status, counts, outcome.reason.as_deref())?;
+    crate::runs::finish(
+        &mut conn,
+        run_id,
+        status,
+        &outcome.unit.counts,
+        outcome.unit.reason.as_deref(),
+    )?;
     if g.json {
         let mut v = serde_json::to_value(&outcome)?;
         v["run_id"] = run_id.into();
+        v["status"] = serde_json::to_value(outcome.unit.status)?;
+        v["reason"] = serde_json::to_value(&outcome.unit.reason)?;
         println!("{}", serde_json::to_string_pretty(&v)?);
-    } else if outcome.status == "skipped" {
+    } else if outcome.unit.status == FileStatus::Skipped {
         println!(
             "{} files: skipped ({})",
             outcome.files,
-            outcome.reason.as_deref().unwrap_or("")
+            outcome.unit.reason.as_deref().unwrap_or("")
         );
     } else {
         println!(

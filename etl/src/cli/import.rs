@@ -1,9 +1,16 @@
-//! `registrar import csv|xlsx` and `registrar mapping check|unmapped`.
+//! `registrar import csv|xlsx|fhir|fhir-bulk` (one source through [`crate::pipeline`]) and
+//! `registrar mapping check|unmapped`.
 
 use super::GlobalOpts;
-use crate::import::{import_file, FileOutcome, ImportOptions};
-use crate::mapping::check::{compile, Compiled};
+use crate::import::{ImportContext, ImportOptions, UnitOutcome};
+use crate::ledger::{FileStatus, Ledger};
+use crate::mapping::check::compile;
 use crate::mapping::{Format, Mapping};
+use crate::pipeline::{
+    self, BulkSource, EndpointSource, FileSource, Inputs, Source, SourceKind, SourceOutcome,
+    SourceStatus,
+};
+use crate::runs::RunStatus;
 use crate::{db, progress, runs};
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
@@ -48,10 +55,15 @@ impl DateOpts {
 pub enum ImportCommand {
     /// Import delimited text exports through a mapping file.
     ///
-    /// Each file is loaded whole or not at all, in one transaction; an unchanged file is
-    /// skipped, a changed one replaces the rows of its earlier version. Rows that cannot be
-    /// loaded are rejected with file, row, column and reason (`registry.reject`), never with
-    /// their values. Exit code 0: all loaded; 1: some rows or files rejected; 3: error.
+    /// A file is its source (--source, default the mapping's name) plus its path relative to
+    /// --root (default /, i.e. its absolute path): `siteA/lab.csv` and `siteB/lab.csv` are two
+    /// files. Each file is loaded whole or not at all, in one transaction; an unchanged file
+    /// is skipped, a changed one replaces the rows of its earlier version (or, with a record
+    /// key, its changed records replace theirs; with a declared series, the newest member
+    /// replaces the older ones). Rows that cannot be loaded are rejected with row, source
+    /// column, mapping line and reason (`registry.reject`), never with their values. Exit code
+    /// 0: all loaded; 1: some rows or files rejected; 2: the import failed part-way (what
+    /// was committed stays); 3: nothing ran (arguments, mapping, key, database).
     Csv(ImportArgs),
     /// Import spreadsheets (xlsx) through a mapping file (see `import csv`).
     Xlsx(ImportArgs),
@@ -61,7 +73,8 @@ pub enum ImportCommand {
     /// links); each page loads in its own transaction. The first run pulls everything; later
     /// runs only what was updated since the last complete pull (`_lastUpdated=gt...`, a
     /// watermark per endpoint, type and mapping kept in the registry and advanced only after
-    /// every page committed), plus deletions from the type's `_history`. An updated resource
+    /// every page committed), plus deletions from the type's `_history`. A resource is a
+    /// record (its type and id): one seen before unchanged costs nothing, an updated one
     /// replaces the rows it produced before. A resource that does not parse is rejected with
     /// its reason; its page still loads. Timeouts, dropped connections, 429 and 5xx are
     /// retried (Retry-After, else exponential backoff); a next link that loops or leaves the
@@ -71,7 +84,7 @@ pub enum ImportCommand {
     Fhir(FhirArgs),
     /// Import a FHIR Bulk Data export folder (one ndjson file per type, plain or gzip)
     /// through FHIR mappings; the export's Patients resolve every reference. Unchanged files
-    /// are skipped; resources replace their earlier rows as in `import fhir`.
+    /// are skipped; resources are records as in `import fhir`.
     FhirBulk(FhirBulkArgs),
 }
 
@@ -92,7 +105,7 @@ pub struct FhirArgs {
     /// The environment variable holding the bearer token.
     #[arg(long, value_name = "VAR")]
     pub token_env: Option<String>,
-    /// Ignore the watermarks and pull everything again (updated rows replace their own).
+    /// Ignore the watermarks and pull everything again (unchanged resources cost nothing).
     #[arg(long)]
     pub full: bool,
     /// Seconds before one request times out.
@@ -104,6 +117,9 @@ pub struct FhirArgs {
     /// First backoff between retries in milliseconds (doubled each time; Retry-After wins).
     #[arg(long, default_value_t = 500, hide = true)]
     pub backoff_ms: u64,
+    /// The source name recorded with every page (default: `fhir`).
+    #[arg(long, value_name = "NAME")]
+    pub source: Option<String>,
     #[command(flatten)]
     pub dates: DateOpts,
 }
@@ -115,6 +131,9 @@ pub struct FhirBulkArgs {
     pub mapping: Vec<PathBuf>,
     /// The export folder (manifest.json and Type.ndjson[.gz] files).
     pub dir: PathBuf,
+    /// The source name recorded with every file (default: `fhir-bulk`).
+    #[arg(long, value_name = "NAME", default_value = "fhir-bulk")]
+    pub source: String,
     #[command(flatten)]
     pub dates: DateOpts,
 }
@@ -124,9 +143,18 @@ pub struct ImportArgs {
     /// The mapping file (TOML).
     #[arg(long, value_name = "FILE")]
     pub mapping: PathBuf,
-    /// Input files.
+    /// Input files (each under --root).
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
+    /// The folder file identities are relative to: the export's drop folder (as a nightly
+    /// source's `folder`). Without it a file's identity is its absolute path, so the same
+    /// file dropped again at the same place replaces its earlier version.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// The source name, part of every file's identity (default: the mapping's name). Use the
+    /// nightly source's name to import by hand what the nightly run reads.
+    #[arg(long, value_name = "NAME")]
+    pub source: Option<String>,
     #[command(flatten)]
     pub dates: DateOpts,
 }
@@ -134,12 +162,22 @@ pub struct ImportArgs {
 #[derive(Debug, Subcommand)]
 pub enum MappingCommand {
     /// Validate mapping files against the registry schema and their concept maps; reports
-    /// every error with file and line.
+    /// every error with file and line. With --sample, also runs the mapping on the first rows
+    /// of a file (nothing is written) and prints, per field, how many values parsed, were
+    /// empty, nulled or failed, with the reasons, and which date formats match how many.
     Check {
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// A data file to try the (single) mapping on.
+        #[arg(long, value_name = "FILE")]
+        sample: Option<PathBuf>,
+        /// Rows of the sample to read.
+        #[arg(long, default_value_t = 1000)]
+        rows: usize,
     },
-    /// Local codes seen without a concept, with counts, most frequent first.
+    /// Values seen without a concept (concept maps) or without an entry (value maps), with
+    /// counts, most frequent first. Values that do not look like codes are counted, never
+    /// shown.
     Unmapped {
         /// Only this mapping (its `source.name`).
         #[arg(long)]
@@ -147,171 +185,88 @@ pub enum MappingCommand {
     },
 }
 
-fn load_compiled(path: &std::path::Path, client: &mut postgres::Client) -> Result<Compiled> {
-    let m = Mapping::load(path)?;
-    compile(m, client)
-        .map_err(|errs| anyhow::anyhow!("the mapping has errors:\n  {}", errs.join("\n  ")))
+pub fn import_command(g: &GlobalOpts, cmd: ImportCommand) -> Result<ExitCode> {
+    let (command, source, dates) = match cmd {
+        ImportCommand::Csv(a) => {
+            let s = files_source(&a, Format::Csv)?;
+            ("import csv", s, a.dates)
+        }
+        ImportCommand::Xlsx(a) => {
+            let s = files_source(&a, Format::Xlsx)?;
+            ("import xlsx", s, a.dates)
+        }
+        ImportCommand::Fhir(a) => {
+            let token =
+                crate::fhirimport::read_token(a.token_file.as_deref(), a.token_env.as_deref())?;
+            let name = a.source.clone().unwrap_or_else(|| "fhir".into());
+            let source = Source {
+                name,
+                kind: SourceKind::FhirEndpoint(EndpointSource {
+                    endpoint: a.endpoint.clone(),
+                    mappings: a.mapping.clone(),
+                    options: registrar_fhir::client::ClientOptions {
+                        count: a.count.clamp(1, 10_000),
+                        timeout: std::time::Duration::from_secs(a.timeout.max(1)),
+                        max_retries: a.retries,
+                        backoff: std::time::Duration::from_millis(a.backoff_ms),
+                        bearer_token: token,
+                        ..Default::default()
+                    },
+                    full: a.full,
+                }),
+            };
+            ("import fhir", source, a.dates)
+        }
+        ImportCommand::FhirBulk(a) => (
+            "import fhir-bulk",
+            Source {
+                name: a.source.clone(),
+                kind: SourceKind::FhirBulk(BulkSource {
+                    folder: a.dir.clone(),
+                    mappings: a.mapping.clone(),
+                    exports_in_subfolders: false,
+                }),
+            },
+            a.dates,
+        ),
+    };
+    run_import(g, command, &source, &dates)
 }
 
-pub fn import_command(g: &GlobalOpts, cmd: ImportCommand) -> Result<ExitCode> {
-    let (args, want) = match cmd {
-        ImportCommand::Csv(a) => (a, Format::Csv),
-        ImportCommand::Xlsx(a) => (a, Format::Xlsx),
-        ImportCommand::Fhir(a) => return fhir_command(g, FhirInput::Endpoint(a)),
-        ImportCommand::FhirBulk(a) => return fhir_command(g, FhirInput::Bulk(a)),
+/// The source of `import csv|xlsx`.
+fn files_source(a: &ImportArgs, format: Format) -> Result<Source> {
+    let name = match &a.source {
+        Some(n) => n.clone(),
+        None => Mapping::load(&a.mapping)?.spec.source.name,
     };
-    let keys = g.keys.load()?;
-    let opts = ImportOptions {
-        policy: args.dates.policy()?,
-        ..Default::default()
-    };
-    let target = g.db().resolve()?;
-    let mut conn = target.diesel()?;
-    db::migrate(&mut conn)?;
-    let mut client = target.client()?;
-    let compiled = load_compiled(&args.mapping, &mut client)?;
-    // A second connection draws ids from the sequences while the first one loads.
-    let mut seq = target.client()?;
-    if compiled.mapping.spec.source.format != want {
-        bail!(
-            "{} is a {:?} mapping; use `registrar import {}`",
-            args.mapping.display(),
-            compiled.mapping.spec.source.format,
-            if want == Format::Csv { "xlsx" } else { "csv" }
-        );
-    }
-    crate::privacy::audit::record_configuration(
-        &mut client,
-        keys.current.key_id().as_str(),
-        keys.current.domain(),
-        &crate::import::date_policy_text(&opts.policy),
-    )?;
-    let command = format!(
-        "import {}",
-        if want == Format::Csv { "csv" } else { "xlsx" }
-    );
-    let run_id = runs::start(&mut conn, &command, Some(keys.current.key_id().as_str()))?;
-    let mut outcomes: Vec<FileOutcome> = Vec::new();
-    let mut error = None;
-    for input in &args.inputs {
-        let bar = progress::count_bar(None, "rows", "rows");
-        let r = import_file(
-            &mut client,
-            &mut seq,
-            &compiled,
-            &keys,
-            run_id,
-            input,
-            &opts,
-            &bar,
-        );
-        bar.finish_and_clear();
-        match r {
-            Ok(o) => {
-                if !g.json {
-                    print_outcome(&o);
-                }
-                outcomes.push(o);
-            }
-            Err(e) => {
-                error = Some(e);
-                break;
-            }
-        }
-    }
-    let mut counts = runs::Counts::default();
-    for o in &outcomes {
-        counts.rows_in += o.rows_in;
-        counts.rows_loaded += o.rows_loaded;
-        counts.rows_rejected += o.rows_rejected;
-        counts.rows_skipped += o.rows_skipped;
-    }
-    let rejected_files = outcomes.iter().filter(|o| o.status == "rejected").count();
-    let status = if error.is_some() {
-        "failed"
-    } else if counts.rows_rejected > 0 || rejected_files > 0 {
-        "partial"
-    } else {
-        "succeeded"
-    };
-    let msg = error.as_ref().map(|e| format!("{e:#}"));
-    runs::finish(&mut conn, run_id, status, counts, msg.as_deref())?;
-    if let Some(e) = error {
-        return Err(e);
-    }
-    if g.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({ "run_id": run_id, "status": status, "files": outcomes })
-            )?
-        );
-    } else {
-        println!(
-            "run {run_id}: {} rows in, {} loaded, {} rejected, {} skipped; {} file(s) rejected",
-            counts.rows_in,
-            counts.rows_loaded,
-            counts.rows_rejected,
-            counts.rows_skipped,
-            rejected_files
-        );
-        if counts.rows_rejected > 0 || rejected_files > 0 {
-            println!("rejects: SELECT * FROM registry.reject WHERE run_id = {run_id};");
-        }
-    }
-    Ok(if status == "succeeded" {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
+    Ok(Source {
+        name,
+        kind: SourceKind::Files(FileSource {
+            format,
+            mapping: a.mapping.clone(),
+            root: a.root.clone(),
+            inputs: Inputs::Files(a.inputs.clone()),
+        }),
     })
 }
 
-enum FhirInput {
-    Endpoint(FhirArgs),
-    Bulk(FhirBulkArgs),
-}
-
-fn fhir_command(g: &GlobalOpts, input: FhirInput) -> Result<ExitCode> {
-    use crate::fhirimport::{import_bulk, pull_endpoint, FhirOutcome};
-    let (mappings, dates) = match &input {
-        FhirInput::Endpoint(a) => (&a.mapping, &a.dates),
-        FhirInput::Bulk(a) => (&a.mapping, &a.dates),
-    };
+/// Run one source as its own import run, print what happened, and say how it ended.
+fn run_import(
+    g: &GlobalOpts,
+    command: &str,
+    source: &Source,
+    dates: &DateOpts,
+) -> Result<ExitCode> {
     let keys = g.keys.load()?;
     let opts = ImportOptions {
         policy: dates.policy()?,
         ..Default::default()
     };
-    let fhir = match &input {
-        FhirInput::Endpoint(a) => {
-            let token =
-                crate::fhirimport::read_token(a.token_file.as_deref(), a.token_env.as_deref())?;
-            Some(registrar_fhir::client::Client::new(
-                &a.endpoint,
-                registrar_fhir::client::ClientOptions {
-                    count: a.count.clamp(1, 10_000),
-                    timeout: std::time::Duration::from_secs(a.timeout.max(1)),
-                    max_retries: a.retries,
-                    backoff: std::time::Duration::from_millis(a.backoff_ms),
-                    bearer_token: token,
-                    ..Default::default()
-                },
-            )?)
-        }
-        FhirInput::Bulk(_) => None,
-    };
     let target = g.db().resolve()?;
     let mut conn = target.diesel()?;
     db::migrate(&mut conn)?;
     let mut client = target.client()?;
-    let mut compiled = Vec::new();
-    for m in mappings {
-        let c = load_compiled(m, &mut client)?;
-        if c.mapping.spec.source.format != Format::Fhir {
-            bail!("{} is not a FHIR mapping (format = \"fhir\")", m.display());
-        }
-        compiled.push(c);
-    }
+    // A second connection draws ids from the sequences while the first one loads.
     let mut seq = target.client()?;
     crate::privacy::audit::record_configuration(
         &mut client,
@@ -319,122 +274,128 @@ fn fhir_command(g: &GlobalOpts, input: FhirInput) -> Result<ExitCode> {
         keys.current.domain(),
         &crate::import::date_policy_text(&opts.policy),
     )?;
-    let command = match &input {
-        FhirInput::Endpoint(_) => "import fhir",
-        FhirInput::Bulk(_) => "import fhir-bulk",
-    };
     let run_id = runs::start(&mut conn, command, Some(keys.current.key_id().as_str()))?;
-    let bar = progress::count_bar(None, "resources", "resources");
-    let mut outcomes: Vec<FhirOutcome> = Vec::new();
-    let mut failures: Vec<String> = Vec::new();
-    match (&input, &fhir) {
-        (FhirInput::Endpoint(a), Some(f)) => {
-            let mut patients = crate::fhirimport::PatientCache::default();
-            for c in &compiled {
-                match pull_endpoint(
-                    &mut client,
-                    &mut seq,
-                    c,
-                    &keys,
-                    run_id,
-                    f,
-                    &mut patients,
-                    a.full,
-                    &opts,
-                    &bar,
-                ) {
-                    Ok(o) => outcomes.push(o),
-                    Err(e) => failures.push(format!("{}: {e:#}", c.mapping.spec.source.name)),
-                }
-            }
-        }
-        (FhirInput::Bulk(a), _) => {
-            match import_bulk(
-                &mut client,
-                &mut seq,
-                &compiled,
-                &keys,
-                run_id,
-                &a.dir,
-                &opts,
-                &bar,
-            ) {
-                Ok(o) => outcomes = o,
-                Err(e) => failures.push(format!("{e:#}")),
-            }
-        }
-        (FhirInput::Endpoint(_), None) => unreachable!("an endpoint has a client"),
-    }
-    bar.finish_and_clear();
-    let mut counts = runs::Counts::default();
-    for o in &outcomes {
-        let t = o.totals();
-        counts.rows_in += t.rows_in;
-        counts.rows_loaded += t.rows_loaded;
-        counts.rows_rejected += t.rows_rejected;
-        counts.rows_skipped += t.rows_skipped;
-    }
-    let status = if !failures.is_empty() {
-        "failed"
-    } else if counts.rows_rejected > 0 {
-        "partial"
-    } else {
-        "succeeded"
+    let mut out = SourceOutcome::new(source);
+    let result = {
+        let mut ctx = ImportContext::new(&mut client, &mut seq, &keys, run_id, &opts)?;
+        ctx.progress = progress::count_bar(None, &source.name, "rows");
+        let r = pipeline::run(&mut ctx, source, &mut out);
+        ctx.progress.finish_and_clear();
+        r
     };
-    let msg = (!failures.is_empty()).then(|| failures.join("; "));
-    runs::finish(&mut conn, run_id, status, counts, msg.as_deref())?;
+    out.settle(result);
+    let status = match out.status {
+        SourceStatus::Failed => RunStatus::Failed,
+        SourceStatus::Rejects => RunStatus::Partial,
+        SourceStatus::Ok => RunStatus::Succeeded,
+    };
+    runs::finish(&mut conn, run_id, status, &out.counts, out.error.as_deref())?;
+    let is_files = matches!(source.kind, SourceKind::Files(_));
     if g.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "run_id": run_id, "status": status, "mappings": outcomes, "failures": failures
-            }))?
-        );
+        let mut v = serde_json::json!({
+            "run_id": run_id,
+            "status": status,
+            "files": out.units,
+            "source": &out,
+        });
+        if !is_files {
+            v["mappings"] = serde_json::to_value(&out.fhir)?;
+            v["failures"] = serde_json::to_value(out.error.iter().collect::<Vec<_>>())?;
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        for o in &outcomes {
-            let t = o.totals();
-            println!(
-                "{} ({}): {} resources in {} unit(s): {} loaded, {} rejected, {} skipped; {} deleted{}",
-                o.mapping,
-                o.resource_type,
-                t.rows_in,
-                o.units.len(),
-                t.rows_loaded,
-                t.rows_rejected,
-                t.rows_skipped,
-                o.deleted,
-                o.watermark_after
-                    .as_deref()
-                    .map(|w| format!("; watermark {w}"))
-                    .unwrap_or_default()
-            );
+        if is_files {
+            for u in &out.units {
+                print_outcome(u);
+            }
+        } else {
+            for o in &out.fhir {
+                let t = o.totals();
+                println!(
+                    "{} ({}): {} resources in {} unit(s): {} loaded, {} unchanged, {} rejected, {} skipped; {} deleted{}",
+                    o.mapping,
+                    o.resource_type,
+                    t.rows_in,
+                    o.units.len(),
+                    t.rows_loaded,
+                    t.rows_unchanged,
+                    t.rows_rejected,
+                    t.rows_skipped,
+                    o.deleted,
+                    o.watermark_after
+                        .as_deref()
+                        .map(|w| format!("; watermark {w}"))
+                        .unwrap_or_default()
+                );
+            }
         }
-        for f in &failures {
-            eprintln!("error: {f}");
-        }
-        if counts.rows_rejected > 0 {
+        let c = &out.counts;
+        println!(
+            "run {run_id}: {} rows in, {} loaded, {} rejected, {} skipped, {} unchanged ({} cells nulled); {} file(s) rejected",
+            c.rows_in, c.rows_loaded, c.rows_rejected, c.rows_skipped, c.rows_unchanged,
+            c.cells_nulled, out.files_rejected
+        );
+        if c.rows_rejected > 0 || out.files_rejected > 0 || c.cells_nulled > 0 {
             println!("rejects: SELECT * FROM registry.reject WHERE run_id = {run_id};");
         }
     }
-    Ok(match status {
-        "succeeded" => ExitCode::SUCCESS,
-        "partial" => ExitCode::from(1),
-        _ => ExitCode::from(2),
-    })
+    match out.status {
+        SourceStatus::Ok => Ok(ExitCode::SUCCESS),
+        SourceStatus::Rejects => Ok(ExitCode::from(1)),
+        SourceStatus::Failed => {
+            let e = anyhow::anyhow!(
+                "{}",
+                out.error.unwrap_or_else(|| "the import failed".into())
+            );
+            // Files: nothing done (a mapping, an argument) is a setup error; else part-way.
+            Err(if is_files && out.files_seen == 0 {
+                crate::Error::Setup(e)
+            } else {
+                crate::Error::SourceFailed(e)
+            }
+            .into())
+        }
+    }
 }
 
-fn print_outcome(o: &FileOutcome) {
-    match o.status.as_str() {
-        "loaded" => {
+fn print_outcome(o: &UnitOutcome) {
+    let c = &o.counts;
+    match o.status {
+        FileStatus::Loaded => {
             let tables: Vec<String> = o.tables.iter().map(|(t, n)| format!("{t} {n}")).collect();
+            let mut extra = String::new();
+            if c.rows_unchanged > 0 {
+                extra.push_str(&format!(", {} unchanged", c.rows_unchanged));
+            }
+            if c.cells_nulled > 0 {
+                extra.push_str(&format!(", {} cells nulled", c.cells_nulled));
+            }
+            let records =
+                c.records_added + c.records_updated + c.records_unchanged + c.records_deleted;
+            if records > 0 {
+                extra.push_str(&format!(
+                    "; records: {} added, {} updated, {} unchanged, {} deleted",
+                    c.records_added, c.records_updated, c.records_unchanged, c.records_deleted
+                ));
+            }
+            if o.replaced_rows > 0 {
+                extra.push_str(&format!(
+                    "; replaced {} rows of earlier versions",
+                    o.replaced_rows
+                ));
+            }
             println!(
-                "{}: loaded {} of {} rows ({} rejected, {} skipped) -> {}",
+                "{}: loaded {} of {} rows ({} rejected, {} skipped{extra}) -> {}",
                 o.file,
-                o.rows_loaded,
-                o.rows_in,
-                o.rows_rejected,
-                o.rows_skipped,
-                tables.join(", ")
+                c.rows_loaded,
+                c.rows_in,
+                c.rows_rejected,
+                c.rows_skipped,
+                if tables.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    tables.join(", ")
+                }
             );
         }
         s => println!("{}: {s}: {}", o.file, o.reason.as_deref().unwrap_or("")),
@@ -446,7 +407,14 @@ pub fn mapping_command(g: &GlobalOpts, cmd: MappingCommand) -> Result<ExitCode> 
     db::migrate(&mut target.diesel()?)?;
     let mut client = target.client()?;
     match cmd {
-        MappingCommand::Check { files } => {
+        MappingCommand::Check {
+            files,
+            sample,
+            rows,
+        } => {
+            if sample.is_some() && files.len() != 1 {
+                bail!("--sample tries one mapping: give one mapping file");
+            }
             let mut bad = 0;
             for f in &files {
                 let m = match Mapping::load(f) {
@@ -458,17 +426,42 @@ pub fn mapping_command(g: &GlobalOpts, cmd: MappingCommand) -> Result<ExitCode> 
                     }
                 };
                 match compile(m, &mut client) {
-                    Ok(c) => println!(
-                        "{}: ok ({} emit(s) into {}; {} concept map(s))",
-                        f.display(),
-                        c.emits.len(),
-                        c.emits
-                            .iter()
-                            .map(|e| e.table.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        c.concept_maps.len()
-                    ),
+                    Ok(c) => {
+                        println!(
+                            "{}: ok ({} emit(s) into {}; {} concept map(s){})",
+                            f.display(),
+                            c.emits.len(),
+                            c.emits
+                                .iter()
+                                .map(|e| e.table.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                            c.concept_maps.len(),
+                            match &c.record {
+                                Some(r) => format!(
+                                    "; records keyed by {}{}",
+                                    r.key.join(", "),
+                                    if r.snapshot { ", snapshot" } else { "" }
+                                ),
+                                None => String::new(),
+                            }
+                        );
+                        if let Some(path) = &sample {
+                            let limits = crate::import::read_limits(
+                                &mut client,
+                                chrono::Local::now().date_naive(),
+                            )?;
+                            let report = crate::mapping::sample::run(&c, path, rows, limits)?;
+                            if g.json {
+                                println!("{}", serde_json::to_string_pretty(&report)?);
+                            } else {
+                                print!("{}", crate::mapping::sample::render(&report));
+                            }
+                            if report.fields.iter().any(|f| f.failed > 0) {
+                                bad += 1;
+                            }
+                        }
+                    }
                     Err(errs) => {
                         bad += 1;
                         for e in errs {
@@ -484,33 +477,20 @@ pub fn mapping_command(g: &GlobalOpts, cmd: MappingCommand) -> Result<ExitCode> 
             })
         }
         MappingCommand::Unmapped { mapping } => {
-            let rows = client.query(
-                "SELECT mapping_name, concept_map, source_code, occurrences, to_char(last_seen, 'YYYY-MM-DD')
-                   FROM registry.unmapped_code WHERE $1::text IS NULL OR mapping_name = $1
-                  ORDER BY occurrences DESC, mapping_name, concept_map, source_code",
-                &[&mapping],
-            )?;
+            let rows = Ledger::unmapped(&mut client, mapping.as_deref(), None)?;
             if g.json {
-                let v: Vec<_> = rows
-                    .iter()
-                    .map(|r| serde_json::json!({"mapping": r.get::<_, String>(0), "concept_map": r.get::<_, String>(1), "source_code": r.get::<_, String>(2), "occurrences": r.get::<_, i64>(3), "last_seen": r.get::<_, String>(4)}))
-                    .collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                println!("{}", serde_json::to_string_pretty(&rows)?);
             } else if rows.is_empty() {
-                println!("no unmapped codes");
+                println!("no unmapped codes or values");
             } else {
                 println!(
-                    "{:<24} {:<16} {:<20} {:>10}  last seen",
-                    "mapping", "concept map", "code", "count"
+                    "{:<24} {:<36} {:<20} {:>10}  last seen",
+                    "mapping", "concept map / value map", "code", "count"
                 );
                 for r in &rows {
                     println!(
-                        "{:<24} {:<16} {:<20} {:>10}  {}",
-                        r.get::<_, String>(0),
-                        r.get::<_, String>(1),
-                        r.get::<_, String>(2),
-                        r.get::<_, i64>(3),
-                        r.get::<_, String>(4)
+                        "{:<24} {:<36} {:<20} {:>10}  {}",
+                        r.mapping, r.concept_map, r.source_code, r.occurrences, r.last_seen
                     );
                 }
             }

@@ -136,6 +136,26 @@ pub enum Command {
     /// The privacy officer's audit log: checkpoints, verification, reports.
     #[command(subcommand)]
     Audit(crate::cli::privacy::AuditCommand),
+    /// Show, or set, the registry's plausibility limits.
+    ///
+    /// Every import refuses a birth before --min-birth-year (default 1850), any other date
+    /// before --min-event-year (default 1900) and any date after today, with a reason per
+    /// cell; `registrar check` flags ages above --max-age-years (default 120). A mapping can
+    /// override the year limits for its own source (`[limits]`). Changes are audited.
+    Limits(LimitsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LimitsArgs {
+    /// The earliest year of birth an import accepts.
+    #[arg(long, value_name = "YEAR")]
+    pub min_birth_year: Option<i32>,
+    /// The earliest year of any other date an import accepts.
+    #[arg(long, value_name = "YEAR")]
+    pub min_event_year: Option<i32>,
+    /// The highest age at an event `registrar check` accepts.
+    #[arg(long, value_name = "YEARS")]
+    pub max_age_years: Option<i32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -226,7 +246,11 @@ pub enum VocabCommand {
 }
 
 /// Run a parsed command line.
-pub fn run(cli: Cli) -> Result<ExitCode> {
+pub fn run(cli: Cli) -> std::result::Result<ExitCode, crate::Error> {
+    dispatch(cli).map_err(crate::Error::from)
+}
+
+fn dispatch(cli: Cli) -> Result<ExitCode> {
     let g = &cli.global;
     match cli.command {
         Command::Db(cmd) => db_command(g, cmd),
@@ -239,12 +263,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             match vocab::load_dir(&mut client, &dir) {
                 Ok(report) => {
                     let rows: i64 = report.tables.iter().map(|t| t.rows as i64).sum();
-                    let counts = runs::Counts {
+                    let counts = crate::ledger::UnitCounts {
                         rows_in: rows,
                         rows_loaded: rows,
                         ..Default::default()
                     };
-                    runs::finish(&mut conn, run_id, "succeeded", counts, None)?;
+                    runs::finish(&mut conn, run_id, runs::RunStatus::Succeeded, &counts, None)?;
                     if g.json {
                         println!("{}", serde_json::to_string_pretty(&report)?);
                     } else {
@@ -262,8 +286,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     runs::finish(
                         &mut conn,
                         run_id,
-                        "failed",
-                        runs::Counts::default(),
+                        runs::RunStatus::Failed,
+                        &Default::default(),
                         Some(&msg),
                     )?;
                     Err(e)
@@ -302,20 +326,20 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     } else {
                         for s in &r.sources {
                             println!(
-                                "{:<24} {:<8} {} files ({} loaded, {} unchanged, {} rejected), {} rows loaded, {} rejected{}",
-                                s.name, s.status, s.files_seen, s.files_loaded, s.files_skipped, s.files_rejected,
-                                s.rows_loaded, s.rows_rejected,
+                                "{:<24} {:<8} {} files ({} loaded, {} unchanged, {} rejected), {} rows loaded, {} unchanged, {} rejected{}",
+                                s.name, s.status.as_str(), s.files_seen, s.files_loaded, s.files_skipped, s.files_rejected,
+                                s.counts.rows_loaded, s.counts.rows_unchanged, s.counts.rows_rejected,
                                 s.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
                             );
+                            for p in &s.passed_over {
+                                println!("{:<24} passed over {p}", s.name);
+                            }
                         }
                         println!("report: {}", r.report_html.display());
                     }
                     Ok(ExitCode::from(r.exit_code))
                 }
-                Err(crate::nightly::Fatal(e)) => {
-                    eprintln!("error: {e:#}");
-                    Ok(ExitCode::from(3))
-                }
+                Err(e) => Err(e.into()),
             }
         }
         Command::Config(ConfigCommand::Check { config }) => {
@@ -416,7 +440,48 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Key(cmd) => privacy::key_command(g, cmd),
         Command::Pseudonym(cmd) => privacy::pseudonym_command(g, cmd),
         Command::Audit(cmd) => privacy::audit_command(g, cmd),
+        Command::Limits(args) => limits_command(g, &args),
     }
+}
+
+fn limits_command(g: &GlobalOpts, a: &LimitsArgs) -> Result<ExitCode> {
+    let target = g.db().resolve()?;
+    db::migrate(&mut target.diesel()?)?;
+    let mut client = target.client()?;
+    let today = chrono::Local::now().date_naive();
+    let before = crate::import::read_limits(&mut client, today)?;
+    if a.min_birth_year.is_some() || a.min_event_year.is_some() || a.max_age_years.is_some() {
+        let mut tx = client.transaction()?;
+        tx.execute(
+            "UPDATE registry.plausibility SET min_birth_year = coalesce($1, min_birth_year),
+                    min_event_year = coalesce($2, min_event_year),
+                    max_age_years = coalesce($3, max_age_years), updated_at = now()",
+            &[&a.min_birth_year, &a.min_event_year, &a.max_age_years],
+        )
+        .map_err(|e| anyhow::anyhow!("{}", crate::db::pg_message(&e)))?;
+        let after = crate::import::read_limits(&mut tx, today)?;
+        crate::privacy::audit::append(
+            &mut tx,
+            &crate::privacy::audit::Record {
+                action: crate::privacy::audit::action::CONFIGURATION,
+                run_id: None,
+                locator_hash: None,
+                key_id: None,
+                detail: serde_json::json!({ "plausibility": { "before": before, "now": after } }),
+            },
+        )?;
+        tx.commit()?;
+    }
+    let l = crate::import::read_limits(&mut client, today)?;
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&l)?);
+    } else {
+        println!(
+            "births from {}, other dates from {}, no date after today, ages up to {} years",
+            l.min_birth_year, l.min_event_year, l.max_age_years
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn db_command(g: &GlobalOpts, cmd: DbCommand) -> Result<ExitCode> {

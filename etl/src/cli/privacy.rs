@@ -169,39 +169,24 @@ pub fn key_command(g: &GlobalOpts, cmd: KeyCommand) -> Result<ExitCode> {
         KeyCommand::Status => {
             let target = g.db().resolve()?;
             let mut c = target.client()?;
-            let rows = c.query(
-                "SELECT key_id, domain, identifier_type, count(*)::int8, count(DISTINCT person_id)::int8
-                   FROM registry.person_map GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
-                &[],
-            )?;
-            let persons: i64 = c
-                .query_one(
-                    "SELECT count(DISTINCT person_id) FROM registry.person_map",
-                    &[],
-                )?
-                .get(0);
+            let rows = crate::ledger::Ledger::person_map_by_key(&mut c)?;
+            let (persons, _) = crate::ledger::Ledger::persons_under_key(&mut c, "")?;
             println!("{persons} persons in the person map");
             println!(
                 "{:<22} {:<16} {:<14} {:>12} {:>10}",
                 "key id", "domain", "type", "pseudonyms", "persons"
             );
-            for r in &rows {
+            for u in &rows {
                 println!(
                     "{:<22} {:<16} {:<14} {:>12} {:>10}",
-                    r.get::<_, String>(0),
-                    r.get::<_, String>(1),
-                    r.get::<_, String>(2),
-                    r.get::<_, i64>(3),
-                    r.get::<_, i64>(4)
+                    u.key_id, u.domain, u.identifier_type, u.pseudonyms, u.persons
                 );
             }
             if let Ok(keys) = g.keys.load() {
-                let reached: i64 = c
-                    .query_one(
-                        "SELECT count(DISTINCT person_id) FROM registry.person_map WHERE key_id = $1",
-                        &[&keys.current.key_id().as_str()],
-                    )?
-                    .get(0);
+                let (_, reached) = crate::ledger::Ledger::persons_under_key(
+                    &mut c,
+                    keys.current.key_id().as_str(),
+                )?;
                 println!(
                     "under the current key {}: {reached} of {persons} persons",
                     keys.current.key_id()

@@ -2,7 +2,8 @@
 //! into the form the importer executes. Every problem is reported, each with file and line.
 
 use super::conceptmap::ConceptMap;
-use super::{Condition, Emit, Expr, Mapping};
+use super::dates::DateFormats;
+use super::{Condition, Emit, Expr, LimitsSpec, Mapping, OnError};
 use crate::load::copy::{PgType, TableLayout, Value};
 use anyhow::Result;
 use registrar_anonymizer::pseudonym::IdentifierType;
@@ -53,13 +54,38 @@ pub struct CompiledExpr {
     pub src: Src,
     pub values: Option<HashMap<String, String>>,
     pub otherwise: Option<String>,
-    /// (concept map index, column index, column name)
+    /// (concept map index, column index)
     pub lookup: Option<(usize, usize)>,
-    pub date_formats: Vec<String>,
+    /// How dates are read, when the value becomes a date (a date column or `part`).
+    pub dates: Option<DateFormats>,
     pub scale: Option<f64>,
     pub offset: Option<f64>,
     pub part: Option<String>,
     pub required: bool,
+    pub on_error: OnError,
+    /// `table.column`, for messages and `registry.reject.field`.
+    pub field: String,
+    /// Line of the field in the mapping file.
+    pub line: usize,
+    /// A person's birth (year, month, day or date of birth): birth-year limits apply.
+    pub birth: bool,
+}
+
+impl CompiledExpr {
+    /// The source column the value is read from, if any.
+    pub fn column(&self) -> Option<&str> {
+        match &self.src {
+            Src::Column(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// `[record]`, compiled.
+#[derive(Debug, Clone)]
+pub struct CompiledRecord {
+    pub key: Vec<String>,
+    pub snapshot: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -84,7 +110,30 @@ pub struct Compiled {
     pub emits: Vec<CompiledEmit>,
     pub layouts: Vec<TableLayout>,
     pub concept_maps: Vec<ConceptMap>,
+    pub record: Option<CompiledRecord>,
+    /// SHA-256 of the mapping text and its concept maps: a file or record loaded under
+    /// another version of the mapping is loaded again.
+    pub fingerprint: String,
+    /// The mapping file's name (no folder), for reject records.
+    pub file_name: String,
+    /// This source's plausibility limits (override the registry's).
+    pub limits: LimitsSpec,
 }
+
+impl Compiled {
+    /// The mapping's name (`[source] name`).
+    pub fn name(&self) -> &str {
+        &self.mapping.spec.source.name
+    }
+}
+
+/// Columns of the person table that hold a birth.
+const BIRTH_COLUMNS: &[&str] = &[
+    "year_of_birth",
+    "month_of_birth",
+    "day_of_birth",
+    "birth_datetime",
+];
 
 /// The id column a mapping allocates for a cdm table, if any. `person` has none: its
 /// person_id is the resolved person's, and its rows (like `death`) are keyed by person_id.
@@ -115,8 +164,20 @@ pub fn compile(
 
     let mut concept_maps = Vec::new();
     let mut map_index = HashMap::new();
+    let mut fingerprint = {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(mapping.text.as_bytes());
+        h
+    };
     for (name, path) in &spec.concept_maps {
         let line = mapping.line(path.span().start);
+        if let Ok(bytes) = std::fs::read(mapping.resolve(path.get_ref())) {
+            use sha2::Digest;
+            fingerprint.update(name.as_bytes());
+            fingerprint.update((bytes.len() as u64).to_le_bytes());
+            fingerprint.update(&bytes);
+        }
         match ConceptMap::load(name, &mapping.resolve(path.get_ref())) {
             Ok(m) => {
                 map_index.insert(name.clone(), concept_maps.len());
@@ -164,6 +225,26 @@ pub fn compile(
         });
     }
 
+    let is_fhir = spec.source.format == super::Format::Fhir;
+    let source_dates = match &spec.source.date_formats {
+        Some(f) => match DateFormats::compile(f, spec.source.pivot_year) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                errors.push(format!("{file}: [source] date_formats: {e}"));
+                None
+            }
+        },
+        None if is_fhir => Some(DateFormats::fhir()),
+        None => None,
+    };
+    if let Some(p) = spec.source.pivot_year {
+        if !(1800..=2100).contains(&p) {
+            errors.push(format!(
+                "{file}: [source] pivot_year {p} is not a year between 1800 and 2100"
+            ));
+        }
+    }
+    let iso = DateFormats::compile(&["%Y-%m-%d".into()], None).expect("ISO date");
     let mut layouts: Vec<TableLayout> = Vec::new();
     let mut emits = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();
@@ -317,6 +398,51 @@ pub fn compile(
                     ));
                 }
             }
+            let is_date = x.part.is_some() || matches!(col.ty, PgType::Date | PgType::Timestamp);
+            let dates = match (&src, is_date) {
+                (_, false) => None,
+                (Src::ConstText(v), true) => {
+                    // A constant date is written YYYY-MM-DD.
+                    if iso.parse(v.trim()).is_err() {
+                        errors.push(at(
+                            fline,
+                            format!("`{fname}`: the constant date must be written YYYY-MM-DD"),
+                        ));
+                    }
+                    Some(iso.clone())
+                }
+                (Src::Column(_), true) => match &x.date_formats {
+                    Some(f) => match DateFormats::compile(f, spec.source.pivot_year) {
+                        Ok(d) => Some(d),
+                        Err(e) => {
+                            errors.push(at(fline, format!("`{fname}`: date_formats: {e}")));
+                            None
+                        }
+                    },
+                    None if source_dates.is_some() => source_dates.clone(),
+                    None => {
+                        errors.push(at(
+                            fline,
+                            format!(
+                                "`{fname}` reads a date: declare how the export writes dates, \
+                                 `date_formats = [\"%d/%m/%Y\"]` in [source] or on the field \
+                                 (`mapping check --sample FILE` shows which formats match)"
+                            ),
+                        ));
+                        None
+                    }
+                },
+                (_, true) => None,
+            };
+            let on_error = x.on_error.unwrap_or_default();
+            if on_error == OnError::Null && (col.not_null || x.required) {
+                errors.push(at(
+                    fline,
+                    format!(
+                        "`{fname}`: on_error = \"null\" needs an optional column (cdm.{table}.{fname} is required)"
+                    ),
+                ));
+            }
             fields.push((
                 ci,
                 CompiledExpr {
@@ -328,14 +454,15 @@ pub fn compile(
                     }),
                     otherwise: x.otherwise.as_ref().map(toml_text),
                     lookup,
-                    date_formats: x
-                        .date_formats
-                        .clone()
-                        .unwrap_or_else(|| spec.source.date_formats.clone()),
+                    dates,
                     scale: x.scale,
                     offset: x.offset,
                     part: x.part.clone(),
                     required: x.required,
+                    on_error,
+                    field: format!("{table}.{fname}"),
+                    line: fline,
+                    birth: table == "person" && BIRTH_COLUMNS.contains(&fname.as_str()),
                 },
             ));
         }
@@ -443,13 +570,68 @@ pub fn compile(
         )),
         (None, _) => {}
     }
+    let record = match &spec.record {
+        None => None,
+        Some(r) => {
+            let line = mapping.line(r.span().start);
+            let r = r.get_ref();
+            if r.key.is_empty() {
+                errors.push(at(line, "[record] key needs at least one column".into()));
+            }
+            for (i, k) in r.key.iter().enumerate() {
+                if r.key[..i].contains(k) {
+                    errors.push(at(line, format!("[record] key names `{k}` twice")));
+                }
+            }
+            if is_fhir {
+                errors.push(at(
+                    line,
+                    "[record] is for files: a FHIR resource is identified by its type and id"
+                        .into(),
+                ));
+            }
+            Some(CompiledRecord {
+                key: r.key.clone(),
+                snapshot: r.snapshot,
+            })
+        }
+    };
+    if let Some(p) = &spec.source.series {
+        if p.matches('*').count() != 1 || p.contains('/') {
+            errors.push(format!(
+                "{file}: [source] series `{p}` needs exactly one `*` (the version part, e.g. `rott2_*.csv`) and no folder"
+            ));
+        }
+    }
+    for (what, v) in [
+        ("min_birth_year", spec.limits.min_birth_year),
+        ("min_event_year", spec.limits.min_event_year),
+    ] {
+        if let Some(y) = v {
+            if !(1000..=2100).contains(&y) {
+                errors.push(format!(
+                    "{file}: [limits] {what} {y} is not a plausible year"
+                ));
+            }
+        }
+    }
+    let file_name = mapping
+        .path
+        .file_name()
+        .map(|f| f.to_string_lossy().to_string())
+        .unwrap_or_default();
     if errors.is_empty() {
+        use sha2::Digest;
         Ok(Compiled {
+            limits: spec.limits.clone(),
             mapping,
             identifiers,
             emits,
             layouts,
             concept_maps,
+            record,
+            fingerprint: hex::encode(fingerprint.finalize()),
+            file_name,
         })
     } else {
         Err(errors)
@@ -479,5 +661,34 @@ pub fn check_header(c: &Compiled, header: &[String]) -> Vec<String> {
             }
         }
     }
+    if let Some(r) = &c.record {
+        for k in &r.key {
+            need(k);
+        }
+    }
     missing
+}
+
+/// Every source column the mapping reads (identifiers, conditions, fields, record key).
+pub fn referenced_columns(c: &Compiled) -> std::collections::BTreeSet<&str> {
+    let mut s = std::collections::BTreeSet::new();
+    for id in &c.identifiers {
+        if let IdSource::Column(col) = &id.source {
+            s.insert(col.as_str());
+        }
+    }
+    for e in &c.emits {
+        if let Some(w) = &e.when {
+            s.insert(w.column.as_str());
+        }
+        for (_, x) in &e.fields {
+            if let Some(col) = x.column() {
+                s.insert(col);
+            }
+        }
+    }
+    if let Some(r) = &c.record {
+        s.extend(r.key.iter().map(String::as_str));
+    }
+    s
 }

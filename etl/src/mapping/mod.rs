@@ -62,6 +62,9 @@
 
 pub mod check;
 pub mod conceptmap;
+pub mod dates;
+pub mod eval;
+pub mod sample;
 
 use anyhow::{Context, Result};
 use serde::Deserialize;
@@ -88,6 +91,31 @@ pub struct MappingSpec {
     pub emit: Vec<Spanned<Emit>>,
     /// FHIR mappings: the resource and its columns.
     pub fhir: Option<Spanned<FhirSpec>>,
+    /// The source's rows are records with a logical identity.
+    pub record: Option<Spanned<RecordSpec>>,
+    /// Plausibility limits for this source, overriding the registry's.
+    #[serde(default)]
+    pub limits: LimitsSpec,
+}
+
+/// `[record]`: what identifies a row of the source across files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordSpec {
+    /// The columns whose values together identify a record (kept only as a keyed hash).
+    pub key: Vec<String>,
+    /// Each file holds the full current state: records missing from the newest file of the
+    /// source are deleted.
+    #[serde(default)]
+    pub snapshot: bool,
+}
+
+/// `[limits]`: plausibility limits of this source (see `registrar limits`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    pub min_birth_year: Option<i32>,
+    pub min_event_year: Option<i32>,
 }
 
 /// The `[fhir]` section of a FHIR mapping.
@@ -161,9 +189,6 @@ fn default_quote() -> char {
 fn one() -> usize {
     1
 }
-fn default_date_formats() -> Vec<String> {
-    vec!["%Y-%m-%d".into(), "%d/%m/%Y".into()]
-}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -183,9 +208,15 @@ pub struct SourceSpec {
     pub sheet: Option<String>,
     /// xlsx: the last column letter to read (e.g. "H"); columns right of it are ignored.
     pub last_column: Option<String>,
-    /// Date formats (chrono strftime) tried in order.
-    #[serde(default = "default_date_formats")]
-    pub date_formats: Vec<String>,
+    /// Date formats tried in order (see [`dates`]); a cell must match one exactly. There is
+    /// no default: a mapping that reads dates from text declares how they are written.
+    pub date_formats: Option<Vec<String>>,
+    /// Two-digit years (`%y`): `yy` is the year in `pivot_year ..= pivot_year + 99`.
+    pub pivot_year: Option<i32>,
+    /// Files whose name matches this pattern (one `*`, e.g. `rott2_*.csv`) are versions of one
+    /// export: the part the `*` matches (a date or a number, ordered naturally) orders them,
+    /// and the newest supersedes the older ones.
+    pub series: Option<String>,
     /// Numbers use a decimal comma ("12,5").
     #[serde(default)]
     pub decimal_comma: bool,
@@ -242,6 +273,15 @@ pub struct Condition {
     pub not_in: Option<Vec<String>>,
 }
 
+/// What a failing cell does to its row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    #[default]
+    Reject,
+    Null,
+}
+
 /// A field expression.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -271,6 +311,9 @@ pub struct Expr {
     /// Allows a free-text target column.
     #[serde(default)]
     pub free_text: bool,
+    /// What a cell that cannot be read does: `reject` the row (default), or `null` the cell
+    /// (optional columns only; the cell is recorded in `registry.reject` all the same).
+    pub on_error: Option<OnError>,
     /// The value may be empty (NULL) even if... default: empty source gives NULL.
     #[serde(default)]
     pub required: bool,

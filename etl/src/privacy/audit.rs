@@ -24,6 +24,7 @@ pub const AUDIT_LOCK: i64 = 0x7265_6761_7564_6974;
 pub mod action {
     pub const IMPORT_BATCH: &str = "import batch pseudonymised";
     pub const DICOM_FILE: &str = "dicom file pseudonymised";
+    pub const DICOM_INDEX: &str = "dicom tree indexed";
     pub const REJECTED: &str = "rejected";
     pub const LOOKUP: &str = "lookup";
     pub const KEY_ROTATION: &str = "key rotation";

@@ -15,7 +15,8 @@
 //! source's primary identifier, the MRN for hospital sources, as in DICOM PatientID).
 
 use super::keys::Keys;
-use anyhow::{Context, Result};
+use crate::ledger::{Ledger, PersonMapRow};
+use anyhow::Result;
 use postgres::GenericClient;
 use registrar_anonymizer::dateshift::DatePolicy;
 use registrar_anonymizer::pseudonym::{IdentifierType, NormaliseError, Pseudonym};
@@ -71,17 +72,9 @@ pub struct PersonResolver<'k> {
     /// The cache holds the whole person map (see [`Self::preload`]): a miss means unknown.
     complete: bool,
     /// Bulk mode: new person-map rows are collected here instead of inserted at once.
-    deferred: Option<Vec<NewPseudonym>>,
+    deferred: Option<Vec<PersonMapRow>>,
     id_block: Vec<i32>,
     pub counts: PersonCounts,
-}
-
-/// A person-map row to write (bulk mode).
-#[derive(Debug, Clone)]
-pub struct NewPseudonym {
-    pub pseudonym: String,
-    pub person_id: i32,
-    pub identifier_type: IdentifierType,
 }
 
 impl<'k> PersonResolver<'k> {
@@ -104,9 +97,7 @@ impl<'k> PersonResolver<'k> {
     /// [`Self::take_new`] and written by the caller in the same transaction. `db` is then
     /// only used to draw new person ids from the (non-transactional) sequence.
     pub fn preload(&mut self, db: &mut impl GenericClient) -> Result<()> {
-        for r in db.query("SELECT pseudonym, person_id FROM registry.person_map", &[])? {
-            self.cache.insert(r.get(0), r.get(1));
-        }
+        self.cache = Ledger::person_map(db)?;
         self.complete = true;
         self.deferred = Some(Vec::new());
         Ok(())
@@ -135,7 +126,7 @@ impl<'k> PersonResolver<'k> {
     }
 
     /// The person-map rows created since the last call (bulk mode).
-    pub fn take_new(&mut self) -> Vec<NewPseudonym> {
+    pub fn take_new(&mut self) -> Vec<PersonMapRow> {
         self.deferred
             .as_mut()
             .map(std::mem::take)
@@ -153,11 +144,7 @@ impl<'k> PersonResolver<'k> {
         if self.complete {
             return Ok(None);
         }
-        let row = db.query_opt(
-            "SELECT person_id FROM registry.person_map WHERE pseudonym = $1",
-            &[&pseudonym],
-        )?;
-        let id = row.map(|r| r.get::<_, i32>(0));
+        let id = Ledger::person_of(db, pseudonym)?;
         if let Some(id) = id {
             self.cache.insert(pseudonym.to_string(), id);
         }
@@ -171,30 +158,19 @@ impl<'k> PersonResolver<'k> {
         person_id: i32,
         ty: IdentifierType,
     ) -> Result<()> {
+        let row = PersonMapRow {
+            pseudonym: pseudonym.to_string(),
+            person_id,
+            identifier_type: ty.as_str(),
+        };
         if let Some(pending) = self.deferred.as_mut() {
-            pending.push(NewPseudonym {
-                pseudonym: pseudonym.to_string(),
-                person_id,
-                identifier_type: ty,
-            });
+            pending.push(row);
             self.cache.insert(pseudonym.to_string(), person_id);
             self.counts.pseudonyms_added += 1;
             return Ok(());
         }
         let cur = &self.keys.current;
-        db.execute(
-            "INSERT INTO registry.person_map (pseudonym, person_id, identifier_type, key_id, domain, first_run_id)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (pseudonym) DO NOTHING",
-            &[
-                &pseudonym,
-                &person_id,
-                &ty.as_str(),
-                &cur.key_id().as_str(),
-                &cur.domain(),
-                &self.run_id,
-            ],
-        )
-        .context("could not write the person map")?;
+        Ledger::add_person(db, &row, cur.key_id().as_str(), cur.domain(), self.run_id)?;
         self.cache.insert(pseudonym.to_string(), person_id);
         self.counts.pseudonyms_added += 1;
         Ok(())
@@ -300,22 +276,15 @@ pub fn lookup_person(
         .current
         .person(ty, raw)
         .map_err(|e| anyhow::anyhow!("{ty}: {e}"))?;
-    let row = db.query_opt(
-        "SELECT person_id FROM registry.person_map WHERE pseudonym = $1",
-        &[&p.as_str()],
-    )?;
-    if let Some(r) = row {
-        return Ok((p, Some(r.get(0))));
+    if let Some(id) = Ledger::person_of(db, p.as_str())? {
+        return Ok((p, Some(id)));
     }
     for prev in &keys.previous {
         let old = prev
             .person(ty, raw)
             .map_err(|e| anyhow::anyhow!("{ty}: {e}"))?;
-        if let Some(r) = db.query_opt(
-            "SELECT person_id FROM registry.person_map WHERE pseudonym = $1",
-            &[&old.as_str()],
-        )? {
-            return Ok((p, Some(r.get(0))));
+        if let Some(id) = Ledger::person_of(db, old.as_str())? {
+            return Ok((p, Some(id)));
         }
     }
     Ok((p, None))

@@ -234,6 +234,7 @@ impl RowSource for CsvSource {
                 line,
                 fields,
                 cell_errors: Vec::new(),
+                typed_dates: Vec::new(),
                 key: None,
             })));
         }

@@ -13,8 +13,13 @@ pub struct SourceRow {
     /// 1-based line (CSV) or sheet row (xlsx) where it starts, for messages.
     pub line: u64,
     pub fields: Vec<String>,
-    /// Per-cell problems found while reading (e.g. an error cell): (column, reason).
-    pub cell_errors: Vec<(String, String)>,
+    /// Per-cell problems found while reading (e.g. an error cell): (column index, reason).
+    /// A field that reads such a cell fails; the others are not affected.
+    pub cell_errors: Vec<(usize, String)>,
+    /// Columns (by index) whose cell was typed as a date by the source (a workbook's date
+    /// cell), written as ISO `YYYY-MM-DD[ HH:MM:SS]`: read as such, whatever the mapping's
+    /// text formats.
+    pub typed_dates: Vec<u32>,
     /// The row's logical identity at the source (e.g. a FHIR `Type/id` with its endpoint),
     /// for sources whose rows are updated in place: a later row with the same key replaces
     /// the rows the earlier one produced. Stored only as a keyed hash.

@@ -7,10 +7,13 @@ use crate::mapping::SourceSpec;
 use calamine::{Data, Reader, Xlsx};
 use std::path::Path;
 
+/// A data row of a sheet: its row number, cells and per-cell problems (column, reason).
+type SheetRow = (u64, Vec<Data>, Vec<(usize, String)>);
+
 /// A sheet read into memory (calamine reads whole sheets), served row by row.
 pub struct XlsxSource {
     header: Vec<String>,
-    rows: std::vec::IntoIter<(u64, Vec<Data>, Vec<String>)>,
+    rows: std::vec::IntoIter<SheetRow>,
     number: u64,
 }
 
@@ -37,8 +40,29 @@ fn col_letters(mut i: usize) -> String {
     s.iter().rev().collect()
 }
 
-/// Cell text as the mapping sees it: dates as Excel serial numbers (the date parser reads
-/// them), numbers without trailing `.0`.
+/// A workbook date (days since 1899-12-30, the fraction the time of day) as ISO text.
+fn iso_date(serial: f64) -> Option<String> {
+    let base = chrono::NaiveDate::from_ymd_opt(1899, 12, 30)?.and_hms_opt(0, 0, 0)?;
+    let secs = (serial * 86_400.0).round() as i64;
+    let dt = base.checked_add_signed(chrono::Duration::seconds(secs))?;
+    Some(if secs % 86_400 == 0 {
+        dt.format("%Y-%m-%d").to_string()
+    } else {
+        dt.format("%Y-%m-%d %H:%M:%S").to_string()
+    })
+}
+
+/// Whether a cell is typed as a date (its text is then ISO, see [`cell_text`]).
+fn is_typed_date(d: &Data) -> bool {
+    match d {
+        Data::DateTime(dt) => !dt.is_duration() && iso_date(dt.as_f64()).is_some(),
+        Data::DateTimeIso(s) => s.len() >= 10 && s.as_bytes()[4] == b'-',
+        _ => false,
+    }
+}
+
+/// Cell text as the mapping sees it: typed dates as ISO dates (marked typed, see
+/// [`SourceRow::typed_dates`]), numbers without trailing `.0`.
 fn cell_text(d: &Data) -> String {
     match d {
         Data::Empty => String::new(),
@@ -54,13 +78,14 @@ fn cell_text(d: &Data) -> String {
         Data::Bool(b) => b.to_string(),
         Data::DateTime(dt) => {
             let f = dt.as_f64();
-            if f.fract() == 0.0 {
-                format!("{}", f as i64)
-            } else {
-                f.to_string()
+            match iso_date(f) {
+                Some(s) if !dt.is_duration() => s,
+                _ if f.fract() == 0.0 => format!("{}", f as i64),
+                _ => f.to_string(),
             }
         }
-        Data::DateTimeIso(s) | Data::DurationIso(s) => s.clone(),
+        Data::DateTimeIso(s) => s.replacen('T', " ", 1),
+        Data::DurationIso(s) => s.clone(),
         Data::Error(e) => format!("#{e:?}"),
     }
 }
@@ -127,15 +152,12 @@ impl XlsxSource {
             for (ci, d) in cells.iter().enumerate() {
                 let cell = format!("{}{}", col_letters(ci), r + 1);
                 if let Data::Error(e) = d {
-                    errs.push((
-                        header[ci].clone(),
-                        format!("cell {cell} holds the error {e}"),
-                    ));
+                    errs.push((ci, format!("cell {cell} holds the error {e}")));
                 }
                 if matches!(d, Data::Empty) {
                     if let Some(f) = &formulas {
                         if f.get_value((r, ci as u32)).is_some_and(|s| !s.is_empty()) {
-                            errs.push((header[ci].clone(), format!("cell {cell} has a formula without a computed value (open and save the workbook in Excel)")));
+                            errs.push((ci, format!("cell {cell} has a formula without a computed value (open and save the workbook in Excel)")));
                         }
                     }
                 }
@@ -147,18 +169,12 @@ impl XlsxSource {
                         && m.start != m.end
                 }) {
                     errs.push((
-                        header[ci].clone(),
+                        ci,
                         format!("cell {cell} is part of merged cells; unmerge the data rows"),
                     ));
                 }
             }
-            rows.push((
-                r as u64 + 1,
-                cells,
-                errs.into_iter()
-                    .map(|(c, e)| format!("{c}\u{0}{e}"))
-                    .collect(),
-            ));
+            rows.push((r as u64 + 1, cells, errs));
         }
         Ok(Self {
             header,
@@ -182,13 +198,13 @@ impl RowSource for XlsxSource {
             number: self.number,
             line,
             fields: cells.iter().map(cell_text).collect(),
-            cell_errors: errs
-                .into_iter()
-                .map(|s| {
-                    let (c, e) = s.split_once('\u{0}').unwrap_or(("", &s));
-                    (c.to_string(), e.to_string())
-                })
+            typed_dates: cells
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| is_typed_date(d))
+                .map(|(i, _)| i as u32)
                 .collect(),
+            cell_errors: errs,
             key: None,
         })))
     }
