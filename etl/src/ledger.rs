@@ -242,6 +242,8 @@ pub struct RecordWrite {
     pub hash: String,
     pub content: i64,
     pub deleted: bool,
+    /// The record has a stored state (else it is new, and COPYed).
+    pub stored: bool,
 }
 
 /// One lineage row.
@@ -682,6 +684,41 @@ impl Ledger {
         version: &str,
         rows: &[RecordWrite],
     ) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        // New records (a first load: nearly all) go by binary COPY.
+        if rows.iter().any(|r| !r.stored) {
+            let sink = tx.copy_in(
+                "COPY registry.source_record (record_hash, source_name, content_hash, version_key, deleted, source_file_id, run_id)
+                 FROM STDIN (FORMAT binary)",
+            )?;
+            let mut w = postgres::binary_copy::BinaryCopyInWriter::new(
+                sink,
+                &[
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::INT8,
+                    Type::TEXT,
+                    Type::BOOL,
+                    Type::INT8,
+                    Type::INT8,
+                ],
+            );
+            for r in rows.iter().filter(|r| !r.stored) {
+                w.write(&[
+                    &r.hash,
+                    &source,
+                    &r.content,
+                    &version,
+                    &r.deleted,
+                    &file_id,
+                    &self.run_id,
+                ])?;
+            }
+            w.finish().context("could not write the records")?;
+        }
+        let rows: Vec<&RecordWrite> = rows.iter().filter(|r| r.stored).collect();
         if rows.is_empty() {
             return Ok(());
         }

@@ -515,6 +515,7 @@ impl Reader<'_> {
                             hash: k,
                             content: s.content,
                             deleted: true,
+                            stored: true,
                         });
                         self.counts.records_deleted += 1;
                         self.skip(
@@ -581,6 +582,7 @@ impl Reader<'_> {
                 .insert(digest, u32::try_from(row.number).unwrap_or(u32::MAX));
         }
         let mut existed = false;
+        let mut stored = false;
         let mut content = 0i64;
         if let Some(k) = &key {
             content = self.content_hash(&row);
@@ -619,7 +621,10 @@ impl Reader<'_> {
                     self.unchanged();
                     return Ok(());
                 }
-                Some(s) => existed = !s.deleted,
+                Some(s) => {
+                    existed = !s.deleted;
+                    stored = true;
+                }
                 None => {}
             }
         }
@@ -772,6 +777,7 @@ impl Reader<'_> {
                 hash: k.clone(),
                 content,
                 deleted: false,
+                stored,
             });
         }
         if row_out.is_empty() {

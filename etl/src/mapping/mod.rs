@@ -6,8 +6,16 @@
 //! format = "csv"                  # csv | xlsx
 //! delimiter = ";"
 //! encoding = "windows-1252"       # utf-8 | windows-1252 | latin-1 | auto
-//! date_formats = ["%d/%m/%Y"]
+//! date_formats = ["%d/%m/%Y"]   # required when a field reads a date (see `dates`)
 //! decimal_comma = true
+//! series = "lab_*.csv"            # optional: dated re-exports, the newest replaces the older
+//!
+//! [record]                        # optional: rows are records (keyed hashes of these columns)
+//! key = ["patient_nr", "sample_date", "lab_code"]
+//! snapshot = false                # true: records missing from the newest file are deleted
+//!
+//! [limits]                        # optional: this source's plausibility limits
+//! min_birth_year = 1850
 //!
 //! [person]                        # who each row is about; pseudonymised, never stored
 //! identifiers = [{ column = "patient_nr", type = "mrn" }, { column = "niss", type = "niss" }]
@@ -22,6 +30,7 @@
 //! measurement_concept_id = { column = "lab_code", lookup = "lab" }
 //! measurement_date = { column = "sample_date" }
 //! value_as_number = { column = "result" }
+//! range_high = { column = "upper", on_error = "null" }   # a bad cell is nulled and recorded
 //! measurement_type_concept_id = { const = 32817 }
 //! measurement_source_value = { column = "lab_code" }
 //! ```
@@ -49,14 +58,18 @@
 //! ```
 //!
 //! FHIR dates (`2024-05-01`, `2024-05-01T10:00:00+02:00`) are understood without
-//! `date_formats`; a date-time keeps its local time.
+//! `date_formats` (the pseudo-format `fhir`); a date-time keeps its local time; a partial
+//! date is refused for a day-precise column.
 //!
 //! Field expressions take their value from a `column`, a `const`, the source `row_number`, or
 //! the id of another emit of the same row (`id_of`), then optionally translate it through
 //! `values` (a value map) or `lookup` (a concept map). The target column's type decides how
-//! text is parsed: dates with `date_formats` (or Excel serial numbers), numbers with a decimal
-//! comma when asked. Dates of a person are shifted by the person's keyed shift. There is no
-//! SQL in a mapping. `person_id`, the table's own id and `person_source_value` (the
+//! text is parsed: dates with `date_formats` (a whole cell in a declared format; workbook cells
+//! typed as dates are read as dates; `excel` reads day serial numbers), numbers strictly in
+//! the source's notation (with a decimal comma when asked). A constant date is `YYYY-MM-DD`.
+//! Each failing cell is recorded with its column and the field's line; `on_error = "null"`
+//! (optional columns) loads the row without the cell. Dates of a person are shifted by the
+//! person's keyed shift. There is no SQL in a mapping. `person_id`, the table's own id and `person_source_value` (the
 //! pseudonym) are filled in by registrar; any text target other than a `*_source_value` code
 //! must say `free_text = true`, so free text never reaches the registry by accident.
 
