@@ -413,13 +413,15 @@ pub struct Pull<'a> {
     pub run_start: std::cell::RefCell<Option<String>>,
 }
 
-/// Pull one mapping's resource type from an endpoint.
+/// Pull one mapping's resource type from an endpoint into `out`, which keeps what was
+/// committed also when the pull fails part-way.
 pub fn pull_endpoint(
     ctx: &mut ImportContext<'_>,
     c: &Compiled,
     pull: &Pull<'_>,
     patients: &mut PatientCache,
-) -> Result<FhirOutcome> {
+    out: &mut FhirOutcome,
+) -> Result<()> {
     let fhir = pull.fhir;
     let full = pull.full;
     let cols = FhirColumns::new(c)?;
@@ -431,11 +433,8 @@ pub fn pull_endpoint(
         "fhir:{server}|{}|{}",
         cols.mapping_name, cols.resource_type
     ));
-    let mut out = FhirOutcome {
-        mapping: cols.mapping_name.clone(),
-        resource_type: cols.resource_type.clone(),
-        ..Default::default()
-    };
+    out.mapping = cols.mapping_name.clone();
+    out.resource_type = cols.resource_type.clone();
     let ledger = Ledger::new(ctx.run_id());
     let stored = ledger.watermark(
         ctx.client,
@@ -594,7 +593,7 @@ pub fn pull_endpoint(
     }
     out.watermark_after = after;
     out.retries = fhir.retries.load(std::sync::atomic::Ordering::Relaxed) - retries_before;
-    Ok(out)
+    Ok(())
 }
 
 /// The ndjson files of one resource type in a Bulk Data export folder: `Type.ndjson`,
@@ -647,14 +646,16 @@ fn export_server(dir: &Path) -> String {
     }
 }
 
-/// Import a Bulk Data export folder through FHIR mappings (one outcome per mapping). Files
+/// Import a Bulk Data export folder through FHIR mappings (one outcome per mapping, added to
+/// `outcomes` as it goes, so what was committed stays counted when a file fails). Files
 /// already loaded unchanged are skipped. `source` is the source name.
 pub fn import_bulk(
     ctx: &mut ImportContext<'_>,
     mappings: &[Compiled],
     source: &str,
     dir: &Path,
-) -> Result<Vec<FhirOutcome>> {
+    outcomes: &mut Vec<FhirOutcome>,
+) -> Result<()> {
     if !dir.is_dir() {
         bail!("the export folder of source {source} is not a folder");
     }
@@ -678,14 +679,14 @@ pub fn import_bulk(
             }
         }
     }
-    let mut outcomes = Vec::new();
     for c in mappings {
         let cols = FhirColumns::new(c)?;
-        let mut out = FhirOutcome {
+        outcomes.push(FhirOutcome {
             mapping: cols.mapping_name.clone(),
             resource_type: cols.resource_type.clone(),
             ..Default::default()
-        };
+        });
+        let out = outcomes.last_mut().expect("pushed");
         for f in export_files(dir, &cols.resource_type)? {
             let fname = f
                 .file_name()
@@ -730,9 +731,8 @@ pub fn import_bulk(
             out.resources += o.counts.rows_in;
             out.units.push(o);
         }
-        outcomes.push(out);
     }
-    Ok(outcomes)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -990,6 +990,34 @@ impl Ledger {
             .collect())
     }
 
+    /// The registry's current key and domain, and its previous ones.
+    pub fn registry_keys(db: &mut impl GenericClient) -> Result<Vec<(String, String, bool)>> {
+        Ok(db
+            .query(
+                "SELECT key_id, domain, status = 'current' FROM registry.registry_key ORDER BY since",
+                &[],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
+    /// Make `key_id` (in `domain`) the registry's current key; the current one becomes
+    /// previous.
+    pub fn set_registry_key(db: &mut impl GenericClient, key_id: &str, domain: &str) -> Result<()> {
+        db.execute(
+            "UPDATE registry.registry_key SET status = 'previous'
+              WHERE status = 'current' AND (key_id, domain) <> ($1, $2)",
+            &[&key_id, &domain],
+        )?;
+        db.execute(
+            "INSERT INTO registry.registry_key (key_id, domain, status) VALUES ($1, $2, 'current')
+             ON CONFLICT (key_id, domain) DO UPDATE SET status = 'current', since = now()",
+            &[&key_id, &domain],
+        )?;
+        Ok(())
+    }
+
     /// Persons in the map, and how many of them have a pseudonym under `key_id`.
     pub fn persons_under_key(db: &mut impl GenericClient, key_id: &str) -> Result<(i64, i64)> {
         let r = db.query_one(

@@ -33,6 +33,9 @@ pub struct Report {
     pub duration_ms: i64,
     pub exit_code: u8,
     pub sources: Vec<SourceOutcome>,
+    /// Earlier runs that died before their report: what they committed (their rejects are
+    /// in `rejects`).
+    pub interrupted: Vec<runs::InterruptedRun>,
     pub cdm_rows: Vec<status::TableCount>,
     pub rejects: Vec<crate::ledger::RejectGroup>,
     pub unmapped: Vec<crate::ledger::Unmapped>,
@@ -64,10 +67,16 @@ pub fn run(cfg: &Config, db_opts: &db::DbOptions) -> Result<Report, crate::Error
         .context("cannot create the report folder ([registry] report_dir)")
         .map_err(Setup)?;
     let target = db_opts.resolve().map_err(Setup)?;
-    let mut conn = target.diesel().map_err(Setup)?;
-    db::migrate(&mut conn).map_err(Setup)?;
-    // The lock lives as long as this connection.
+    // The run lock first (before migrations: two runs on a new database must not both
+    // create it); it lives as long as this connection, which says who holds it.
     let mut lock = target.client().map_err(Setup)?;
+    let me = format!(
+        "registrar nightly, pid {}, user {}",
+        std::process::id(),
+        runs::os_user()
+    );
+    lock.execute("SELECT set_config('application_name', $1, false)", &[&me])
+        .map_err(|e| Setup(e.into()))?;
     let got: bool = lock
         .query_one("SELECT pg_try_advisory_lock($1)", &[&NIGHTLY_LOCK])
         .map_err(|e| Setup(e.into()))?
@@ -75,19 +84,28 @@ pub fn run(cfg: &Config, db_opts: &db::DbOptions) -> Result<Report, crate::Error
     if !got {
         let who = lock
             .query_opt(
-                "SELECT format('run %s, started %s by %s', run_id, to_char(started_at, 'YYYY-MM-DD HH24:MI:SS TZ'), actor_os_user)
-                   FROM registry.import_run WHERE command = 'nightly' AND status = 'running' ORDER BY run_id DESC LIMIT 1",
-                &[],
+                "SELECT format('%s, %s, since %s', nullif(a.application_name, ''),
+                               CASE WHEN a.client_addr IS NULL THEN 'on the database host (local socket)'
+                                    ELSE 'from ' || host(a.client_addr) END,
+                               to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ'))
+                   FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+                  WHERE l.locktype = 'advisory' AND l.granted
+                    AND l.classid = ($1::int8 >> 32)::oid AND l.objid = ($1::int8 & 4294967295)::oid
+                  LIMIT 1",
+                &[&NIGHTLY_LOCK],
             )
             .ok()
             .flatten()
             .map(|r| r.get::<_, String>(0))
-            .unwrap_or_else(|| "another host".into());
+            .unwrap_or_else(|| "its holder cannot be seen by this login".into());
         return Err(Setup(anyhow::anyhow!(
             "another nightly run is in progress ({who}); this one exits without touching anything"
         )));
     }
+    let mut conn = target.diesel().map_err(Setup)?;
+    db::migrate(&mut conn).map_err(Setup)?;
     let mut client = target.client().map_err(Setup)?;
+    crate::privacy::keys::check_registry_key(&mut client, &keys).map_err(Setup)?;
     let mut seq = target.client().map_err(Setup)?;
     let interrupted = runs::mark_interrupted(&mut client).map_err(Setup)?;
     privacy::audit::record_configuration(
@@ -99,8 +117,11 @@ pub fn run(cfg: &Config, db_opts: &db::DbOptions) -> Result<Report, crate::Error
     .map_err(Setup)?;
     let run_id =
         runs::start(&mut conn, "nightly", Some(keys.current.key_id().as_str())).map_err(Setup)?;
-    if interrupted > 0 {
-        eprintln!("registrar: {interrupted} interrupted nightly run(s) found; resuming their work");
+    if !interrupted.is_empty() {
+        eprintln!(
+            "registrar: {} interrupted nightly run(s) found; resuming their work",
+            interrupted.len()
+        );
     }
     let opts = ImportOptions {
         policy,
@@ -156,26 +177,46 @@ pub fn run(cfg: &Config, db_opts: &db::DbOptions) -> Result<Report, crate::Error
         cfg,
         &target,
         &mut client,
-        run_id,
-        started,
-        exit_code,
-        sources,
+        Night {
+            run_id,
+            started,
+            exit_code,
+            sources,
+            interrupted,
+        },
     )
     .map_err(Setup)?;
     Ok(report)
+}
+
+/// What the report is made of.
+struct Night {
+    run_id: i64,
+    started: Instant,
+    exit_code: u8,
+    sources: Vec<SourceOutcome>,
+    /// Runs that died before their report; this one reports what they did.
+    interrupted: Vec<i64>,
 }
 
 fn build_report(
     cfg: &Config,
     target: &db::DbTarget,
     c: &mut postgres::Client,
-    run_id: i64,
-    started: Instant,
-    exit_code: u8,
-    sources: Vec<SourceOutcome>,
+    night: Night,
 ) -> Result<Report> {
+    let Night {
+        run_id,
+        started,
+        exit_code,
+        sources,
+        interrupted,
+    } = night;
     let st = status::collect(target)?;
-    let rejects = Ledger::reject_groups(c, &[run_id])?;
+    let mut runs = vec![run_id];
+    runs.extend(&interrupted);
+    let rejects = Ledger::reject_groups(c, &runs)?;
+    let interrupted = runs::interrupted_runs(c, &interrupted)?;
     let mut unmapped = Ledger::unmapped(c, None, None)?;
     unmapped.truncate(20);
     // Nothing loaded tonight: the data, and so its quality, are last night's; skip the
@@ -221,6 +262,7 @@ fn build_report(
         duration_ms: started.elapsed().as_millis() as i64,
         exit_code,
         sources,
+        interrupted,
         cdm_rows: st.cdm_rows,
         rejects,
         unmapped,
@@ -346,7 +388,19 @@ td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;font-size:.9em}th{
             ));
         }
     }
-    o.push_str("</table><h2>Rejects and skips by reason</h2>");
+    o.push_str("</table>");
+    if !r.interrupted.is_empty() {
+        o.push_str("<h2>Interrupted runs</h2><p>These runs died before their report; what they committed stays and is reported here (their rejects are in the table below).</p><table><tr><th>run</th><th>started</th><th>files loaded</th><th>files rejected</th><th>rows loaded</th><th>rows rejected</th><th>rows skipped</th></tr>");
+        for i in &r.interrupted {
+            o.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td></tr>",
+                i.run_id, html_escape(&i.started_at), i.files_loaded, i.files_rejected,
+                i.rows_loaded, i.rows_rejected, i.rows_skipped
+            ));
+        }
+        o.push_str("</table>");
+    }
+    o.push_str("<h2>Rejects and skips by reason</h2>");
     if r.rejects.is_empty() {
         o.push_str("<p>None.</p>");
     } else {

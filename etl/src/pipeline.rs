@@ -245,14 +245,15 @@ pub fn run(ctx: &mut ImportContext<'_>, s: &Source, out: &mut SourceOutcome) -> 
                 run_start: Default::default(),
             };
             for c in &compiled {
-                match crate::fhirimport::pull_endpoint(ctx, c, &pull, &mut patients) {
-                    Ok(f) => {
-                        for u in &f.units {
-                            out.add_unit(u.clone());
-                        }
-                        out.fhir.push(f);
-                    }
-                    Err(err) => failures.push(format!("{}: {err:#}", c.name())),
+                let mut f = FhirOutcome::default();
+                let r = crate::fhirimport::pull_endpoint(ctx, c, &pull, &mut patients, &mut f);
+                // What was committed counts, also when the type failed part-way.
+                for u in &f.units {
+                    out.add_unit(u.clone());
+                }
+                out.fhir.push(f);
+                if let Err(err) = r {
+                    failures.push(format!("{}: {err:#}", c.name()));
                 }
             }
             if !failures.is_empty() {
@@ -274,12 +275,16 @@ pub fn run(ctx: &mut ImportContext<'_>, s: &Source, out: &mut SourceOutcome) -> 
                 exports.push(b.folder.clone());
             }
             for dir in exports {
-                for f in crate::fhirimport::import_bulk(ctx, &compiled, &s.name, &dir)? {
+                let mut outcomes = Vec::new();
+                let r =
+                    crate::fhirimport::import_bulk(ctx, &compiled, &s.name, &dir, &mut outcomes);
+                for f in outcomes {
                     for u in &f.units {
                         out.add_unit(u.clone());
                     }
                     out.fhir.push(f);
                 }
+                r?;
             }
         }
         SourceKind::Dicom(d) => {

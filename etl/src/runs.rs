@@ -90,14 +90,60 @@ pub fn finish(
     Ok(())
 }
 
-/// Mark nightly runs left `running` by a run that died as failed; returns how many.
-pub fn mark_interrupted(client: &mut postgres::Client) -> Result<u64> {
-    Ok(client.execute(
-        "UPDATE registry.import_run SET status = 'failed', finished_at = now(),
-                message = 'interrupted before it finished; its loaded files stay, the rest is done by a later run'
-          WHERE command = 'nightly' AND status = 'running'",
-        &[],
-    )?)
+/// Mark nightly runs left `running` by a run that died as failed; returns their ids (the
+/// next report says what they did).
+pub fn mark_interrupted(client: &mut postgres::Client) -> Result<Vec<i64>> {
+    Ok(client
+        .query(
+            "UPDATE registry.import_run SET status = 'failed', finished_at = now(),
+                    message = 'interrupted before it finished; its loaded files stay, the rest is done by a later run'
+              WHERE command = 'nightly' AND status = 'running' RETURNING run_id",
+            &[],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// What an interrupted run committed before it died (from the ledger).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InterruptedRun {
+    pub run_id: i64,
+    pub started_at: String,
+    pub files_loaded: i64,
+    pub files_rejected: i64,
+    pub rows_loaded: i64,
+    pub rows_rejected: i64,
+    pub rows_skipped: i64,
+}
+
+/// What these runs committed, per run.
+pub fn interrupted_runs(
+    client: &mut postgres::Client,
+    runs: &[i64],
+) -> Result<Vec<InterruptedRun>> {
+    Ok(client
+        .query(
+            "SELECT r.run_id, to_char(r.started_at, 'YYYY-MM-DD HH24:MI:SS TZ'),
+                    count(f.*) FILTER (WHERE f.status IN ('loaded', 'superseded'))::int8,
+                    count(f.*) FILTER (WHERE f.status = 'rejected')::int8,
+                    coalesce(sum(f.rows_loaded), 0)::int8, coalesce(sum(f.rows_rejected), 0)::int8,
+                    coalesce(sum(f.rows_skipped), 0)::int8
+               FROM registry.import_run r LEFT JOIN registry.source_file f USING (run_id)
+              WHERE r.run_id = ANY($1) GROUP BY r.run_id ORDER BY r.run_id",
+            &[&runs],
+        )?
+        .iter()
+        .map(|r| InterruptedRun {
+            run_id: r.get(0),
+            started_at: r.get(1),
+            files_loaded: r.get(2),
+            files_rejected: r.get(3),
+            rows_loaded: r.get(4),
+            rows_rejected: r.get(5),
+            rows_skipped: r.get(6),
+        })
+        .collect())
 }
 
 /// Record what a nightly run did with one source.

@@ -167,6 +167,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    registry.registry_key (key_id, domain) {
+        key_id -> Text,
+        domain -> Text,
+        status -> Text,
+        since -> Timestamptz,
+    }
+}
+
+diesel::table! {
     registry.plausibility (singleton) {
         singleton -> Bool,
         min_birth_year -> Int4,
@@ -192,6 +201,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     fhir_watermark,
     source_record,
     plausibility,
+    registry_key,
 );
 
 /// Every registry column, described through its diesel type (see [`crate::introspect`]).
@@ -252,5 +262,6 @@ pub fn columns() -> Vec<crate::introspect::ColumnInfo> {
         cols!(plausibility: singleton, min_birth_year, min_event_year, max_age_years,
         updated_at),
     );
+    v.extend(cols!(registry_key: key_id, domain, status, since));
     v
 }

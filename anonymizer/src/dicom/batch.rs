@@ -127,6 +127,18 @@ pub enum BatchError {
     /// Input and output directories are the same or nested.
     #[error("the output directory must not be inside the input directory (or contain it)")]
     Overlap,
+    /// The output tree was made under another key (or pseudonym domain): writing into it
+    /// would give every patient and UID a second pseudonym.
+    #[error(
+        "the output tree was made under key {tree} and this run uses key {this}: its \
+         pseudonyms would not match; use the tree's key, or write to a new output folder"
+    )]
+    OtherKey {
+        /// The tree's key id and domain.
+        tree: String,
+        /// This run's key id and domain.
+        this: String,
+    },
     /// An I/O failure on the output side, or on the input directory itself.
     #[error("{what}: {source}")]
     Io {
@@ -269,6 +281,26 @@ fn absolute(p: &Path) -> io::Result<PathBuf> {
     }
 }
 
+/// The file in an output tree that says which key (and domain) made it.
+pub const TREE_KEY: &str = ".registrar-key";
+
+/// Refuse an output tree made under another key; mark a tree that has no mark yet.
+fn check_tree_key(output: &Path, d: &DicomPseudonymiser) -> Result<(), BatchError> {
+    let p = d.pseudonymiser();
+    let this = format!("{} {}", p.key_id().as_str(), p.domain());
+    let path = output.join(TREE_KEY);
+    match fs::read_to_string(&path) {
+        Ok(tree) if tree.trim() == this => Ok(()),
+        Ok(tree) => Err(BatchError::OtherKey {
+            tree: tree.trim().to_string(),
+            this,
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::write(&path, format!("{this}\n"))
+            .map_err(io_err(format!("cannot write {}", path.display()))),
+        Err(e) => Err(io_err(format!("cannot read {}", path.display()))(e)),
+    }
+}
+
 fn is_inside(a: &Path, b: &Path) -> bool {
     a.starts_with(b)
 }
@@ -289,6 +321,7 @@ pub fn run(
     }
     fs::create_dir_all(output).map_err(io_err(format!("cannot create {}", output.display())))?;
     let output = fs::canonicalize(output).map_err(io_err("cannot open the output directory"))?;
+    check_tree_key(&output, d)?;
     let quarantine_dir = output.join(QUARANTINE_DIR);
     let report = Mutex::new(None::<BufWriter<fs::File>>);
     let seen: Mutex<HashSet<u128>> = Mutex::new(HashSet::new());
@@ -425,7 +458,11 @@ pub fn run(
             }
             Ok(rec)
         })();
-        if let (Ok(_), Some(st)) = (&result, stamp) {
+        // Only what was processed is recorded as processed: a file that could not be read
+        // is tried again by the next incremental run.
+        let retry =
+            matches!(&result, Ok(r) if r.reason == Some(QuarantineReason::ReadError.code()));
+        if let (Ok(_), Some(st), false) = (&result, stamp, retry) {
             processed.lock().expect("lock").push((rec_source, st));
         }
         result

@@ -177,6 +177,13 @@ impl QuarantineReason {
             QuarantineReason::EncodeError => "encode_error",
         }
     }
+
+    /// Whether the reason is a fact of the file's content (final until the file changes),
+    /// or of the moment it was read (`read_error`: permissions, a file still being copied),
+    /// so that an incremental run tries the file again.
+    pub fn is_final(self) -> bool {
+        self != QuarantineReason::ReadError
+    }
 }
 
 /// A quarantined object: the reason and a detail that names tags and offsets, never values.

@@ -95,6 +95,7 @@ fn index(g: &GlobalOpts, args: IndexArgs) -> Result<ExitCode> {
     let mut conn = target.diesel()?;
     crate::db::migrate(&mut conn)?;
     let mut client = target.client()?;
+    crate::privacy::keys::check_registry_key(&mut client, &keys)?;
     let mut seq = target.client()?;
     let key_id = keys.current.key_id().as_str().to_string();
     let run_id = crate::runs::start(&mut conn, "dicom index", Some(&key_id))?;

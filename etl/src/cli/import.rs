@@ -266,6 +266,7 @@ fn run_import(
     let mut conn = target.diesel()?;
     db::migrate(&mut conn)?;
     let mut client = target.client()?;
+    crate::privacy::keys::check_registry_key(&mut client, &keys)?;
     // A second connection draws ids from the sequences while the first one loads.
     let mut seq = target.client()?;
     crate::privacy::audit::record_configuration(

@@ -143,8 +143,30 @@ pub fn key_command(g: &GlobalOpts, cmd: KeyCommand) -> Result<ExitCode> {
             db::migrate(&mut target.diesel()?)?;
             let mut client = target.client()?;
             let old: Vec<&str> = keys.previous.iter().map(|p| p.key_id().as_str()).collect();
-            let (seq, _) = audit::append_now(
-                &mut client,
+            // The key being replaced must be the registry's current key.
+            let known = crate::ledger::Ledger::registry_keys(&mut client)?;
+            if let Some((cur, cur_domain, _)) = known.iter().find(|k| k.2) {
+                let domain = keys.current.domain();
+                if cur_domain != domain {
+                    bail!("the registry's pseudonyms are in domain `{cur_domain}`, not `{domain}`");
+                }
+                if cur == keys.current.key_id().as_str() {
+                    bail!("{cur} is already the registry's current key");
+                }
+                if !old.contains(&cur.as_str()) {
+                    bail!(
+                        "the registry's current key is {cur}: name its file with --previous-key-file"
+                    );
+                }
+            }
+            let mut tx = client.transaction()?;
+            crate::ledger::Ledger::set_registry_key(
+                &mut tx,
+                keys.current.key_id().as_str(),
+                keys.current.domain(),
+            )?;
+            let (seq, _) = audit::append(
+                &mut tx,
                 &audit::Record {
                     action: audit::action::KEY_ROTATION,
                     run_id: None,
@@ -157,6 +179,7 @@ pub fn key_command(g: &GlobalOpts, cmd: KeyCommand) -> Result<ExitCode> {
                     }),
                 },
             )?;
+            tx.commit()?;
             println!(
                 "recorded the rotation from {} to {} (audit entry #{seq}).\n\
                  Run imports with --key-file (new) and --previous-key-file (old) until \

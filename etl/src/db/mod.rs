@@ -239,11 +239,22 @@ pub struct MigrationState {
 
 /// Run all pending migrations; returns the versions applied.
 pub fn migrate(conn: &mut PgConnection) -> Result<Vec<String>> {
-    let done = conn
+    use diesel::connection::SimpleConnection;
+    // Two commands started together on a new database must not both create the schemas: the
+    // second waits for the first, then finds nothing to do.
+    conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+        .context("could not take the migration lock")?;
+    let done: Result<Vec<String>> = conn
         .run_pending_migrations(MIGRATIONS)
-        .map_err(|e| anyhow::anyhow!("migration failed: {e}"))?;
-    Ok(done.iter().map(|v| v.to_string()).collect())
+        .map(|d| d.iter().map(|v| v.to_string()).collect())
+        .map_err(|e| anyhow::anyhow!("migration failed: {e}"));
+    conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
+        .context("could not release the migration lock")?;
+    done
 }
+
+/// Advisory lock held while migrations run ("regmigr" in ASCII).
+pub const MIGRATION_LOCK: i64 = 0x0072_6567_6d69_6772;
 
 /// Revert every applied migration (newest first); returns the versions reverted.
 pub fn revert_all(conn: &mut PgConnection) -> Result<Vec<String>> {

@@ -82,3 +82,46 @@ fn load_pseudonymiser(path: &Path, domain: &str) -> Result<Pseudonymiser> {
         .with_context(|| format!("invalid pseudonymisation domain `{domain}`"))?;
     Ok(dk.pseudonymiser())
 }
+
+/// Refuse to work with a key (or pseudonym domain) other than the registry's before anything
+/// is read or written: under another key every person would get a second pseudonym and a
+/// second person_id. The first key a registry sees becomes its key; `registrar key rotate`
+/// changes it.
+pub fn check_registry_key(db: &mut impl postgres::GenericClient, keys: &Keys) -> Result<()> {
+    use crate::ledger::Ledger;
+    let key_id = keys.current.key_id().as_str();
+    let domain = keys.current.domain();
+    let known = Ledger::registry_keys(db)?;
+    if known.is_empty() {
+        return Ledger::set_registry_key(db, key_id, domain);
+    }
+    let Some((cur_key, cur_domain, _)) = known.iter().find(|k| k.2) else {
+        bail!("the registry records keys but none as current; run `registrar key rotate`");
+    };
+    if cur_key == key_id && cur_domain == domain {
+        return Ok(());
+    }
+    let retired = known
+        .iter()
+        .any(|(k, d, current)| !current && k == key_id && d == domain);
+    if retired {
+        bail!(
+            "the key file holds key {key_id}, which the registry retired in a key rotation; its \
+             current key is {cur_key}: use that key (--key-file), with --previous-key-file for \
+             the old one while the rotation lasts. Nothing was read or written."
+        );
+    }
+    if cur_key == key_id {
+        bail!(
+            "the registry's pseudonyms are in domain `{cur_domain}`, this run asks for \
+             `{domain}`: every person would be pseudonymised anew. Use --domain {cur_domain} \
+             (or [registry] domain). Nothing was read or written."
+        );
+    }
+    bail!(
+        "the key file holds key {key_id}, but the registry's key is {cur_key}: importing with \
+         it would give every person a second pseudonym and person_id. Put the registry's key \
+         back; to change keys, run `registrar key rotate --key-file NEW --previous-key-file OLD` \
+         first. Nothing was read or written."
+    )
+}

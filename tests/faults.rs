@@ -1,0 +1,323 @@
+//! An operator's bad night: a key file swapped, two runs at once on a new database, a run
+//! killed before its report.
+
+use crate::support::{new_key, nightly_config, registrar_cmd, synth, text, TestDb};
+use std::path::Path;
+
+fn nightly(config: &Path) -> std::process::Output {
+    registrar_cmd()
+        .args(["--json", "nightly", "--config"])
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+/// The configuration with another key file.
+fn with_key(cfg: &Path, old: &Path, new: &Path) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(cfg)
+        .unwrap()
+        .replace(old.to_str().unwrap(), new.to_str().unwrap());
+    let p = cfg.with_file_name("registrar-other-key.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn a_different_key_is_refused_before_anything_is_read() {
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().unwrap();
+    let src = synth(dir.path(), 30, 31, 0.0);
+    let key = new_key(dir.path(), "k");
+    let other = new_key(dir.path(), "other");
+    let cfg = nightly_config(&db, dir.path(), &src, &key);
+    let out = nightly(&cfg);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let persons = db.count("SELECT count(*) FROM registry.person_map");
+    let runs = db.count("SELECT count(*) FROM registry.import_run");
+    let audit = db.count("SELECT count(*) FROM registry.audit_log");
+
+    // The key file swapped: exit 3, nothing written, and what to do.
+    let swapped = with_key(&cfg, &key, &other);
+    let out = nightly(&swapped);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("registry's key") && err.contains("key rotate"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM registry.person_map"),
+        persons
+    );
+    assert_eq!(db.count("SELECT count(*) FROM registry.import_run"), runs);
+    assert_eq!(db.count("SELECT count(*) FROM registry.audit_log"), audit);
+    // The same for a hand import and the DICOM index.
+    let out = db.registrar(&[
+        "--key-file",
+        other.to_str().unwrap(),
+        "import",
+        "csv",
+        "--mapping",
+        crate::support::repo_file("mappings/hospital/patients.toml")
+            .to_str()
+            .unwrap(),
+        src.join("his/patients.csv").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert_eq!(
+        db.count("SELECT count(*) FROM registry.person_map"),
+        persons
+    );
+
+    // The right key back: nothing to do, nothing doubled.
+    let out = nightly(&cfg);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        db.count("SELECT count(*) FROM registry.person_map"),
+        persons
+    );
+
+    // A declared rotation makes the new key the registry's.
+    let out = db.registrar(&[
+        "--key-file",
+        other.to_str().unwrap(),
+        "--previous-key-file",
+        key.to_str().unwrap(),
+        "key",
+        "rotate",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let rotated = std::fs::read_to_string(&swapped).unwrap().replace(
+        "[registry]\n",
+        &format!("[registry]\nprevious_key_files = [\"{}\"]\n", key.display()),
+    );
+    std::fs::write(&swapped, rotated).unwrap();
+    let out = nightly(&swapped);
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(1)),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        db.count("SELECT count(DISTINCT person_id) FROM registry.person_map"),
+        db.count("SELECT count(DISTINCT person_id) FROM registry.person_map WHERE key_id = (SELECT key_id FROM registry.registry_key WHERE status = 'current')"),
+    );
+    // The old key is now refused.
+    let out = nightly(&cfg);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("retired"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn a_dicom_output_tree_refuses_another_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::copy(
+        crate::support::repo_file("tests/data/dicom/CT_small.dcm"),
+        input.join("ct.dcm"),
+    )
+    .unwrap();
+    let key = new_key(dir.path(), "k");
+    let other = new_key(dir.path(), "other");
+    let out_dir = dir.path().join("out");
+    let run = |k: &Path| {
+        registrar_cmd()
+            .args([
+                "--key-file",
+                k.to_str().unwrap(),
+                "dicom",
+                "pseudonymise",
+                "--in",
+            ])
+            .arg(&input)
+            .arg("--out")
+            .arg(&out_dir)
+            .output()
+            .unwrap()
+    };
+    let out = run(&key);
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(1)),
+        "{}",
+        text(&out)
+    );
+    let out = run(&other);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("made under key"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn two_nights_started_together_on_a_new_database_do_not_collide() {
+    let db = TestDb::empty();
+    let dir = tempfile::tempdir().unwrap();
+    let src = synth(dir.path(), 20, 32, 0.0);
+    let key = new_key(dir.path(), "k");
+    let cfg = nightly_config(&db, dir.path(), &src, &key);
+    let spawn = || {
+        registrar_cmd()
+            .args(["--json", "nightly", "--config"])
+            .arg(&cfg)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let outs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
+    let codes: Vec<Option<i32>> = outs.iter().map(|o| o.status.code()).collect();
+    for o in &outs {
+        let t = text(o);
+        assert!(!t.contains("migration failed"), "{t}");
+        if o.status.code() == Some(3) {
+            assert!(t.contains("another nightly run is in progress"), "{t}");
+            assert!(
+                t.contains("registrar nightly, pid"),
+                "names the holder: {t}"
+            );
+        }
+    }
+    assert!(codes.contains(&Some(0)), "{codes:?}");
+    assert_eq!(
+        db.count("SELECT count(DISTINCT person_id) FROM registry.person_map"),
+        20
+    );
+}
+
+#[test]
+fn a_run_killed_before_its_report_is_reported_by_the_next() {
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().unwrap();
+    let src = synth(dir.path(), 300, 33, 0.05);
+    let key = new_key(dir.path(), "k");
+    let cfg = nightly_config(&db, dir.path(), &src, &key);
+    // Kill runs until one dies after it committed a file.
+    let mut killed = None;
+    for delay_ms in [800u64, 1200, 1800, 2500, 3500, 5000] {
+        let mut child = registrar_cmd()
+            .args(["nightly", "--config"])
+            .arg(&cfg)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        let n: i64 = db.count(
+            "SELECT count(*) FROM registry.import_run r WHERE status = 'running'
+                AND EXISTS (SELECT 1 FROM registry.source_file f WHERE f.run_id = r.run_id AND f.status = 'loaded')",
+        );
+        if n > 0 {
+            killed = Some(
+                db.count("SELECT max(run_id) FROM registry.import_run WHERE status = 'running'"),
+            );
+            break;
+        }
+        if db.count("SELECT count(*) FROM registry.import_run WHERE status = 'running'") == 0
+            && db.count("SELECT count(*) FROM registry.nightly_source") > 0
+        {
+            break; // it finished before the kill: nothing to see
+        }
+    }
+    let Some(killed) = killed else {
+        eprintln!("no kill landed between a commit and the report; nothing to check");
+        return;
+    };
+    let out = nightly(&cfg);
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(1)),
+        "{}",
+        text(&out)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let interrupted = r["interrupted"].as_array().unwrap();
+    assert!(
+        interrupted
+            .iter()
+            .any(|i| i["run_id"] == killed && i["files_loaded"].as_i64().unwrap() > 0),
+        "{r}"
+    );
+    // The killed run's rejects are in this report's reject groups.
+    let killed_rejects = db.count(&format!(
+        "SELECT count(*) FROM registry.reject WHERE run_id = {killed}"
+    ));
+    let this_rejects = db.count(&format!(
+        "SELECT count(*) FROM registry.reject WHERE run_id = {}",
+        r["run_id"]
+    ));
+    let reported: i64 = r["rejects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["count"].as_i64().unwrap())
+        .sum();
+    assert_eq!(reported, killed_rejects + this_rejects, "{r}");
+    let html = std::fs::read_to_string(r["report_html"].as_str().unwrap()).unwrap();
+    assert!(html.contains("Interrupted runs"));
+}
+
+#[test]
+fn a_dicom_file_that_could_not_be_read_is_tried_again() {
+    // Permissions mean nothing to root: the run is made as `nobody`.
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 || !Path::new("/usr/bin/setpriv").exists() {
+        eprintln!("needs root and setpriv to run the pseudonymiser as another user; skipped");
+        return;
+    }
+    use std::os::unix::fs::{chown, PermissionsExt};
+    let dir = tempfile::Builder::new()
+        .prefix("reg-faults")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let f = input.join("ct.dcm");
+    std::fs::copy(
+        crate::support::repo_file("tests/data/dicom/CT_small.dcm"),
+        &f,
+    )
+    .unwrap();
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let key = new_key(dir.path(), "k");
+    for p in [&key, &out_dir] {
+        chown(p, Some(65534), Some(65534)).unwrap();
+    }
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let run = || {
+        let out = std::process::Command::new("/usr/bin/setpriv")
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_registrar"))
+            .args(["--json", "--key-file"])
+            .arg(&key)
+            .args(["dicom", "pseudonymise", "--incremental", "--in"])
+            .arg(&input)
+            .arg("--out")
+            .arg(&out_dir)
+            .env_remove("DATABASE_URL")
+            .env("REGISTRAR_DATA_DIR", dir.path().join("no-db"))
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        (out, v)
+    };
+    let (out, v) = run();
+    assert_eq!(v["quarantined"], 1, "{}", text(&out));
+    // The permissions fixed: the next incremental run pseudonymises it (not "unchanged").
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (out, v) = run();
+    assert_eq!(v["pseudonymised"], 1, "{}", text(&out));
+    let (out, v) = run();
+    assert_eq!(v["skipped"], 1, "now it is unchanged: {}", text(&out));
+}
