@@ -34,9 +34,11 @@ with open(src, "rb") as f, open(dst, "wb") as o:
 PY
 URL="${SERVER%/*}/$DB"
 $BIN key new --out "$OUT/bench.key" >/dev/null
-import() { $BIN --database-url "$URL" --key-file "$OUT/bench.key" --json import csv \
-  --root "$OUT/drop" --mapping mappings/hospital/measurements.toml "$FILE" > "$OUT/$1.json" || true; }
-t() { /usr/bin/time -f "%e %M" -o "$OUT/time" "$@"; read -r secs kb < "$OUT/time"; }
+IMPORT=($BIN --database-url "$URL" --key-file "$OUT/bench.key" --json import csv
+  --root "$OUT/drop" --mapping mappings/hospital/measurements.toml "$FILE")
+# Time a command (its exit code does not matter here: rejects give 1).
+t() { /usr/bin/time -f "%e %M" -o "$OUT/time" "$@" || true; read -r secs kb < <(tail -n1 "$OUT/time"); }
+import() { t "${IMPORT[@]}"; }
 fresh() { psql -q "$SERVER" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB";
           $BIN --database-url "$URL" db migrate >/dev/null; }
 
@@ -44,10 +46,10 @@ fresh() { psql -q "$SERVER" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CR
 for r in $(seq 1 "$ROUNDS"); do
   fresh
   cp "$OUT/src/his/measurements.csv" "$FILE"
-  t import first; PIPE=$secs; KB=$kb
-  t import unchanged; RERUN=$secs
+  import > "$OUT/first.json"; PIPE=$secs; KB=$kb
+  import > "$OUT/unchanged.json"; RERUN=$secs
   cp "$OUT/changed.csv" "$FILE"
-  t import changed; CHANGED=$secs
+  import > "$OUT/changed.json"; CHANGED=$secs
   python3 - "$OUT/changed.json" <<'PY'
 import json, sys
 f = json.load(open(sys.argv[1]))["files"][0]

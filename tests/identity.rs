@@ -273,6 +273,29 @@ fn dated_re_exports_update_records_in_any_order() {
 }
 
 #[test]
+fn a_file_dropped_back_to_an_earlier_content_loads_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = new_key(dir.path(), "k");
+    let m = rott2_mapping(dir.path(), false, true);
+    let f = dir.path().join("drop/rott2.csv");
+    let a = std::fs::read_to_string(rott2_export(dir.path(), "a", 30, false)).unwrap();
+    let b = std::fs::read_to_string(rott2_export(dir.path(), "b", 30, true)).unwrap();
+    let db = TestDb::new();
+    for (content, grade3) in [(&a, 10), (&b, 11), (&a, 10), (&b, 11)] {
+        write(&f, content);
+        let (code, v, t) = import(&db, &k, &m, &[&f], &[]);
+        assert_eq!(code, Some(0), "{t}");
+        assert_eq!(v["files"][0]["status"], "loaded", "{t}");
+        assert_eq!(
+            db.count("SELECT count(*) FROM cdm.measurement WHERE value_as_number = 3"),
+            grade3,
+            "{t}"
+        );
+        assert_eq!(db.count("SELECT count(*) FROM cdm.measurement"), 30);
+    }
+}
+
+#[test]
 fn snapshots_delete_records_missing_from_the_newest_file() {
     let dir = tempfile::tempdir().unwrap();
     let k = new_key(dir.path(), "k");

@@ -333,6 +333,16 @@ impl Pseudonymiser {
         URL_SAFE_NO_PAD.encode(self.hmac(&[purpose.as_bytes(), b"\0", data]))
     }
 
+    /// The raw digest behind [`Self::keyed_hash`] (same purposes, same rules), for callers
+    /// that store keyed hashes as bytes.
+    pub fn keyed_digest(&self, purpose: &str, data: &[u8]) -> [u8; 32] {
+        assert!(
+            is_valid_label(purpose) && !RESERVED_PURPOSES.contains(&purpose),
+            "invalid or reserved keyed-hash purpose {purpose:?}"
+        );
+        self.hmac(&[purpose.as_bytes(), b"\0", data])
+    }
+
     /// The keyed hash of a source locator (e.g. a file path): `keyed_hash("locator", ..)`.
     pub fn locator_hash(&self, locator: &str) -> String {
         self.keyed_hash("locator", locator.as_bytes())

@@ -638,7 +638,6 @@ pub fn index_tree(ctx: &mut ImportContext<'_>, source: &str, dir: &Path) -> Resu
                 id: Some(id),
                 person_id,
                 source_row: row,
-                source_key: None,
                 emit: li as i16,
             });
             Ok(id)
@@ -691,8 +690,6 @@ pub fn index_tree(ctx: &mut ImportContext<'_>, source: &str, dir: &Path) -> Resu
         ledger: &ledger,
         layouts: &layouts,
         file_id,
-        source,
-        version: "",
         mapping_file: None,
         key_id: &key_id,
         domain: &domain,

@@ -228,22 +228,148 @@ impl UnitCounts {
     }
 }
 
+/// A record's identity: the first 128 bits of the keyed hash of its key.
+pub type RecordKey = [u8; 16];
+
+/// Where a cdm row came from: (unit, source row). A record's rows are found by it.
+pub type RowOrigin = (i64, i64);
+
 /// The stored state of a record.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordState {
     pub content: i64,
-    pub version: String,
+    /// The unit and row whose lineage holds the record's cdm rows.
+    pub origin: RowOrigin,
+    pub deleted: bool,
+    /// Index of the version key in [`RecordIndex`].
+    version: u32,
+}
+
+/// A record as a unit leaves it (an entry of the unit's record set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordWrite {
+    pub hash: RecordKey,
+    pub content: i64,
+    /// The unit's row holding the record (for a deletion: the row that said so).
+    pub row: i64,
     pub deleted: bool,
 }
 
-/// A record as a unit leaves it.
-#[derive(Debug, Clone)]
-pub struct RecordWrite {
-    pub hash: String,
-    pub content: i64,
-    pub deleted: bool,
-    /// The record has a stored state (else it is new, and COPYed).
-    pub stored: bool,
+const ENTRY: usize = 33;
+
+impl RecordWrite {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.hash);
+        out.extend_from_slice(&self.content.to_le_bytes());
+        out.extend_from_slice(&self.row.to_le_bytes());
+        out.push(u8::from(self.deleted));
+    }
+
+    fn decode(b: &[u8]) -> Self {
+        RecordWrite {
+            hash: b[..16].try_into().expect("16 bytes"),
+            content: i64::from_le_bytes(b[16..24].try_into().expect("8 bytes")),
+            row: i64::from_le_bytes(b[24..32].try_into().expect("8 bytes")),
+            deleted: b[32] == 1,
+        }
+    }
+}
+
+/// Hashing for keys that are already uniformly random (keyed digests): their first bytes
+/// are the hash.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DigestKeys;
+
+/// The hasher of [`DigestKeys`].
+#[derive(Default)]
+pub struct DigestHasher(u64);
+
+impl std::hash::Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        if bytes.len() >= 8 {
+            self.0 ^= u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+        } else {
+            for &b in bytes {
+                self.0 = self.0.rotate_left(8) ^ u64::from(b);
+            }
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
+    fn write_usize(&mut self, _: usize) {
+        // Lengths (the slice prefix of a key) carry nothing.
+    }
+}
+
+impl std::hash::BuildHasher for DigestKeys {
+    type Hasher = DigestHasher;
+    fn build_hasher(&self) -> DigestHasher {
+        DigestHasher(0)
+    }
+}
+
+/// A map keyed by record keys.
+pub type KeyMap<V> = HashMap<RecordKey, V, DigestKeys>;
+
+/// The records of one source: their stored states, folded from the record sets of its
+/// loaded units in version order (see `migrations/*_import_identity`).
+#[derive(Debug, Clone, Default)]
+pub struct RecordIndex {
+    versions: Vec<String>,
+    map: KeyMap<RecordState>,
+    /// What the index was built from: (record sets, newest unit id), to notice another
+    /// process's imports of the same source.
+    pub stamp: (i64, i64),
+}
+
+impl RecordIndex {
+    pub fn get(&self, k: &RecordKey) -> Option<&RecordState> {
+        self.map.get(k)
+    }
+
+    /// Whether the stored version of `s` is newer than `version`.
+    pub fn newer(&self, s: &RecordState, version: &str) -> bool {
+        self.versions[s.version as usize].as_str() > version
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Every record with its state.
+    pub fn iter(&self) -> impl Iterator<Item = (&RecordKey, &RecordState)> {
+        self.map.iter()
+    }
+
+    /// Add a unit's record set on top.
+    pub fn apply(&mut self, file_id: i64, version: &str, writes: &[RecordWrite]) {
+        let vi = match self.versions.iter().position(|v| v == version) {
+            Some(i) => i,
+            None => {
+                self.versions.push(version.to_string());
+                self.versions.len() - 1
+            }
+        } as u32;
+        for w in writes {
+            self.map.insert(
+                w.hash,
+                RecordState {
+                    content: w.content,
+                    origin: (file_id, w.row),
+                    deleted: w.deleted,
+                    version: vi,
+                },
+            );
+        }
+    }
 }
 
 /// One lineage row.
@@ -251,7 +377,6 @@ pub struct LineageRow<'a> {
     pub table: &'a str,
     pub row_id: i64,
     pub source_row: Option<i64>,
-    pub source_key: Option<&'a str>,
     pub person_id: Option<i32>,
     pub emit: Option<i16>,
 }
@@ -315,17 +440,21 @@ impl Ledger {
         f: &FileIdentity,
         replace: Replace,
     ) -> Result<Prior> {
-        let unchanged = db.query_opt(
-            "SELECT run_id FROM registry.source_file
-              WHERE locator_hash = $1 AND content_sha256 = $2 AND status = 'loaded'
-                AND mapping_sha256 IS NOT DISTINCT FROM $3
-              ORDER BY source_file_id LIMIT 1",
+        // The newest loaded version of the file decides (with records, older versions stay
+        // loaded: A, B, then A again must load A again).
+        let last = db.query_opt(
+            "SELECT run_id, content_sha256 = $2 AND mapping_sha256 IS NOT DISTINCT FROM $3
+               FROM registry.source_file
+              WHERE locator_hash = $1 AND status = 'loaded'
+              ORDER BY source_file_id DESC LIMIT 1",
             &[&f.locator_hash, &f.content_sha256, &f.mapping_sha256],
         )?;
-        if let Some(r) = unchanged {
-            return Ok(Prior::Unchanged {
-                since_run: r.get(0),
-            });
+        if let Some(r) = last {
+            if r.get::<_, bool>(1) {
+                return Ok(Prior::Unchanged {
+                    since_run: r.get(0),
+                });
+            }
         }
         if let (Some(s), Replace::Series) = (&f.series, replace) {
             let newer = db.query_opt(
@@ -502,16 +631,51 @@ impl Ledger {
         tx: &mut impl GenericClient,
         source_file_id: i64,
     ) -> Result<i64> {
-        delete_by_lineage(tx, "source_file_id = $1", &source_file_id)
+        delete_by_lineage(tx, "source_file_id = $1", &[&source_file_id])
     }
 
-    /// Delete every cdm row (and its lineage) produced earlier by the records with these keyed
-    /// hashes; returns rows deleted.
-    pub fn delete_rows_by_keys(&self, tx: &mut impl GenericClient, keys: &[String]) -> Result<i64> {
-        if keys.is_empty() {
+    /// Delete every cdm row (and its lineage) loaded from these (unit, source row) origins:
+    /// the earlier versions of records. Returns rows deleted.
+    pub fn delete_rows_of(
+        &self,
+        tx: &mut impl GenericClient,
+        origins: &[RowOrigin],
+    ) -> Result<i64> {
+        if origins.is_empty() {
             return Ok(0);
         }
-        delete_by_lineage(tx, "source_key = ANY($1)", &keys)
+        let files: Vec<i64> = origins.iter().map(|o| o.0).collect();
+        let rows: Vec<i64> = origins.iter().map(|o| o.1).collect();
+        // One pass over lineage by its (unit, row) index, then the cdm rows by id.
+        let gone = tx.query(
+            "WITH gone AS (
+                DELETE FROM registry.lineage l USING unnest($1::int8[], $2::int8[]) AS u(f, r)
+                 WHERE l.source_file_id = u.f AND l.source_row = u.r
+                RETURNING l.cdm_table, l.cdm_row_id)
+             SELECT cdm_table, array_agg(cdm_row_id) FROM gone GROUP BY 1",
+            &[&files, &rows],
+        )?;
+        let mut n = 0;
+        for r in gone {
+            let t: String = r.get(0);
+            let ids: Vec<i64> = r.get(1);
+            let key =
+                crate::mapping::check::id_column(&t).unwrap_or_else(|| "person_id".to_string());
+            if t == "episode" {
+                tx.execute(
+                    "DELETE FROM cdm.episode_event WHERE episode_id = ANY($1::int8[])",
+                    &[&ids],
+                )?;
+            }
+            n += tx.execute(
+                &format!(
+                    "DELETE FROM cdm.{} WHERE {key} = ANY($1::int8[])",
+                    crate::db::quote_ident(&t)
+                ),
+                &[&ids],
+            )? as i64;
+        }
+        Ok(n)
     }
 
     /// Write lineage rows with binary COPY.
@@ -522,7 +686,7 @@ impl Ledger {
         rows: impl Iterator<Item = LineageRow<'a>>,
     ) -> Result<()> {
         let sink = tx.copy_in(
-            "COPY registry.lineage (cdm_table, cdm_row_id, source_file_id, source_row, run_id, source_key, person_id, emit)
+            "COPY registry.lineage (cdm_table, cdm_row_id, source_file_id, source_row, run_id, person_id, emit)
              FROM STDIN (FORMAT binary)",
         )?;
         let mut w = postgres::binary_copy::BinaryCopyInWriter::new(
@@ -533,7 +697,6 @@ impl Ledger {
                 Type::INT8,
                 Type::INT8,
                 Type::INT8,
-                Type::TEXT,
                 Type::INT4,
                 Type::INT2,
             ],
@@ -545,7 +708,6 @@ impl Ledger {
                 &file_id,
                 &r.source_row,
                 &self.run_id,
-                &r.source_key,
                 &r.person_id,
                 &r.emit,
             ])?;
@@ -609,17 +771,17 @@ impl Ledger {
         tx: &mut impl GenericClient,
         source: &str,
         emit: i16,
-    ) -> Result<HashMap<i32, Option<String>>> {
+    ) -> Result<HashMap<i32, Option<RowOrigin>>> {
         Ok(tx
             .query(
-                "SELECT l.person_id, l.source_key FROM registry.lineage l
+                "SELECT l.person_id, l.source_file_id, l.source_row FROM registry.lineage l
                    JOIN registry.source_file f USING (source_file_id)
                   WHERE f.source_name = $1 AND f.status = 'loaded' AND l.emit = $2
                     AND l.person_id IS NOT NULL",
                 &[&source, &emit],
             )?
             .iter()
-            .map(|r| (r.get(0), r.get(1)))
+            .map(|r| (r.get(0), origin_of(r.get(1), r.get(2))))
             .collect())
     }
 
@@ -629,147 +791,91 @@ impl Ledger {
         &self,
         tx: &mut impl GenericClient,
         table: &str,
-    ) -> Result<HashMap<i32, Option<String>>> {
+    ) -> Result<HashMap<i32, Option<RowOrigin>>> {
         Ok(tx
             .query(
                 &format!(
-                    "SELECT t.person_id, l.source_key FROM cdm.{} t
+                    "SELECT t.person_id, l.source_file_id, l.source_row FROM cdm.{} t
                        LEFT JOIN registry.lineage l ON l.cdm_table = $1 AND l.cdm_row_id = t.person_id",
                     crate::db::quote_ident(table)
                 ),
                 &[&table],
             )?
             .iter()
-            .map(|r| (r.get(0), r.get(1)))
+            .map(|r| (r.get(0), origin_of(r.get(1), r.get(2))))
             .collect())
     }
 
     // ---- records ---------------------------------------------------------------------------
 
-    /// The stored state of these records (absent ones are new).
-    pub fn record_states(
-        &self,
-        db: &mut impl GenericClient,
-        hashes: &[String],
-    ) -> Result<HashMap<String, RecordState>> {
-        if hashes.is_empty() {
-            return Ok(HashMap::new());
-        }
-        Ok(db
-            .query(
-                "SELECT record_hash, content_hash, version_key, deleted FROM registry.source_record
-                  WHERE record_hash = ANY($1)",
-                &[&hashes],
-            )?
-            .iter()
-            .map(|r| {
-                (
-                    r.get(0),
-                    RecordState {
-                        content: r.get(1),
-                        version: r.get(2),
-                        deleted: r.get(3),
-                    },
-                )
-            })
-            .collect())
+    /// How many record sets a source has and its newest unit: an index built at this stamp
+    /// is current.
+    pub fn record_stamp(db: &mut impl GenericClient, source: &str) -> Result<(i64, i64)> {
+        let r = db.query_one(
+            "SELECT count(*)::int8, coalesce(max(r.source_file_id), 0)
+               FROM registry.record_set r JOIN registry.source_file f USING (source_file_id)
+              WHERE r.source_name = $1 AND f.status = 'loaded'",
+            &[&source],
+        )?;
+        Ok((r.get(0), r.get(1)))
     }
 
-    /// Record what a unit did to its records.
-    pub fn write_records(
+    /// The records of a source: its loaded units' record sets, folded in version order.
+    pub fn record_index(db: &mut postgres::Client, source: &str) -> Result<RecordIndex> {
+        use postgres::fallible_iterator::FallibleIterator;
+        let stamp = Self::record_stamp(db, source)?;
+        let mut index = RecordIndex::default();
+        let entries: i64 = db
+            .query_one(
+                "SELECT coalesce(sum(entries), 0)::int8 FROM registry.record_set WHERE source_name = $1",
+                &[&source],
+            )?
+            .get(0);
+        index.map.reserve(entries.clamp(0, 1 << 26) as usize);
+        let params: [&(dyn ToSql + Sync); 1] = [&source];
+        let mut sets = db.query_raw(
+            "SELECT r.source_file_id, r.version_key, r.records
+               FROM registry.record_set r JOIN registry.source_file f USING (source_file_id)
+              WHERE r.source_name = $1 AND f.status = 'loaded'
+              ORDER BY r.version_key, r.source_file_id",
+            params,
+        )?;
+        let mut writes = Vec::new();
+        while let Some(r) = sets.next()? {
+            let file_id: i64 = r.get(0);
+            let version: String = r.get(1);
+            let bytes: &[u8] = r.get(2);
+            writes.clear();
+            writes.extend(bytes.chunks_exact(ENTRY).map(RecordWrite::decode));
+            index.apply(file_id, &version, &writes);
+        }
+        index.stamp = stamp;
+        Ok(index)
+    }
+
+    /// Write a unit's record set (what it added, changed or deleted).
+    pub fn write_record_set(
         &self,
         tx: &mut impl GenericClient,
         source: &str,
         file_id: i64,
         version: &str,
-        rows: &[RecordWrite],
+        writes: &[RecordWrite],
     ) -> Result<()> {
-        if rows.is_empty() {
+        if writes.is_empty() {
             return Ok(());
         }
-        // New records (a first load: nearly all) go by binary COPY.
-        if rows.iter().any(|r| !r.stored) {
-            let sink = tx.copy_in(
-                "COPY registry.source_record (record_hash, source_name, content_hash, version_key, deleted, source_file_id, run_id)
-                 FROM STDIN (FORMAT binary)",
-            )?;
-            let mut w = postgres::binary_copy::BinaryCopyInWriter::new(
-                sink,
-                &[
-                    Type::TEXT,
-                    Type::TEXT,
-                    Type::INT8,
-                    Type::TEXT,
-                    Type::BOOL,
-                    Type::INT8,
-                    Type::INT8,
-                ],
-            );
-            for r in rows.iter().filter(|r| !r.stored) {
-                w.write(&[
-                    &r.hash,
-                    &source,
-                    &r.content,
-                    &version,
-                    &r.deleted,
-                    &file_id,
-                    &self.run_id,
-                ])?;
-            }
-            w.finish().context("could not write the records")?;
+        let mut bytes = Vec::with_capacity(writes.len() * ENTRY);
+        for w in writes {
+            w.encode(&mut bytes);
         }
-        let rows: Vec<&RecordWrite> = rows.iter().filter(|r| r.stored).collect();
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let hashes: Vec<&str> = rows.iter().map(|r| r.hash.as_str()).collect();
-        let contents: Vec<i64> = rows.iter().map(|r| r.content).collect();
-        let deleted: Vec<bool> = rows.iter().map(|r| r.deleted).collect();
         tx.execute(
-            "INSERT INTO registry.source_record (record_hash, source_name, content_hash, version_key, deleted, source_file_id, run_id)
-             SELECT h, $4, c, $5, d, $6, $7 FROM unnest($1::text[], $2::int8[], $3::bool[]) AS u(h, c, d)
-             ON CONFLICT (record_hash) DO UPDATE
-                SET content_hash = EXCLUDED.content_hash, version_key = EXCLUDED.version_key,
-                    deleted = EXCLUDED.deleted, source_file_id = EXCLUDED.source_file_id,
-                    run_id = EXCLUDED.run_id, source_name = EXCLUDED.source_name",
-            &[&hashes, &contents, &deleted, &source, &version, &file_id, &self.run_id],
-        )?;
+            "INSERT INTO registry.record_set (source_file_id, source_name, version_key, entries, records)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[&file_id, &source, &version, &(writes.len() as i64), &bytes],
+        )
+        .context("could not write the record set")?;
         Ok(())
-    }
-
-    /// Snapshot: mark deleted every live record of `source` (up to `version`) that the unit did
-    /// not hold, and return their hashes (their rows are deleted by the caller).
-    pub fn snapshot_missing(
-        &self,
-        tx: &mut impl GenericClient,
-        source: &str,
-        file_id: i64,
-        version: &str,
-        seen: &[String],
-    ) -> Result<Vec<String>> {
-        tx.batch_execute(
-            "CREATE TEMP TABLE IF NOT EXISTS registrar_seen_record (h text) ON COMMIT DROP",
-        )?;
-        tx.batch_execute("TRUNCATE registrar_seen_record")?;
-        let sink = tx.copy_in("COPY registrar_seen_record (h) FROM STDIN (FORMAT binary)")?;
-        let mut w = postgres::binary_copy::BinaryCopyInWriter::new(sink, &[Type::TEXT]);
-        for h in seen {
-            w.write(&[h])?;
-        }
-        w.finish()?;
-        tx.batch_execute("ANALYZE registrar_seen_record")?;
-        Ok(tx
-            .query(
-                "UPDATE registry.source_record r
-                    SET deleted = true, version_key = $3, source_file_id = $2, run_id = $4
-                  WHERE r.source_name = $1 AND NOT r.deleted AND r.version_key <= $3
-                    AND NOT EXISTS (SELECT 1 FROM registrar_seen_record s WHERE s.h = r.record_hash)
-                  RETURNING r.record_hash",
-                &[&source, &file_id, &version, &self.run_id],
-            )?
-            .iter()
-            .map(|r| r.get(0))
-            .collect())
     }
 
     // ---- unmapped codes --------------------------------------------------------------------
@@ -1030,45 +1136,52 @@ impl Ledger {
     }
 }
 
-/// Delete the cdm rows whose lineage matches `filter` (SQL over registry.lineage with one
-/// parameter, `$1`), then that lineage; returns the cdm rows deleted.
+fn origin_of(file: Option<i64>, row: Option<i64>) -> Option<RowOrigin> {
+    Some((file?, row?))
+}
+
+/// Delete the cdm rows whose lineage matches `filter` (SQL over registry.lineage with the
+/// parameters `params`, `$1`...), then that lineage; returns the cdm rows deleted.
 fn delete_by_lineage(
     tx: &mut impl GenericClient,
     filter: &str,
-    param: &(dyn ToSql + Sync),
+    params: &[&(dyn ToSql + Sync)],
 ) -> Result<i64> {
     let tables: Vec<String> = tx
         .query(
             &format!("SELECT DISTINCT cdm_table FROM registry.lineage WHERE {filter}"),
-            &[param],
+            params,
         )?
         .iter()
         .map(|r| r.get(0))
         .collect();
+    let table_param = format!("${}", params.len() + 1);
     let mut n = 0;
     for t in tables {
         let key = crate::mapping::check::id_column(&t).unwrap_or_else(|| "person_id".to_string());
+        let mut with_table: Vec<&(dyn ToSql + Sync)> = params.to_vec();
+        with_table.push(&t);
         if t == "episode" {
             tx.execute(
                 &format!(
                     "DELETE FROM cdm.episode_event WHERE episode_id IN
                        (SELECT cdm_row_id FROM registry.lineage WHERE {filter} AND cdm_table = 'episode')"
                 ),
-                &[param],
+                params,
             )?;
         }
         n += tx.execute(
             &format!(
                 "DELETE FROM cdm.{} WHERE {key} IN
-                   (SELECT cdm_row_id FROM registry.lineage WHERE {filter} AND cdm_table = $2)",
+                   (SELECT cdm_row_id FROM registry.lineage WHERE {filter} AND cdm_table = {table_param})",
                 crate::db::quote_ident(&t)
             ),
-            &[param, &t],
+            &with_table,
         )? as i64;
     }
     tx.execute(
         &format!("DELETE FROM registry.lineage WHERE {filter}"),
-        &[param],
+        params,
     )?;
     Ok(n)
 }

@@ -4,7 +4,9 @@ ALTER TABLE registry.import_run DROP COLUMN rows_unchanged, DROP COLUMN cells_nu
 UPDATE registry.reject SET column_name = coalesce(field, column_name);
 ALTER TABLE registry.reject DROP COLUMN outcome, DROP COLUMN field, DROP COLUMN mapping_file, DROP COLUMN mapping_line;
 ALTER TABLE registry.lineage DROP COLUMN person_id, DROP COLUMN emit;
-DROP TABLE registry.source_record;
+DROP TABLE registry.record_set;
+DROP INDEX registry.idx_lineage_file_row;
+CREATE INDEX idx_lineage_file ON registry.lineage (source_file_id);
 DROP INDEX registry.idx_source_file_series;
 DROP INDEX registry.idx_source_file_source;
 ALTER TABLE registry.source_file

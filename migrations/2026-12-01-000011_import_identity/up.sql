@@ -29,28 +29,47 @@ CREATE INDEX idx_source_file_series ON registry.source_file (series_hash, status
 CREATE INDEX idx_source_file_source ON registry.source_file (source_name, status);
 
 -- Records: rows of a source with a logical identity (a mapping's record key, a FHIR
--- resource). record_hash is the keyed hash also written to registry.lineage.source_key;
--- content_hash is 64 bits of the SHA-256 of the row as read together with the mapping that
--- read it (an unchanged record costs nothing); version_key orders versions (an older version
--- never replaces a newer one); deleted marks a record removed (a snapshot file that no longer
--- holds it, a FHIR deletion), so an older file cannot bring it back.
-CREATE TABLE registry.source_record (
-    record_hash     text    PRIMARY KEY,
+-- resource). Each loaded unit writes one record set: the records it added, changed or deleted,
+-- as fixed 33-byte entries (in this order: the first 128 bits of the keyed hash of the
+-- record's identity; 64 bits, little endian, of SipHash-2-4 of the row as read and the
+-- mapping's fingerprint, under a secret derived from the key; the unit's source row, whose
+-- lineage holds the record's cdm rows; a flag byte, 1 = deleted). A record's state is its entry
+-- in the newest set of its source (by version_key, then source_file_id) among loaded units:
+-- an unchanged record costs nothing, an older version never replaces a newer one, and a
+-- deletion stays a deletion (an older file cannot bring the record back). Sets are written
+-- whole, once per unit: no index is kept per record.
+CREATE TABLE registry.record_set (
+    source_file_id  bigint  PRIMARY KEY,
     source_name     text    NOT NULL,
-    content_hash    bigint  NOT NULL,
     version_key     text    NOT NULL,
-    deleted         boolean NOT NULL DEFAULT false,
-    source_file_id  bigint  NOT NULL,
-    run_id          bigint  NOT NULL
+    entries         bigint  NOT NULL,
+    records         bytea   NOT NULL CHECK (length(records) = 33 * entries)
 );
-CREATE INDEX idx_source_record_source ON registry.source_record (source_name) WHERE NOT deleted;
--- FHIR resources loaded before records existed: known records with an unknown content, so
+CREATE INDEX idx_record_set_source ON registry.record_set (source_name);
+-- Keyed hashes do not compress: stored out of line as they are.
+ALTER TABLE registry.record_set ALTER COLUMN records SET STORAGE EXTERNAL;
+-- FHIR resources loaded before records existed: known records whose content is unknown, so
 -- their next version replaces their rows.
-INSERT INTO registry.source_record (record_hash, source_name, content_hash, version_key, source_file_id, run_id)
-SELECT DISTINCT ON (l.source_key) l.source_key, coalesce(f.mapping_name, f.source_kind), 0, '', l.source_file_id, l.run_id
-  FROM registry.lineage l JOIN registry.source_file f USING (source_file_id)
- WHERE l.source_key IS NOT NULL
- ORDER BY l.source_key, l.run_id DESC;
+INSERT INTO registry.record_set (source_file_id, source_name, version_key, entries, records)
+SELECT l.source_file_id, max(coalesce(f.mapping_name, f.source_kind)), '', count(*),
+       string_agg(substring(decode(translate(l.source_key, '-_', '+/') || '=', 'base64') FROM 1 FOR 16)
+                  || '\x0000000000000000'::bytea
+                  || substring(int8send(coalesce(l.source_row, 0)) FROM 8 FOR 1)
+                  || substring(int8send(coalesce(l.source_row, 0)) FROM 7 FOR 1)
+                  || substring(int8send(coalesce(l.source_row, 0)) FROM 6 FOR 1)
+                  || substring(int8send(coalesce(l.source_row, 0)) FROM 5 FOR 1)
+                  || substring(int8send(coalesce(l.source_row, 0)) FROM 4 FOR 1)
+                  || substring(int8send(coalesce(l.source_row, 0)) FROM 3 FOR 1)
+                  || substring(int8send(coalesce(l.source_row, 0)) FROM 2 FOR 1)
+                  || substring(int8send(coalesce(l.source_row, 0)) FROM 1 FOR 1)
+                  || '\x00'::bytea, ''::bytea ORDER BY l.source_row)
+  FROM (SELECT DISTINCT ON (source_file_id, source_key) source_file_id, source_key, source_row
+          FROM registry.lineage WHERE source_key IS NOT NULL) l
+  JOIN registry.source_file f USING (source_file_id)
+ GROUP BY l.source_file_id;
+-- A record's rows are found by the unit and row that loaded them.
+DROP INDEX registry.idx_lineage_file;
+CREATE INDEX idx_lineage_file_row ON registry.lineage (source_file_id, source_row);
 
 -- Lineage knows the person of each row (deletes and one-per-person checks by person; on
 -- Citus, routable) and which emit of the mapping wrote it.

@@ -155,14 +155,12 @@ diesel::table! {
 }
 
 diesel::table! {
-    registry.source_record (record_hash) {
-        record_hash -> Text,
-        source_name -> Text,
-        content_hash -> Int8,
-        version_key -> Text,
-        deleted -> Bool,
+    registry.record_set (source_file_id) {
         source_file_id -> Int8,
-        run_id -> Int8,
+        source_name -> Text,
+        version_key -> Text,
+        entries -> Int8,
+        records -> Binary,
     }
 }
 
@@ -199,7 +197,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     unmapped_code,
     nightly_source,
     fhir_watermark,
-    source_record,
+    record_set,
     plausibility,
     registry_key,
 );
@@ -254,10 +252,7 @@ pub fn columns() -> Vec<crate::introspect::ColumnInfo> {
         cols!(fhir_watermark: endpoint_hash, resource_type, mapping_name, last_updated,
         run_id, updated_at),
     );
-    v.extend(
-        cols!(source_record: record_hash, source_name, content_hash, version_key, deleted,
-        source_file_id, run_id),
-    );
+    v.extend(cols!(record_set: source_file_id, source_name, version_key, entries, records));
     v.extend(
         cols!(plausibility: singleton, min_birth_year, min_event_year, max_age_years,
         updated_at),

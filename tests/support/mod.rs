@@ -338,13 +338,23 @@ pub fn registry_fingerprint(db: &TestDb) -> std::collections::BTreeMap<String, V
             "SELECT pseudonym || ' ' || identifier_type FROM registry.person_map",
         ),
     );
-    out.insert(
-        "registry.source_record".into(),
-        one(
-            &mut c,
-            "SELECT record_hash || ' ' || content_hash || ' ' || deleted FROM registry.source_record",
-        ),
-    );
+    let mut records = Vec::new();
+    for source in one(
+        &mut c,
+        "SELECT DISTINCT source_name FROM registry.record_set",
+    ) {
+        let index = registrar_etl::ledger::Ledger::record_index(&mut c, &source).unwrap();
+        for (k, s) in index.iter() {
+            records.push(format!(
+                "{source} {} {} {}",
+                hex::encode(k),
+                s.content,
+                s.deleted
+            ));
+        }
+    }
+    records.sort();
+    out.insert("registry.records".into(), records);
     out.insert(
         "registry.lineage".into(),
         one(

@@ -281,24 +281,69 @@ fn absolute(p: &Path) -> io::Result<PathBuf> {
     }
 }
 
-/// The file in an output tree that says which key (and domain) made it.
-pub const TREE_KEY: &str = ".registrar-key";
-
-/// Refuse an output tree made under another key; mark a tree that has no mark yet.
+/// Refuse an output tree made under another key: its files say which key made them (the
+/// De-identification Method's `key <id> domain <domain>`); one of them is read.
 fn check_tree_key(output: &Path, d: &DicomPseudonymiser) -> Result<(), BatchError> {
-    let p = d.pseudonymiser();
-    let this = format!("{} {}", p.key_id().as_str(), p.domain());
-    let path = output.join(TREE_KEY);
-    match fs::read_to_string(&path) {
-        Ok(tree) if tree.trim() == this => Ok(()),
-        Ok(tree) => Err(BatchError::OtherKey {
-            tree: tree.trim().to_string(),
-            this,
+    let this = d
+        .method_text()
+        .into_iter()
+        .find(|m| m.starts_with("key "))
+        .unwrap_or_default();
+    let Some(file) = first_output(output, 0) else {
+        return Ok(());
+    };
+    let Ok(bytes) = fs::read(&file) else {
+        return Ok(());
+    };
+    let Ok(parsed) = super::parse::parse(&bytes) else {
+        return Ok(());
+    };
+    let Some(method) = parsed
+        .dataset
+        .element(dicom_core::Tag(0x0012, 0x0063))
+        .ok()
+        .and_then(|e| e.value().to_bytes().ok().map(|b| b.to_vec()))
+    else {
+        return Ok(());
+    };
+    let text = String::from_utf8_lossy(&method).to_string();
+    match text
+        .split('\\')
+        .map(str::trim)
+        .find(|v| v.starts_with("key "))
+    {
+        Some(tree) if tree != this => Err(BatchError::OtherKey {
+            tree: tree.trim_start_matches("key ").to_string(),
+            this: this.trim_start_matches("key ").to_string(),
         }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::write(&path, format!("{this}\n"))
-            .map_err(io_err(format!("cannot write {}", path.display()))),
-        Err(e) => Err(io_err(format!("cannot read {}", path.display()))(e)),
+        _ => Ok(()),
     }
+}
+
+/// The first `.dcm` file of an output tree (the quarantine folder excluded).
+fn first_output(dir: &Path, depth: usize) -> Option<PathBuf> {
+    if depth > 4 {
+        return None;
+    }
+    let mut entries: Vec<PathBuf> = fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            if depth == 0 && p.file_name().is_some_and(|n| n == QUARANTINE_DIR) {
+                continue;
+            }
+            if let Some(f) = first_output(&p, depth + 1) {
+                return Some(f);
+            }
+        } else if p.extension().is_some_and(|x| x == "dcm") {
+            return Some(p);
+        }
+    }
+    None
 }
 
 fn is_inside(a: &Path, b: &Path) -> bool {
@@ -499,7 +544,9 @@ pub fn run(
         }
     });
 
-    // What was processed is recorded even when the run stops early: those outputs exist.
+    // What was processed is recorded even when the run stops early: those outputs exist. The
+    // first failure is the one reported (a full disk fails the state file too).
+    let mut state_result = Ok(());
     if opts.incremental {
         let mut all = known;
         all.extend(processed.into_inner().expect("lock"));
@@ -509,12 +556,13 @@ pub fn run(
         for (k, (size, mtime)) in rows {
             text.push_str(&format!("{k}\t{size}\t{mtime}\n"));
         }
-        files
+        state_result = files
             .write(&state_path, |w| Ok(w.write_all(text.as_bytes())?))
-            .map_err(output_failed(&state_path))?;
+            .map_err(output_failed(&state_path));
     }
     if let Some(e) = failure.into_inner().expect("lock") {
         return Err(e);
     }
+    state_result?;
     Ok(summary.into_inner().expect("lock"))
 }

@@ -23,8 +23,8 @@
 pub mod identity;
 
 use crate::ledger::{
-    FileIdentity, FileStatus, Ledger, Prior, RecordState, RecordWrite, RejectOutcome, RejectRow,
-    Replace, SeriesMember, UnitCounts, UnitKind,
+    DigestKeys, FileIdentity, FileStatus, KeyMap, Ledger, Prior, RecordIndex, RecordKey,
+    RecordWrite, RejectOutcome, RejectRow, Replace, RowOrigin, SeriesMember, UnitCounts, UnitKind,
 };
 use crate::load::batch::{self, Batch, IdPool, Pending};
 use crate::load::copy::{TableLayout, Value};
@@ -45,9 +45,6 @@ use std::collections::{BTreeMap, HashMap};
 
 /// Purpose of the keyed hash of a record's identity (`registry.lineage.source_key`).
 pub const ROW_KEY_PURPOSE: &str = "source-record";
-
-/// Rows read before their records' stored states are looked up (one round trip).
-const CHUNK: usize = 4096;
 
 /// Options of an import.
 #[derive(Debug, Clone)]
@@ -80,6 +77,8 @@ pub struct ImportContext<'a> {
     /// The registry's plausibility limits.
     pub limits: Limits,
     pub progress: indicatif::ProgressBar,
+    /// The records of the source last imported (kept between its units).
+    pub records: Option<(String, RecordIndex)>,
 }
 
 impl<'a> ImportContext<'a> {
@@ -99,6 +98,7 @@ impl<'a> ImportContext<'a> {
             opts,
             limits,
             progress: indicatif::ProgressBar::hidden(),
+            records: None,
         })
     }
 
@@ -309,7 +309,7 @@ pub fn open_file(
     c: &Compiled,
     path: &std::path::Path,
     sn: &crate::sources::csv::Sniff,
-) -> Result<Box<dyn RowSource>, FileError> {
+) -> Result<Box<dyn RowSource + Send>, FileError> {
     let spec = &c.mapping.spec;
     Ok(match spec.source.format {
         Format::Csv => {
@@ -373,27 +373,79 @@ impl std::fmt::Display for FileErrorMarker {
 }
 impl std::error::Error for FileErrorMarker {}
 
+/// The keyed hashes of records' identities, computed next to the reading of rows.
+struct RecordHasher<'a> {
+    keys: &'a Keys,
+    /// Records keyed by the mapping's `[record] key` columns (else only rows that carry their
+    /// own key, such as FHIR resources).
+    keyed_by_mapping: bool,
+    key_cols: Vec<usize>,
+    source: &'a str,
+}
+
+impl RecordHasher<'_> {
+    /// The keyed hash of a row's record (its first 128 bits), if the source has records.
+    fn hash(&self, r: &RowResult) -> Option<RecordKey> {
+        let digest = |data: &[u8]| -> RecordKey {
+            let d = self.keys.current.keyed_digest(ROW_KEY_PURPOSE, data);
+            d[..16].try_into().expect("16 bytes")
+        };
+        match r {
+            RowResult::Deleted { key, .. } => Some(digest(key.as_bytes())),
+            RowResult::Row(row) if row.key.is_some() => {
+                Some(digest(row.key.as_deref().unwrap_or("").as_bytes()))
+            }
+            RowResult::Row(row) if self.keyed_by_mapping => {
+                if self
+                    .key_cols
+                    .iter()
+                    .all(|&i| row.fields[i].trim().is_empty())
+                {
+                    return None;
+                }
+                let mut k = String::with_capacity(64);
+                k.push_str(self.source);
+                for &i in &self.key_cols {
+                    k.push('\u{1f}');
+                    k.push_str(row.fields[i].trim());
+                }
+                Some(digest(k.as_bytes()))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Rows handed from the reading thread to the mapping one at a time.
+const HANDOFF: usize = 1024;
+
 /// The reading half of a unit's load: rows in, batches out.
 struct Reader<'a> {
     c: &'a Compiled,
-    keys: &'a Keys,
-    ledger: &'a Ledger,
     ev: Evaluator<'a>,
     resolver: PersonResolver<'a>,
     pools: Vec<Option<IdPool>>,
-    /// Per emit with `once_per_person`: persons that already have its row, with the record
-    /// that owns the row.
-    once: Vec<Option<HashMap<i32, Option<String>>>>,
-    source: &'a str,
+    /// Per emit with `once_per_person`: persons that already have its row, with the origin
+    /// (unit, row) of that row.
+    once: Vec<Option<HashMap<i32, Option<RowOrigin>>>>,
+    /// The source's records before this unit.
+    index: &'a RecordIndex,
+    /// This unit's version key.
     version: &'a str,
+    file_id: i64,
+    /// What this unit does to its records (written as its record set at the end).
+    writes: Vec<RecordWrite>,
     keyed_by_mapping: bool,
-    key_cols: Vec<usize>,
     ref_cols: Vec<usize>,
     seen_rows: HashMap<u64, u32, BuildPassThrough>,
     /// Records met in this unit that loaded (or were unchanged): first row, content hash.
-    seen_keys: HashMap<String, (u64, i64)>,
+    seen_keys: KeyMap<(u64, i64)>,
     /// Snapshot mappings: every record the unit holds.
-    snapshot_seen: Option<Vec<String>>,
+    snapshot_seen: Option<std::collections::HashSet<RecordKey, DigestKeys>>,
+    /// The keyed hash of contents: SipHash-2-4 under a key-derived secret, with the
+    /// mapping's fingerprint in it. A stored content hash cannot be checked against guessed
+    /// contents without the key.
+    content: siphasher::sip::SipHasher24,
     batch: Batch,
     buffered: usize,
     counts: UnitCounts,
@@ -424,65 +476,34 @@ impl Reader<'_> {
         self.counts.records_unchanged += 1;
     }
 
-    /// The keyed hash of a row's record, if the source has records.
-    fn record_hash(&self, r: &RowResult) -> Option<String> {
-        let purpose = ROW_KEY_PURPOSE;
-        match r {
-            RowResult::Deleted { key, .. } => {
-                Some(self.keys.current.keyed_hash(purpose, key.as_bytes()))
-            }
-            RowResult::Row(row) if row.key.is_some() => Some(
-                self.keys
-                    .current
-                    .keyed_hash(purpose, row.key.as_deref().unwrap_or("").as_bytes()),
-            ),
-            RowResult::Row(row) if self.keyed_by_mapping => {
-                if self
-                    .key_cols
-                    .iter()
-                    .all(|&i| row.fields[i].trim().is_empty())
-                {
-                    return None;
-                }
-                let mut k = self.source.to_string();
-                for &i in &self.key_cols {
-                    k.push('\u{1f}');
-                    k.push_str(row.fields[i].trim());
-                }
-                Some(self.keys.current.keyed_hash(purpose, k.as_bytes()))
-            }
-            _ => None,
-        }
-    }
-
-    /// 64 bits of the SHA-256 of what the mapping reads of a row, and of the mapping.
+    /// 64 bits of the keyed hash of what the mapping reads of a row, and of the mapping.
     fn content_hash(&self, row: &SourceRow) -> i64 {
-        let mut h = Sha256::new();
-        h.update(self.c.fingerprint.as_bytes());
+        use std::hash::Hasher;
+        let mut h = self.content;
         for &i in &self.ref_cols {
             let f = &row.fields[i];
-            h.update((f.len() as u64).to_le_bytes());
-            h.update(f.as_bytes());
+            h.write_u64(f.len() as u64);
+            h.write(f.as_bytes());
             let typed = row.typed_dates.contains(&(i as u32));
             let error = row.cell_errors.iter().any(|(ci, _)| *ci == i);
-            h.update([u8::from(typed), u8::from(error)]);
+            h.write_u8(u8::from(typed) | (u8::from(error) << 1));
         }
         if let Some(k) = &row.key {
-            h.update(k.as_bytes());
+            h.write(k.as_bytes());
         }
-        let d = h.finalize();
-        i64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
+        h.finish() as i64
     }
 
     fn row(
         &mut self,
         r: RowResult,
-        key: Option<String>,
-        states: &HashMap<String, RecordState>,
+        key: Option<RecordKey>,
         seq: &mut postgres::Client,
     ) -> Result<()> {
         self.counts.rows_in += 1;
-        self.progress.inc(1);
+        if self.counts.rows_in % 4096 == 0 {
+            self.progress.inc(4096);
+        }
         match r {
             RowResult::Bad {
                 number,
@@ -496,11 +517,7 @@ impl Reader<'_> {
             RowResult::Deleted { number, .. } => {
                 let k = key.expect("a deletion has a key");
                 let number = number as i64;
-                if self
-                    .seen_keys
-                    .insert(k.clone(), (number as u64, 0))
-                    .is_some()
-                {
+                if self.seen_keys.insert(k, (number as u64, 0)).is_some() {
                     self.skip(
                         number,
                         "skipped_duplicate",
@@ -508,14 +525,14 @@ impl Reader<'_> {
                     );
                     return Ok(());
                 }
-                match states.get(&k) {
+                match self.index.get(&k).copied() {
                     Some(s) if !s.deleted => {
-                        self.batch.replaced_keys.push(k.clone());
-                        self.batch.records.push(RecordWrite {
+                        self.batch.replaced.push(s.origin);
+                        self.writes.push(RecordWrite {
                             hash: k,
                             content: s.content,
+                            row: number,
                             deleted: true,
-                            stored: true,
                         });
                         self.counts.records_deleted += 1;
                         self.skip(
@@ -532,15 +549,14 @@ impl Reader<'_> {
                 }
                 Ok(())
             }
-            RowResult::Row(row) => self.source_row(row, key, states, seq),
+            RowResult::Row(row) => self.source_row(row, key, seq),
         }
     }
 
     fn source_row(
         &mut self,
         row: SourceRow,
-        key: Option<String>,
-        states: &HashMap<String, RecordState>,
+        key: Option<RecordKey>,
         seq: &mut postgres::Client,
     ) -> Result<()> {
         let number = row.number as i64;
@@ -581,8 +597,8 @@ impl Reader<'_> {
             self.seen_rows
                 .insert(digest, u32::try_from(row.number).unwrap_or(u32::MAX));
         }
-        let mut existed = false;
-        let mut stored = false;
+        // The stored state of a record this row replaces.
+        let mut existed: Option<RowOrigin> = None;
         let mut content = 0i64;
         if let Some(k) = &key {
             content = self.content_hash(&row);
@@ -607,12 +623,12 @@ impl Reader<'_> {
             }
             // Held until the row turns out rejected (a later row of the same record may then
             // load).
-            self.seen_keys.insert(k.clone(), (number as u64, content));
+            self.seen_keys.insert(*k, (number as u64, content));
             if let Some(seen) = self.snapshot_seen.as_mut() {
-                seen.push(k.clone());
+                seen.insert(*k);
             }
-            match states.get(k) {
-                Some(s) if s.version.as_str() > self.version => {
+            match self.index.get(k) {
+                Some(s) if self.index.newer(s, self.version) => {
                     // A newer version of the record is loaded: this one changes nothing.
                     self.unchanged();
                     return Ok(());
@@ -621,11 +637,8 @@ impl Reader<'_> {
                     self.unchanged();
                     return Ok(());
                 }
-                Some(s) => {
-                    existed = !s.deleted;
-                    stored = true;
-                }
-                None => {}
+                Some(s) if !s.deleted => existed = Some(s.origin),
+                _ => {}
             }
         }
 
@@ -649,7 +662,7 @@ impl Reader<'_> {
             Err(crate::privacy::persons::ResolveError::Db(e)) => return Err(e),
             Err(e) => {
                 let mut reason = e.to_string();
-                if existed {
+                if existed.is_some() {
                     reason.push_str("; the record's earlier version stays loaded");
                 }
                 if let Some(k) = &key {
@@ -674,7 +687,9 @@ impl Reader<'_> {
                 }
             }
             if let Some(Some(owner)) = self.once[ei].as_ref().map(|s| s.get(&person.person_id)) {
-                let own_record = key.is_some() && owner.as_ref() == key.as_ref();
+                // The person's row is this record's earlier version (replaced below): not
+                // "already there".
+                let own_record = owner.is_some() && *owner == existed;
                 if !own_record {
                     continue;
                 }
@@ -749,12 +764,11 @@ impl Reader<'_> {
                 id,
                 person_id: person.person_id,
                 source_row: number,
-                source_key: key.clone(),
                 emit: ei as i16,
             });
         }
         if !failures.is_empty() {
-            if existed {
+            if existed.is_some() {
                 failures[0]
                     .reason
                     .push_str("; the record's earlier version stays loaded");
@@ -767,17 +781,17 @@ impl Reader<'_> {
             return Ok(());
         }
         if let Some(k) = &key {
-            if existed {
-                self.batch.replaced_keys.push(k.clone());
+            if let Some(origin) = existed {
+                self.batch.replaced.push(origin);
                 self.counts.records_updated += 1;
             } else {
                 self.counts.records_added += 1;
             }
-            self.batch.records.push(RecordWrite {
-                hash: k.clone(),
+            self.writes.push(RecordWrite {
+                hash: *k,
                 content,
+                row: number,
                 deleted: false,
-                stored,
             });
         }
         if row_out.is_empty() {
@@ -788,7 +802,7 @@ impl Reader<'_> {
         self.batch.rejects.extend(nulled);
         for p in &row_out {
             if let Some(set) = self.once[p.emit as usize].as_mut() {
-                set.insert(person.person_id, key.clone());
+                set.insert(person.person_id, Some((self.file_id, number)));
             }
             *self
                 .tables
@@ -816,7 +830,7 @@ pub fn load_unit(
     ctx: &mut ImportContext<'_>,
     c: &Compiled,
     unit: &Unit,
-    mut source: Box<dyn RowSource + '_>,
+    mut source: Box<dyn RowSource + Send + '_>,
 ) -> Result<UnitOutcome> {
     let mut out = UnitOutcome {
         file: unit.label.clone(),
@@ -854,8 +868,8 @@ pub fn load_unit(
         .clone()
         .unwrap_or_else(|| identity::import_order_key(file_id));
 
-    let mut once: Vec<Option<HashMap<i32, Option<String>>>> = Vec::with_capacity(c.emits.len());
-    let mut by_table: HashMap<String, HashMap<i32, Option<String>>> = HashMap::new();
+    let mut once: Vec<Option<HashMap<i32, Option<RowOrigin>>>> = Vec::with_capacity(c.emits.len());
+    let mut by_table: HashMap<String, HashMap<i32, Option<RowOrigin>>> = HashMap::new();
     for (ei, e) in c.emits.iter().enumerate() {
         if !e.once_per_person {
             once.push(None);
@@ -885,10 +899,25 @@ pub fn load_unit(
         .unwrap_or_default();
     let snapshot = c.record.as_ref().is_some_and(|r| r.snapshot)
         && newest.as_deref().is_none_or(|n| version.as_str() >= n);
+    // The source's records: kept from the previous unit of the source when nobody else
+    // imported it since, else folded from its record sets.
+    let index = if unit.replace == Replace::Records {
+        let stamp = Ledger::record_stamp(&mut *ctx.seq, &source_name)?;
+        match ctx.records.take() {
+            Some((s, idx)) if s == source_name && idx.stamp == stamp => idx,
+            _ => Ledger::record_index(ctx.seq, &source_name)?,
+        }
+    } else {
+        RecordIndex::default()
+    };
+    let hasher = RecordHasher {
+        keys,
+        keyed_by_mapping: c.record.is_some(),
+        key_cols,
+        source: &source_name,
+    };
     let mut reader = Reader {
         c,
-        keys,
-        ledger: &ledger,
         ev: Evaluator::new(c, &header, limits),
         resolver,
         pools: c
@@ -897,14 +926,23 @@ pub fn load_unit(
             .map(|e| e.id_col.map(|_| IdPool::new(&e.table)))
             .collect(),
         once,
-        source: &source_name,
+        index: &index,
         version: &version,
+        file_id,
+        writes: Vec::new(),
         keyed_by_mapping: c.record.is_some(),
-        key_cols,
         ref_cols,
         seen_rows: HashMap::default(),
-        seen_keys: HashMap::new(),
-        snapshot_seen: snapshot.then(Vec::new),
+        seen_keys: KeyMap::default(),
+        snapshot_seen: snapshot.then(Default::default),
+        content: {
+            use std::hash::Hasher;
+            let k = keys.current.keyed_digest("record-content", b"");
+            let mut h =
+                siphasher::sip::SipHasher24::new_with_key(&k[..16].try_into().expect("16 bytes"));
+            h.write(c.fingerprint.as_bytes());
+            h
+        },
         batch: Batch::default(),
         buffered: 0,
         counts: UnitCounts::default(),
@@ -915,8 +953,6 @@ pub fn load_unit(
         ledger: &ledger,
         layouts: &c.layouts,
         file_id,
-        source: &source_name,
-        version: &version,
         mapping_file: Some(&c.file_name),
         key_id: &key_id,
         domain: &domain,
@@ -945,27 +981,60 @@ pub fn load_unit(
                 .send(b)
                 .map_err(|_| anyhow::anyhow!("the database writer stopped"))
         };
-        let result: Result<()> = (|| {
-            let mut chunk: Vec<RowResult> = Vec::with_capacity(CHUNK);
+        // The rows are read and their records' keys hashed on a thread of their own, so that
+        // a re-export whose records are mostly unchanged costs little more than its reading.
+        // Reading, hashing and mapping are three stages of a pipeline.
+        type Chunk = Result<Vec<(RowResult, Option<RecordKey>)>>;
+        let (read_tx, read_rx) = std::sync::mpsc::sync_channel::<Chunk>(4);
+        let (rows_tx, rows_rx) = std::sync::mpsc::sync_channel::<Chunk>(4);
+        let hasher = &hasher;
+        let source = &mut source;
+        let producer = scope.spawn(move || {
+            let mut chunk = Vec::with_capacity(HANDOFF);
             loop {
-                chunk.clear();
-                while chunk.len() < CHUNK {
-                    match source.next_row() {
-                        Ok(Some(r)) => chunk.push(r),
-                        Ok(None) => break,
-                        Err(FileError(e)) => anyhow::bail!(FileErrorMarker(e)),
+                match source.next_row() {
+                    Ok(Some(r)) => {
+                        chunk.push((r, None));
+                        if chunk.len() == HANDOFF {
+                            let full = std::mem::replace(&mut chunk, Vec::with_capacity(HANDOFF));
+                            if read_tx.send(Ok(full)).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(FileError(e)) => {
+                        let _ = read_tx.send(Err(anyhow::anyhow!(FileErrorMarker(e))));
+                        return;
                     }
                 }
-                if chunk.is_empty() {
-                    break;
+            }
+            if !chunk.is_empty() {
+                let _ = read_tx.send(Ok(chunk));
+            }
+        });
+        let hashing = scope.spawn(move || {
+            for chunk in read_rx {
+                let chunk = chunk.map(|mut rows| {
+                    for (r, k) in rows.iter_mut() {
+                        *k = hasher.hash(r);
+                    }
+                    rows
+                });
+                if rows_tx.send(chunk).is_err() {
+                    return;
                 }
-                let hashes: Vec<Option<String>> =
-                    chunk.iter().map(|r| reader.record_hash(r)).collect();
-                let wanted: Vec<String> = hashes.iter().flatten().cloned().collect();
-                let states = reader.ledger.record_states(seq, &wanted)?;
-                for (r, k) in chunk.drain(..).zip(hashes) {
-                    reader.row(r, k, &states, seq)?;
-                    if reader.buffered >= opts.batch_rows {
+            }
+        });
+        let result: Result<()> = (|| {
+            for chunk in rows_rx.iter() {
+                for (r, k) in chunk? {
+                    reader.row(r, k, seq)?;
+                    // Full batches, and now and then whatever a mostly unchanged file has
+                    // changed, so the writer works while the reading goes on.
+                    if reader.buffered >= opts.batch_rows
+                        || (reader.counts.rows_in % 65_536 == 0 && !reader.batch.is_empty())
+                    {
                         send(reader.take_batch())?;
                     }
                 }
@@ -973,6 +1042,10 @@ pub fn load_unit(
             send(reader.take_batch())?;
             Ok(())
         })();
+        // A reader that stopped early lets the producer stop too.
+        drop(rows_rx);
+        producer.join().expect("the row reader panicked");
+        hashing.join().expect("the record hasher panicked");
         drop(sender);
         // A writer error is the cause of a reader's "writer stopped".
         writer
@@ -1015,11 +1088,25 @@ pub fn load_unit(
             format!("{n} row(s) rejected and the mapping says the file must load complete"),
         );
     }
+    let mut writes = std::mem::take(&mut reader.writes);
     if let Some(seen) = reader.snapshot_seen.take() {
-        let gone = ledger.snapshot_missing(&mut tx, &source_name, file_id, &version, &seen)?;
-        ledger.delete_rows_by_keys(&mut tx, &gone)?;
-        out.counts.records_deleted += gone.len() as i64;
+        // Snapshot: the live records (up to this version) the file does not hold are gone.
+        let mut origins = Vec::new();
+        for (k, s) in index.iter() {
+            if !s.deleted && !index.newer(s, &version) && !seen.contains(k) {
+                origins.push(s.origin);
+                writes.push(RecordWrite {
+                    hash: *k,
+                    content: s.content,
+                    row: 0,
+                    deleted: true,
+                });
+                out.counts.records_deleted += 1;
+            }
+        }
+        ledger.delete_rows_of(&mut tx, &origins)?;
     }
+    ledger.write_record_set(&mut tx, &source_name, file_id, &version, &writes)?;
     ledger.finish(&mut tx, file_id, &out.counts)?;
     for ((at, code), n) in &reader.ev.unmapped {
         let label = match at {
@@ -1070,6 +1157,15 @@ pub fn load_unit(
         },
     )?;
     tx.commit().context("could not commit the file")?;
+    drop(reader);
+    if unit.replace == Replace::Records {
+        let mut index = index;
+        if !writes.is_empty() {
+            index.apply(file_id, &version, &writes);
+            index.stamp = (index.stamp.0 + 1, file_id);
+        }
+        ctx.records = Some((source_name.clone(), index));
+    }
     debug_assert!(out.counts.balanced(), "{:?}", out.counts);
     out.status = FileStatus::Loaded;
     Ok(out)

@@ -3,7 +3,7 @@
 //! The reader builds the next batch while this one is written.
 
 use super::copy::{TableLayout, Value};
-use crate::ledger::{Ledger, LineageRow, PersonMapRow, RecordWrite, RejectRow};
+use crate::ledger::{Ledger, LineageRow, PersonMapRow, RejectRow, RowOrigin};
 use anyhow::{Context, Result};
 use postgres::types::ToSql;
 
@@ -44,8 +44,6 @@ pub struct Pending {
     pub id: Option<i32>,
     pub person_id: i32,
     pub source_row: i64,
-    /// Keyed hash of the record it belongs to.
-    pub source_key: Option<String>,
     /// Which emit of the mapping wrote it.
     pub emit: i16,
 }
@@ -56,9 +54,8 @@ pub struct Batch {
     pub pending: Vec<Pending>,
     pub rejects: Vec<RejectRow>,
     pub persons: Vec<PersonMapRow>,
-    /// Records whose earlier rows this batch replaces or deletes.
-    pub replaced_keys: Vec<String>,
-    pub records: Vec<RecordWrite>,
+    /// Where the earlier versions of records this batch replaces or deletes came from.
+    pub replaced: Vec<RowOrigin>,
 }
 
 impl Batch {
@@ -66,8 +63,7 @@ impl Batch {
         self.pending.is_empty()
             && self.rejects.is_empty()
             && self.persons.is_empty()
-            && self.replaced_keys.is_empty()
-            && self.records.is_empty()
+            && self.replaced.is_empty()
     }
 }
 
@@ -76,18 +72,15 @@ pub struct Target<'a> {
     pub ledger: &'a Ledger,
     pub layouts: &'a [TableLayout],
     pub file_id: i64,
-    pub source: &'a str,
-    /// The unit's version key (records).
-    pub version: &'a str,
     pub mapping_file: Option<&'a str>,
     pub key_id: &'a str,
     pub domain: &'a str,
 }
 
-/// Write one batch: replaced records' rows go first, then new persons, cdm rows, lineage,
-/// rejects and records.
+/// Write one batch: replaced records' rows go first, then new persons, cdm rows, lineage and
+/// rejects.
 pub fn write(tx: &mut impl postgres::GenericClient, t: &Target<'_>, b: &Batch) -> Result<()> {
-    t.ledger.delete_rows_by_keys(tx, &b.replaced_keys)?;
+    t.ledger.delete_rows_of(tx, &b.replaced)?;
     t.ledger.copy_persons(tx, t.key_id, t.domain, &b.persons)?;
     for (li, layout) in t.layouts.iter().enumerate() {
         if !b.pending.iter().any(|p| p.layout == li) {
@@ -118,7 +111,6 @@ pub fn write(tx: &mut impl postgres::GenericClient, t: &Target<'_>, b: &Batch) -
                 table,
                 row_id,
                 source_row: Some(p.source_row),
-                source_key: p.source_key.as_deref(),
                 person_id: Some(p.person_id),
                 emit: Some(p.emit),
             })
@@ -127,7 +119,5 @@ pub fn write(tx: &mut impl postgres::GenericClient, t: &Target<'_>, b: &Batch) -
     }
     t.ledger
         .copy_rejects(tx, Some(t.file_id), t.mapping_file, &b.rejects)?;
-    t.ledger
-        .write_records(tx, t.source, t.file_id, t.version, &b.records)?;
     Ok(())
 }

@@ -81,6 +81,10 @@ impl Decoder {
     }
 
     fn decode(self, b: &[u8]) -> Result<String, ()> {
+        if b.is_ascii() {
+            // Every decoder reads ASCII as ASCII.
+            return Ok(std::str::from_utf8(b).map_err(|_| ())?.to_owned());
+        }
         match self {
             Decoder::Utf8 => std::str::from_utf8(b).map(str::to_string).map_err(|_| ()),
             Decoder::Windows1252 => {
