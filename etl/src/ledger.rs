@@ -1,6 +1,6 @@
 //! The ledger: everything registrar records about what came in, and the only place that
 //! writes it. Source files (`registry.source_file`) with their identity, series and status;
-//! records (`registry.source_record`) with their content hash and version; lineage (every
+//! records (`registry.record_set`: one set per unit, folded into a [`RecordIndex`]); lineage (every
 //! cdm row back to its file, record and person); rejects (rows, cells and whole files, with
 //! reasons); unmapped codes; FHIR watermarks; and the person map. Statuses are enums here and
 //! strings only in the database.

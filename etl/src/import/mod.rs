@@ -860,36 +860,65 @@ pub fn load_unit(
     let mut tx = ctx.client.transaction()?;
     // One import at a time resolves persons (see PERSON_MAP_LOCK).
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PERSON_MAP_LOCK])?;
-    let newest = ledger.newest_version(&mut tx, &source_name)?;
-    out.replaced_rows = ledger.supersede(&mut tx, &unit.ident, unit.replace)?;
-    let file_id = ledger.begin(&mut tx, &unit.ident)?;
+    // The source's records (kept from the previous unit of the source when nobody else
+    // imported it since, else folded from its record sets) are read on the second connection
+    // while the unit's bookkeeping starts on the first.
+    let keyed = unit.replace == Replace::Records;
+    let cached = ctx.records.take();
+    let seq_conn = &mut *ctx.seq;
+    let src = source_name.as_str();
+    type Setup<'k> = (
+        Option<String>,
+        i64,
+        i64,
+        Vec<Option<HashMap<i32, Option<RowOrigin>>>>,
+        PersonResolver<'k>,
+    );
+    let (index, setup) = std::thread::scope(|scope| {
+        let loader = scope.spawn(move || -> Result<RecordIndex> {
+            if !keyed {
+                return Ok(RecordIndex::default());
+            }
+            let stamp = Ledger::record_stamp(seq_conn, src)?;
+            Ok(match cached {
+                Some((s, idx)) if s == src && idx.stamp == stamp => idx,
+                _ => Ledger::record_index(seq_conn, src)?,
+            })
+        });
+        let setup = (|| -> Result<Setup<'_>> {
+            let newest = ledger.newest_version(&mut tx, src)?;
+            let replaced = ledger.supersede(&mut tx, &unit.ident, unit.replace)?;
+            let file_id = ledger.begin(&mut tx, &unit.ident)?;
+            let mut once: Vec<Option<HashMap<i32, Option<RowOrigin>>>> =
+                Vec::with_capacity(c.emits.len());
+            let mut by_table: HashMap<String, HashMap<i32, Option<RowOrigin>>> = HashMap::new();
+            for (ei, e) in c.emits.iter().enumerate() {
+                if !e.once_per_person {
+                    once.push(None);
+                } else if matches!(e.table.as_str(), "person" | "death") {
+                    // One row per person in the whole table (its key).
+                    if !by_table.contains_key(&e.table) {
+                        let m = ledger.persons_in_table(&mut tx, &e.table)?;
+                        by_table.insert(e.table.clone(), m);
+                    }
+                    once.push(Some(by_table[&e.table].clone()));
+                } else {
+                    once.push(Some(ledger.persons_with_rows(&mut tx, src, ei as i16)?));
+                }
+            }
+            let mut resolver = PersonResolver::new(keys, opts.policy, Some(ledger.run_id));
+            resolver.preload(&mut tx)?;
+            Ok((newest, replaced, file_id, once, resolver))
+        })();
+        (loader.join().expect("the record loader panicked"), setup)
+    });
+    let index = index?;
+    let (newest, replaced, file_id, once, resolver) = setup?;
+    out.replaced_rows = replaced;
     let version = unit
         .version
         .clone()
         .unwrap_or_else(|| identity::import_order_key(file_id));
-
-    let mut once: Vec<Option<HashMap<i32, Option<RowOrigin>>>> = Vec::with_capacity(c.emits.len());
-    let mut by_table: HashMap<String, HashMap<i32, Option<RowOrigin>>> = HashMap::new();
-    for (ei, e) in c.emits.iter().enumerate() {
-        if !e.once_per_person {
-            once.push(None);
-        } else if matches!(e.table.as_str(), "person" | "death") {
-            // One row per person in the whole table (its key).
-            if !by_table.contains_key(&e.table) {
-                let m = ledger.persons_in_table(&mut tx, &e.table)?;
-                by_table.insert(e.table.clone(), m);
-            }
-            once.push(Some(by_table[&e.table].clone()));
-        } else {
-            once.push(Some(ledger.persons_with_rows(
-                &mut tx,
-                &source_name,
-                ei as i16,
-            )?));
-        }
-    }
-    let mut resolver = PersonResolver::new(keys, opts.policy, Some(ledger.run_id));
-    resolver.preload(&mut tx)?;
     let col = |name: &str| header.iter().position(|h| h == name);
     let ref_cols: Vec<usize> = referenced_columns(c).into_iter().filter_map(&col).collect();
     let key_cols: Vec<usize> = c
@@ -899,17 +928,6 @@ pub fn load_unit(
         .unwrap_or_default();
     let snapshot = c.record.as_ref().is_some_and(|r| r.snapshot)
         && newest.as_deref().is_none_or(|n| version.as_str() >= n);
-    // The source's records: kept from the previous unit of the source when nobody else
-    // imported it since, else folded from its record sets.
-    let index = if unit.replace == Replace::Records {
-        let stamp = Ledger::record_stamp(&mut *ctx.seq, &source_name)?;
-        match ctx.records.take() {
-            Some((s, idx)) if s == source_name && idx.stamp == stamp => idx,
-            _ => Ledger::record_index(ctx.seq, &source_name)?,
-        }
-    } else {
-        RecordIndex::default()
-    };
     let hasher = RecordHasher {
         keys,
         keyed_by_mapping: c.record.is_some(),
@@ -933,7 +951,7 @@ pub fn load_unit(
         keyed_by_mapping: c.record.is_some(),
         ref_cols,
         seen_rows: HashMap::default(),
-        seen_keys: KeyMap::default(),
+        seen_keys: KeyMap::with_capacity_and_hasher(index.len(), DigestKeys),
         snapshot_seen: snapshot.then(Default::default),
         content: {
             use std::hash::Hasher;
