@@ -233,9 +233,10 @@ pub const PATHOLOGY_FINAL: &str = "his/pathology_2025-06.csv";
 /// `his/patients.csv` in another folder, patients born before 1900.
 pub const ARCHIVE_PATIENTS: &str = "his/archive/patients.csv";
 
-/// Tables whose dates may be written month first (the `us_dates` dirt): files with many
-/// dates, so that a day above 12 shows.
-pub(crate) const US_DATE_CANDIDATES: &[usize] = &[TNM, RADIOTHERAPY, RECURRENCES];
+/// Tables whose dates may be written month first (the `us_dates` dirt), in order of
+/// preference: files with many dates (so that a day above 12 shows) whose loss leaves the
+/// research views their staging and outcomes.
+pub(crate) const US_DATE_CANDIDATES: &[usize] = &[RADIOTHERAPY, TNM];
 
 /// Rows written and dirt injected in one file.
 #[derive(Debug, Clone, Default)]

@@ -309,12 +309,10 @@ pub fn generate(opts: &SynthOptions, progress: &dyn Fn(u64)) -> Result<SynthRepo
     let bom = dirty.then(|| *run.pick(his::BOM_CANDIDATES));
     let latin1 = dirty.then(|| *run.pick(his::LATIN1_CANDIDATES));
     let us_dates = if dirty {
-        let candidates: Vec<usize> = his::US_DATE_CANDIDATES
+        his::US_DATE_CANDIDATES
             .iter()
             .copied()
-            .filter(|c| Some(*c) != bom)
-            .collect();
-        Some(*run.pick(&candidates))
+            .find(|c| Some(*c) != bom)
     } else {
         None
     };
