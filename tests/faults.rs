@@ -1,16 +1,8 @@
 //! An operator's bad night: a key file swapped, two runs at once on a new database, a run
 //! killed before its report.
 
-use crate::support::{new_key, nightly_config, registrar_cmd, synth, text, TestDb};
+use crate::support::{new_key, nightly, nightly_config, registrar_cmd, synth, text, TestDb};
 use std::path::Path;
-
-fn nightly(config: &Path) -> std::process::Output {
-    registrar_cmd()
-        .args(["--json", "nightly", "--config"])
-        .arg(config)
-        .output()
-        .unwrap()
-}
 
 /// The configuration with another key file.
 fn with_key(cfg: &Path, old: &Path, new: &Path) -> std::path::PathBuf {

@@ -13,21 +13,7 @@ fn import(
     inputs: &[&Path],
     extra: &[&str],
 ) -> (Option<i32>, serde_json::Value, String) {
-    let mut args: Vec<String> = vec![
-        "--json".into(),
-        "--key-file".into(),
-        key.display().to_string(),
-        "import".into(),
-        "csv".into(),
-        "--mapping".into(),
-        mapping.display().to_string(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args.extend(inputs.iter().map(|p| p.display().to_string()));
-    let argv: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-    let out = db.registrar(&argv);
-    let v = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
-    let t = text(&out);
+    let (code, v, t) = crate::support::import_json(db, key, "csv", mapping, inputs, extra);
     // Every file's rows add up, and so do its records.
     for f in v["files"].as_array().into_iter().flatten() {
         let n = |k: &str| f[k].as_i64().unwrap_or(0);
@@ -43,7 +29,7 @@ fn import(
             );
         }
     }
-    (out.status.code(), v, t)
+    (code, v, t)
 }
 
 fn write(path: &Path, body: &str) -> PathBuf {

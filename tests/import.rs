@@ -14,20 +14,7 @@ fn import(
     mapping: &Path,
     inputs: &[&Path],
 ) -> (Option<i32>, serde_json::Value, String) {
-    let mut args: Vec<String> = vec![
-        "--json".into(),
-        "--key-file".into(),
-        key.display().to_string(),
-        "import".into(),
-        kind.into(),
-        "--mapping".into(),
-        mapping.display().to_string(),
-    ];
-    args.extend(inputs.iter().map(|p| p.display().to_string()));
-    let argv: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-    let out = db.registrar(&argv);
-    let v = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
-    (out.status.code(), v, text(&out))
+    crate::support::import_json(db, key, kind, mapping, inputs, &[])
 }
 
 #[test]

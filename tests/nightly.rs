@@ -1,15 +1,6 @@
 //! `registrar nightly`: all sources, exit codes, lock, report, resumption after kill -9.
 
-use crate::support::{new_key, nightly_config, registrar_cmd, synth, text, TestDb};
-use std::path::Path;
-
-fn nightly(config: &Path) -> std::process::Output {
-    registrar_cmd()
-        .args(["--json", "nightly", "--config"])
-        .arg(config)
-        .output()
-        .unwrap()
-}
+use crate::support::{new_key, nightly, nightly_config, registrar_cmd, synth, text, TestDb};
 
 #[test]
 fn a_night_runs_every_source_reports_and_the_next_night_skips_unchanged_files() {
