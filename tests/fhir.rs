@@ -311,7 +311,8 @@ fn endpoint_faults_are_retried_refused_or_rejected_and_a_failed_run_resumes() {
         ).unwrap();
         assert!(reject
             .get::<_, String>(1)
-            .starts_with("Observation/bad-status: not a valid R4 Observation"));
+            .starts_with("Observation: not a valid R4 Observation"));
+        assert!(!reject.get::<_, String>(1).contains("bad-status"));
         assert_eq!(
             rows_in(obs) as usize,
             all.iter()

@@ -124,7 +124,8 @@ impl FhirColumns {
                 }
             }
         };
-        let what = format!("{}/{}", r.resource_type, r.id);
+        // Never the resource's id (it can be the MRN) nor the reference: the type.
+        let what = r.resource_type.clone();
         let mut fields: Vec<String> = self
             .paths
             .iter()
@@ -137,11 +138,11 @@ impl FhirColumns {
                 None => Err(format!("{what}: no subject ({})", self.subject)),
                 Some(reference) => match patient_id(&reference) {
                     None => Err(format!(
-                        "{what}: the subject `{reference}` is not a Patient"
+                        "{what}: the subject reference does not name a Patient"
                     )),
-                    Some(pid) => patients
-                        .identifiers(pid)
-                        .map_err(|e| format!("{what}: subject Patient/{pid}: {e}")),
+                    Some(pid) => patients.identifiers(pid).map_err(|_| {
+                        format!("{what}: its subject Patient could not be read from the server")
+                    }),
                 },
             }
         };

@@ -17,7 +17,7 @@ pub struct Resource {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{what}: {reason}")]
 pub struct ResourceError {
-    /// `Observation/123`, `Observation (no id)`, or `resource`.
+    /// The resource type, or `resource`: never its id (the id can be the patient's MRN).
     pub what: String,
     pub reason: String,
     /// The logical id, when it could be read (so an update that fails still supersedes).
@@ -27,10 +27,36 @@ pub struct ResourceError {
 
 fn describe(ty: Option<&str>, id: Option<&str>) -> String {
     match (ty, id) {
-        (Some(t), Some(i)) => format!("{t}/{i}"),
+        (Some(t), Some(_)) => t.to_string(),
         (Some(t), None) => format!("{t} (no id)"),
         _ => "resource".into(),
     }
+}
+
+/// A parser's message without the values it quotes (`unknown variant `femme``: the value
+/// can be anything a source holds, a name included).
+pub fn redact(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut quote: Option<char> = None;
+    for c in msg.chars() {
+        match quote {
+            Some(q) if c == q => {
+                out.push('…');
+                out.push(c);
+                quote = None;
+            }
+            Some(_) => {}
+            None if c == '`' || c == '"' => {
+                out.push(c);
+                quote = Some(c);
+            }
+            None => out.push(c),
+        }
+    }
+    if quote.is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// Parse one resource. `expected_type` (when given) must match `resourceType`.
@@ -40,7 +66,7 @@ pub fn parse_resource(
 ) -> Result<Resource, ResourceError> {
     let json: Value = serde_json::from_slice(bytes).map_err(|e| ResourceError {
         what: "resource".into(),
-        reason: format!("not JSON: {e}"),
+        reason: format!("not JSON: {}", redact(&e.to_string())),
         resource_type: None,
         id: None,
     })?;
@@ -82,7 +108,10 @@ pub fn from_value(json: Value, expected_type: Option<&str>) -> Result<Resource, 
     // The model check: every element with its type and every code from a required binding.
     // (Deserialised from a borrow: no copy of the resource.)
     if let Err(e) = <fhir_sdk::r4b::resources::Resource as serde::Deserialize>::deserialize(&json) {
-        return Err(err(format!("not a valid R4 {t}: {e}")));
+        return Err(err(format!(
+            "not a valid R4 {t}: {}",
+            redact(&e.to_string())
+        )));
     }
     let last_updated = json
         .get("meta")
@@ -100,6 +129,19 @@ pub fn from_value(json: Value, expected_type: Option<&str>) -> Result<Resource, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_do_not_quote_values() {
+        assert_eq!(
+            redact("unknown variant `femme`, expected one of `male`, `female`"),
+            "unknown variant `…`, expected one of `…`, `…`"
+        );
+        assert_eq!(
+            redact("invalid type: string \"Jansen\""),
+            "invalid type: string \"…\""
+        );
+        assert_eq!(redact("no quotes"), "no quotes");
+    }
 
     #[test]
     fn a_valid_observation_parses() {
@@ -127,7 +169,7 @@ mod tests {
         .unwrap_err();
         assert!(
             e.to_string()
-                .starts_with("Observation/o2: not a valid R4 Observation"),
+                .starts_with("Observation: not a valid R4 Observation"),
             "{e}"
         );
         assert_eq!(e.id.as_deref(), Some("o2"));
