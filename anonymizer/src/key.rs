@@ -10,7 +10,7 @@
 //! [`KeyError`] contains key material or key-file content; errors name the path only.
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -238,7 +238,16 @@ impl Key {
             path: path.to_path_buf(),
             reason,
         };
-        let file = File::open(path).map_err(io_err("open"))?;
+        // Non-blocking: opening a FIFO (or a device) must not wait for a writer forever; it is
+        // refused below. Reads of a regular file are not affected.
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(path)
+                .map_err(io_err("open"))?
+        };
         // Check the file that was opened, not the path, so the check and the read agree.
         let meta = file.metadata().map_err(io_err("inspect"))?;
         if !meta.is_file() {
@@ -412,6 +421,22 @@ mod tests {
 
     fn mode_of(path: &Path) -> u32 {
         std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_fifo_as_key_file_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("fifo.key");
+        let made = std::process::Command::new("mkfifo")
+            .args(["-m", "600"])
+            .arg(&p)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let t0 = std::time::Instant::now();
+        let e = Key::load(&p).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        assert!(t0.elapsed() < std::time::Duration::from_secs(5), "no hang");
     }
 
     fn set_mode(path: &Path, mode: u32) {

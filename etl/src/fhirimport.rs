@@ -36,6 +36,9 @@ pub fn read_token(file: Option<&std::path::Path>, var: Option<&str>) -> Result<O
         use std::os::unix::fs::PermissionsExt;
         let meta =
             std::fs::metadata(f).map_err(|e| anyhow::anyhow!("token file {}: {e}", f.display()))?;
+        if !meta.is_file() {
+            bail!("token file {} is not a regular file", f.display());
+        }
         if meta.permissions().mode() & 0o077 != 0 {
             bail!(
                 "token file {} is readable by other users; run `chmod 600 {}`",
