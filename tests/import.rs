@@ -277,6 +277,7 @@ observation_concept_id = { const = 0 }
 observation_date = { column = "d" }
 observation_type_concept_id = { const = 32817 }
 value_as_string = { column = "comment" }
+observation_source_value = { column = "id" }
 "#,
     )
     .unwrap();
@@ -289,6 +290,7 @@ value_as_string = { column = "comment" }
         (12, "no column `measurement_dat`"),
         (13, "no column `value_as_string`"),
         (21, "free_text = true"),
+        (22, "identifies the person"),
         (8, "required column `measurement_date`"),
     ] {
         assert!(

@@ -245,6 +245,12 @@ pub fn compile(
         }
     }
     let iso = DateFormats::compile(&["%Y-%m-%d".into()], None).expect("ISO date");
+    let identifier_columns: Vec<&str> = spec
+        .person
+        .identifiers
+        .iter()
+        .filter_map(|i| i.get_ref().column.as_deref())
+        .collect();
     let mut layouts: Vec<TableLayout> = Vec::new();
     let mut emits = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();
@@ -327,6 +333,18 @@ pub fn compile(
                     format!("`{fname}` needs exactly one of column, const, row_number, id_of"),
                 ));
                 continue;
+            }
+            if let Some(c) = &x.column {
+                if identifier_columns.contains(&c.as_str()) {
+                    errors.push(at(
+                        fline,
+                        format!(
+                            "`{fname}` reads `{c}`, a column that identifies the person ([person]): \
+                             it would reach the registry in clear; identifiers are only pseudonymised"
+                        ),
+                    ));
+                    continue;
+                }
             }
             let src = if let Some(c) = &x.column {
                 Src::Column(c.clone())
