@@ -104,11 +104,9 @@ fn exit_codes_tell_cron_what_happened_and_one_run_at_a_time() {
 
     // Another run holds the lock: a clear message, exit 3, nothing touched.
     let mut holder = db.client();
+    holder.batch_execute("BEGIN").unwrap();
     holder
-        .query_one(
-            "SELECT pg_advisory_lock($1)",
-            &[&registrar_etl::nightly::NIGHTLY_LOCK],
-        )
+        .batch_execute(registrar_etl::nightly::NIGHTLY_LOCK)
         .unwrap();
     let runs = db.count("SELECT count(*) FROM registry.import_run");
     let out = nightly(&cfg);

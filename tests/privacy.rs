@@ -335,11 +335,41 @@ fn add_entries(db: &TestDb, n: usize) {
     }
 }
 
+/// The privacy officer's checkpoint key of these tests: (signer key file, verifier key).
+fn officer() -> &'static (PathBuf, String) {
+    static OFFICER: std::sync::OnceLock<(PathBuf, String)> = std::sync::OnceLock::new();
+    OFFICER.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let path = dir.join("officer.key");
+        let out = registrar_cmd()
+            .args(["audit", "keygen", "--name", "privacy-officer.test", "--out"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let vkey = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("verifier key: "))
+            .expect("keygen prints the verifier key")
+            .to_string();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the signer key is for its owner only");
+        assert!(!std::fs::read_to_string(&path).unwrap().contains(&vkey));
+        (path, vkey)
+    })
+}
+
 fn verify(db: &TestDb, checkpoints: &[&Path]) -> (bool, String) {
     let mut args = vec!["audit", "verify"];
     for c in checkpoints {
         args.push("--checkpoint");
         args.push(c.to_str().unwrap());
+    }
+    if !checkpoints.is_empty() {
+        args.push("--verifier-key");
+        args.push(&officer().1);
     }
     let out = db.registrar(&args);
     assert!(
@@ -355,7 +385,14 @@ fn verify(db: &TestDb, checkpoints: &[&Path]) -> (bool, String) {
 
 fn checkpoint(db: &TestDb, dir: &Path, name: &str) -> PathBuf {
     let p = dir.join(name);
-    let out = db.registrar(&["audit", "checkpoint", "--out", p.to_str().unwrap()]);
+    let out = db.registrar(&[
+        "audit",
+        "checkpoint",
+        "--signing-key",
+        officer().0.to_str().unwrap(),
+        "--out",
+        p.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     p
 }
@@ -429,7 +466,7 @@ fn every_kind_of_tampering_is_caught_with_its_sequence_number() {
     // Truncate the tail: only a checkpoint can tell.
     let db = TestDb::new();
     add_entries(&db, 6);
-    let cp = checkpoint(&db, dir.path(), "cp-trunc.json"); // covers #1..#6 (#7 records the checkpoint)
+    let cp = checkpoint(&db, dir.path(), "cp-trunc.json"); // covers #1..#7 (#7: its own entry)
     tamper(&db, "DELETE FROM registry.audit_log WHERE seq >= 5");
     assert!(
         verify(&db, &[]).0,
@@ -437,6 +474,70 @@ fn every_kind_of_tampering_is_caught_with_its_sequence_number() {
     );
     let (ok, out) = verify(&db, &[&cp]);
     assert!(!ok && out.contains("first bad entry #5"), "{out}");
+
+    // Deleting only the checkpoint's own entry (the tail after the previous head) is caught.
+    let db = TestDb::new();
+    add_entries(&db, 3);
+    let cp = checkpoint(&db, dir.path(), "cp-own.json");
+    assert_eq!(db.count("SELECT max(seq) FROM registry.audit_log"), 4);
+    assert!(verify(&db, &[&cp]).0);
+    tamper(&db, "DELETE FROM registry.audit_log WHERE seq = 4");
+    let (ok, out) = verify(&db, &[&cp]);
+    assert!(!ok && out.contains("first bad entry #4"), "{out}");
+
+    // A checkpoint is only as good as its signature: an edited one, one without a verifier
+    // key, one checked with another key, and one of another registry are refused.
+    let db = TestDb::new();
+    add_entries(&db, 3);
+    let cp = checkpoint(&db, dir.path(), "cp-signed.json");
+    let note = std::fs::read_to_string(&cp).unwrap();
+    let edited = dir.path().join("cp-edited.json");
+    std::fs::write(&edited, note.replacen("\n4\n", "\n2\n", 1)).unwrap();
+    let out = db.registrar(&[
+        "audit",
+        "verify",
+        "--checkpoint",
+        edited.to_str().unwrap(),
+        "--verifier-key",
+        &officer().1,
+    ]);
+    assert!(
+        !out.status.success()
+            && text(&out).contains("not signed by any of the given verifier keys"),
+        "{}",
+        text(&out)
+    );
+    let out = db.registrar(&["audit", "verify", "--checkpoint", cp.to_str().unwrap()]);
+    assert!(
+        !out.status.success() && text(&out).contains("--verifier-key"),
+        "{}",
+        text(&out)
+    );
+    let other = registrar_anonymizer::note::SignerKey::generate("privacy-officer.test").unwrap();
+    let out = db.registrar(&[
+        "audit",
+        "verify",
+        "--checkpoint",
+        cp.to_str().unwrap(),
+        "--verifier-key",
+        &other.verifier().to_text(),
+    ]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let elsewhere = TestDb::new();
+    add_entries(&elsewhere, 3);
+    let out = elsewhere.registrar(&[
+        "audit",
+        "verify",
+        "--checkpoint",
+        cp.to_str().unwrap(),
+        "--verifier-key",
+        &officer().1,
+    ]);
+    assert!(
+        !out.status.success() && text(&out).contains("another log"),
+        "{}",
+        text(&out)
+    );
 
     // Rewrite history from #3 and recompute every hash: only a checkpoint can tell.
     let db = TestDb::new();
@@ -449,8 +550,11 @@ fn every_kind_of_tampering_is_caught_with_its_sequence_number() {
         verify(&db, &[]).0,
         "the rewritten chain is internally consistent"
     );
+    // A signed checkpoint records the head only: the rewrite is located at the first
+    // checkpoint it contradicts (#7, cp1's own entry), i.e. at or before it.
     let (ok, out) = verify(&db, &[&cp1, &cp2]);
-    assert!(!ok && out.contains("first bad entry #3"), "{out}");
+    assert!(!ok && out.contains("first bad entry #7"), "{out}");
+    assert!(out.contains("at or before"), "{out}");
     // Checkpointing an altered log is refused.
     let db = TestDb::new();
     add_entries(&db, 3);
@@ -461,6 +565,8 @@ fn every_kind_of_tampering_is_caught_with_its_sequence_number() {
     let out = db.registrar(&[
         "audit",
         "checkpoint",
+        "--signing-key",
+        officer().0.to_str().unwrap(),
         "--out",
         dir.path().join("never.json").to_str().unwrap(),
     ]);

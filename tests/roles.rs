@@ -63,3 +63,155 @@ fn researchers_read_views_only_and_auditors_the_audit_log_only() {
         ))
         .unwrap();
 }
+
+/// A researcher and the federation role can neither stop a night nor hold up an audit append
+/// (every lock registrar takes needs write privileges they lack), and the ETL role cannot
+/// write an audit entry of its own making: it has no INSERT, and the one function it may call
+/// computes seq, time, role and hash itself.
+#[test]
+fn no_reader_can_block_a_night_and_the_etl_role_cannot_forge_the_audit_log() {
+    use crate::support::{new_key, nightly, nightly_config, synth};
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().unwrap();
+    let src = synth(dir.path(), 20, 3, 0.0);
+    let key = new_key(dir.path(), "k");
+    let cfg = nightly_config(&db, dir.path(), &src, &key);
+    let out = nightly(&cfg);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = db.registrar(&["roles", "apply"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let dbname = db.target.dbname();
+    let (res, etl) = (format!("{dbname}_res"), format!("{dbname}_etl"));
+    let mut admin = db.client();
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {res} LOGIN; GRANT registrar_researcher TO {res};
+             CREATE ROLE {etl} LOGIN; GRANT registrar_etl TO {etl};"
+        ))
+        .unwrap();
+
+    // The researcher and the federation role try every lock they can think of, and hold
+    // their transactions open.
+    let mut r = db.connect_as(&res);
+    let mut f = db.connect_as("registrar_federation");
+    for (i, c) in [&mut r, &mut f].into_iter().enumerate() {
+        c.batch_execute("BEGIN").unwrap();
+        for attempt in [
+            "LOCK TABLE registry.run_lock IN EXCLUSIVE MODE NOWAIT",
+            "LOCK TABLE registry.audit_log IN EXCLUSIVE MODE NOWAIT",
+            "LOCK TABLE registry.person_map IN SHARE ROW EXCLUSIVE MODE NOWAIT",
+            "LOCK TABLE public.__diesel_schema_migrations IN SHARE UPDATE EXCLUSIVE MODE NOWAIT",
+        ] {
+            c.batch_execute("SAVEPOINT s").unwrap();
+            let e = c.batch_execute(attempt).expect_err(attempt);
+            assert!(
+                format!("{e:?}").contains("permission denied"),
+                "{attempt}: {e:?}"
+            );
+            c.batch_execute("ROLLBACK TO SAVEPOINT s").unwrap();
+        }
+        // Advisory locks are still open to every login, but registrar no longer uses any.
+        let first = 1 + 64 * i as i64;
+        c.execute(
+            "SELECT pg_advisory_lock(x) FROM generate_series($1::int8, $1 + 63) x",
+            &[&first],
+        )
+        .unwrap();
+    }
+    f.query("SELECT federation.cohorts()", &[]).unwrap();
+
+    // The night runs (new files force a full import unit, person map and audit appends).
+    std::fs::create_dir_all(src.join("his/late")).unwrap();
+    std::fs::copy(
+        src.join("his/patients.csv"),
+        src.join("his/late/patients.csv"),
+    )
+    .unwrap();
+    let heads = db.count("SELECT max(seq) FROM registry.audit_log");
+    let out = nightly(&cfg);
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(1)),
+        "{}",
+        text(&out)
+    );
+    assert!(db.count("SELECT max(seq) FROM registry.audit_log") > heads);
+    drop((r, f));
+
+    // The ETL role: no INSERT, no lock; appends through the function get the seq, time and
+    // role the database gives them.
+    let mut e = db.connect_as(&etl);
+    let head = db.count("SELECT max(seq) FROM registry.audit_log");
+    for denied in [
+        format!(
+            "INSERT INTO registry.audit_log SELECT {}, now(), 'privacy-officer', 'postgres', \
+             'lookup', NULL, NULL, NULL, '{{}}', repeat('0', 64), repeat('a', 64)",
+            head + 1000
+        ),
+        "LOCK TABLE registry.audit_log IN EXCLUSIVE MODE".to_string(),
+        "DELETE FROM registry.audit_log".to_string(),
+        "TRUNCATE registry.audit_log".to_string(),
+    ] {
+        let err = e
+            .batch_execute(&format!("BEGIN; {denied}"))
+            .expect_err(&denied);
+        assert!(
+            format!("{err:?}").contains("permission denied"),
+            "{denied}: {err:?}"
+        );
+        e.batch_execute("ROLLBACK").unwrap();
+    }
+    let row = e
+        .query_one(
+            "SELECT seq FROM registry.audit_append('lookup', NULL, NULL, NULL, '{}', 'privacy-officer')",
+            &[],
+        )
+        .unwrap();
+    let seq: i64 = row.get(0);
+    assert_eq!(seq, head + 1);
+    let role: String = admin
+        .query_one(
+            "SELECT actor_db_role FROM registry.audit_log WHERE seq = $1",
+            &[&seq],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(role, etl, "the entry names the login that wrote it");
+    let out = db.registrar(&["audit", "verify"]);
+    assert!(out.status.success(), "{}", text(&out));
+    drop(e);
+
+    // PUBLIC can no longer connect or make temporary objects; registrar's roles can connect.
+    let stranger = format!("{dbname}_stranger");
+    admin
+        .batch_execute(&format!("CREATE ROLE {stranger} LOGIN"))
+        .unwrap();
+    let err = match postgres::Client::connect(&db.url_as(&stranger), postgres::NoTls) {
+        Ok(_) => panic!("a login without a registrar role connected"),
+        Err(e) => e,
+    };
+    assert!(format!("{err:?}").contains("permission denied"), "{err:?}");
+    let mut r = db.connect_as(&res);
+    let err = r
+        .batch_execute("CREATE TEMP TABLE t (x int)")
+        .expect_err("no TEMP");
+    assert!(format!("{err:?}").contains("permission denied"), "{err:?}");
+    let err = r
+        .batch_execute(
+            "CREATE FUNCTION pg_temp.leak(text) RETURNS bool LANGUAGE sql AS 'SELECT true'",
+        )
+        .expect_err("no temporary functions");
+    assert!(format!("{err:?}").contains("permission denied"), "{err:?}");
+    drop(r);
+    // Every research view is a security barrier.
+    let leaky = db.count(
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = 'research' AND c.relkind = 'v'
+            AND NOT coalesce(c.reloptions @> ARRAY['security_barrier=true'], false)",
+    );
+    assert_eq!(leaky, 0);
+    admin
+        .batch_execute(&format!(
+            "DROP OWNED BY {res}, {etl}, {stranger}; DROP ROLE {res}; DROP ROLE {etl}; DROP ROLE {stranger};"
+        ))
+        .unwrap();
+}

@@ -274,6 +274,17 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// A head-only checkpoint (no fingerprints): what a signed checkpoint note records.
+    pub fn head_only(seq: i64, entry_hash: &str, created_at: DateTime<Utc>) -> Checkpoint {
+        Checkpoint {
+            format: CHECKPOINT_FORMAT.to_string(),
+            seq,
+            entry_hash: entry_hash.to_string(),
+            created_at,
+            fingerprints: String::new(),
+        }
+    }
+
     /// A checkpoint of the given entries, which must be the whole log from seq 1 in order;
     /// `created_at` is now. Only the stored hashes are used: verify the log first (e.g.
     /// feed the same stream to a [`ChainVerifier`]) so as not to bless a tampered one.
@@ -315,6 +326,18 @@ impl Checkpoint {
         let fingerprints = STANDARD
             .decode(self.fingerprints.as_bytes())
             .map_err(|_| invalid("fingerprints are not valid base64"))?;
+        if fingerprints.is_empty() {
+            // A head-only checkpoint (e.g. from a signed note): the head hash commits to the
+            // whole chain; a rewrite is located at or before its seq.
+            return Ok(DecodedCheckpoint {
+                index,
+                seq: self.seq,
+                entry_hash: self.entry_hash.clone(),
+                created_at: self.created_at,
+                fingerprints,
+                failed: false,
+            });
+        }
         if Some(fingerprints.len() as u64) != (self.seq as u64).checked_mul(FINGERPRINT_LEN as u64)
         {
             return Err(invalid("fingerprints do not hold 8 bytes for each entry"));
@@ -699,8 +722,16 @@ impl ChainVerifier {
         }
         let fp = fingerprint_of(entry_hash);
         let mut mismatched = Vec::new();
+        let mut head_only = Vec::new();
         for c in self.checkpoints.iter_mut() {
             if c.failed || c.seq < seq {
+                continue;
+            }
+            if c.fingerprints.is_empty() {
+                if seq == c.seq && entry_hash != c.entry_hash {
+                    c.failed = true;
+                    head_only.push(c.describe());
+                }
                 continue;
             }
             // 1 <= seq <= c.seq, and c holds 8 * c.seq bytes.
@@ -712,6 +743,17 @@ impl ChainVerifier {
                 c.failed = true;
                 mismatched.push(c.describe());
             }
+        }
+        if !head_only.is_empty() {
+            self.problem(
+                seq,
+                ProblemKind::CheckpointMismatch,
+                format!(
+                    "the hash of entry {seq} differs from the one recorded by {}: the log \
+                     was rewritten at or before this entry",
+                    head_only.join(", ")
+                ),
+            );
         }
         if !mismatched.is_empty() {
             self.problem(

@@ -63,6 +63,7 @@ pub mod audit;
 pub mod dateshift;
 pub mod dicom;
 pub mod key;
+pub mod note;
 pub mod pseudonym;
 
 pub use audit::{

@@ -1,7 +1,10 @@
 //! `registrar nightly`: every configured source, one run record, one report.
 //!
-//! - One run at a time: a session advisory lock on the registry database (so two hosts cannot
-//!   collide either); a second run exits with a clear message.
+//! - One run at a time: the run holds an EXCLUSIVE lock on `registry.run_lock` (on a
+//!   connection of its own, for its whole run) so two hosts cannot collide either; a second
+//!   run exits with a clear message naming the holder. Only roles that may write the table
+//!   (the ETL role) can take that lock: a researcher or the federation role cannot block a
+//!   night.
 //! - Every source runs; one that fails does not stop the others.
 //! - Resumable: each file is its own transaction and the ledger skips files already loaded,
 //!   so a run killed at any point (power loss, kill -9) is completed by the next one without
@@ -22,8 +25,43 @@ use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
 
-/// Advisory lock held for the whole nightly run ("regnight" in ASCII).
-pub const NIGHTLY_LOCK: i64 = 0x7265_676e_6967_6874;
+/// The statement that takes the run lock (see the module doc); it fails at once with
+/// `lock_not_available` while another run holds it.
+pub const NIGHTLY_LOCK: &str = "LOCK TABLE registry.run_lock IN EXCLUSIVE MODE NOWAIT";
+
+/// Take the run lock on `lock` (a connection kept for the whole run: the lock lives in an
+/// open transaction that takes no snapshot and writes nothing). `Ok(false)` when another run
+/// holds it.
+fn take_run_lock(lock: &mut postgres::Client) -> Result<bool> {
+    lock.batch_execute("BEGIN")?;
+    match lock.batch_execute(NIGHTLY_LOCK) {
+        Ok(()) => Ok(true),
+        Err(e) if e.code() == Some(&postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+            lock.batch_execute("ROLLBACK")?;
+            Ok(false)
+        }
+        Err(e) => Err(anyhow::Error::new(e).context("could not take the nightly run lock")),
+    }
+}
+
+/// Who holds the run lock, in words (never a path or a name from the data).
+fn run_lock_holder(lock: &mut postgres::Client) -> String {
+    lock.query_opt(
+        "SELECT format('%s, %s, since %s', coalesce(nullif(a.application_name, ''), 'a session'),
+                       CASE WHEN a.client_addr IS NULL THEN 'on the database host (local socket)'
+                            ELSE 'from ' || host(a.client_addr) END,
+                       to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ'))
+           FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+          WHERE l.locktype = 'relation' AND l.granted AND l.mode = 'ExclusiveLock'
+            AND l.relation = to_regclass('registry.run_lock') AND l.pid <> pg_backend_pid()
+          LIMIT 1",
+        &[],
+    )
+    .ok()
+    .flatten()
+    .map(|r| r.get::<_, String>(0))
+    .unwrap_or_else(|| "its holder cannot be seen by this login".into())
+}
 
 /// The night's report (also written as JSON).
 #[derive(Debug, Clone, Serialize)]
@@ -67,8 +105,7 @@ pub fn run(cfg: &Config, db_opts: &db::DbOptions) -> Result<Report, crate::Error
         .context("cannot create the report folder ([registry] report_dir)")
         .map_err(Setup)?;
     let target = db_opts.resolve().map_err(Setup)?;
-    // The run lock first (before migrations: two runs on a new database must not both
-    // create it); it lives as long as this connection, which says who holds it.
+    // The run lock lives as long as this connection, which says who holds it.
     let mut lock = target.client().map_err(Setup)?;
     let me = format!(
         "registrar nightly, pid {}, user {}",
@@ -77,33 +114,26 @@ pub fn run(cfg: &Config, db_opts: &db::DbOptions) -> Result<Report, crate::Error
     );
     lock.execute("SELECT set_config('application_name', $1, false)", &[&me])
         .map_err(|e| Setup(e.into()))?;
-    let got: bool = lock
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&NIGHTLY_LOCK])
+    // On a registry that exists, the lock comes before migrations (a newer binary must not
+    // migrate under a running night); on a new one, right after them.
+    let exists: bool = lock
+        .query_one("SELECT to_regclass('registry.run_lock') IS NOT NULL", &[])
         .map_err(|e| Setup(e.into()))?
         .get(0);
-    if !got {
-        let who = lock
-            .query_opt(
-                "SELECT format('%s, %s, since %s', nullif(a.application_name, ''),
-                               CASE WHEN a.client_addr IS NULL THEN 'on the database host (local socket)'
-                                    ELSE 'from ' || host(a.client_addr) END,
-                               to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ'))
-                   FROM pg_locks l JOIN pg_stat_activity a USING (pid)
-                  WHERE l.locktype = 'advisory' AND l.granted
-                    AND l.classid = ($1::int8 >> 32)::oid AND l.objid = ($1::int8 & 4294967295)::oid
-                  LIMIT 1",
-                &[&NIGHTLY_LOCK],
-            )
-            .ok()
-            .flatten()
-            .map(|r| r.get::<_, String>(0))
-            .unwrap_or_else(|| "its holder cannot be seen by this login".into());
-        return Err(Setup(anyhow::anyhow!(
-            "another nightly run is in progress ({who}); this one exits without touching anything"
-        )));
+    let busy = |lock: &mut postgres::Client| {
+        Setup(anyhow::anyhow!(
+            "another nightly run is in progress ({}); this one exits without touching anything",
+            run_lock_holder(lock)
+        ))
+    };
+    if exists && !take_run_lock(&mut lock).map_err(Setup)? {
+        return Err(busy(&mut lock));
     }
     let mut conn = target.diesel().map_err(Setup)?;
     db::migrate(&mut conn).map_err(Setup)?;
+    if !exists && !take_run_lock(&mut lock).map_err(Setup)? {
+        return Err(busy(&mut lock));
+    }
     let mut client = target.client().map_err(Setup)?;
     crate::privacy::keys::check_registry_key(&mut client, &keys).map_err(Setup)?;
     let mut seq = target.client().map_err(Setup)?;

@@ -11,6 +11,14 @@
 //!   and nothing else: no table, no view, no other function.
 //! - `registrar_federation_definer`: owns those SECURITY DEFINER functions; reads the research
 //!   views and appends to the audit log. Nobody logs in as it.
+//! - `registrar_audit_owner`: owns `registry.audit_log` and `registry.audit_append`, the
+//!   SECURITY DEFINER function that is the only way into the log (it computes seq, time,
+//!   role and hash itself). The ETL role may call it and read the log, never INSERT. Nobody
+//!   logs in as it.
+//!
+//! The database itself: PUBLIC loses CONNECT and TEMPORARY on it (a login that is not one of
+//! registrar's roles cannot connect, and nobody can make temporary functions to probe the
+//! views); CONNECT is granted to registrar's roles. The research views are security barriers.
 //!
 //! The roles are group roles (NOLOGIN): grant them to login roles, e.g.
 //! `GRANT registrar_researcher TO alice`. Applying is idempotent and also revokes what a role
@@ -23,6 +31,10 @@ pub const RESEARCHER: &str = "registrar_researcher";
 pub const AUDITOR: &str = "registrar_auditor";
 pub const FEDERATION: &str = "registrar_federation";
 pub const FEDERATION_DEFINER: &str = "registrar_federation_definer";
+pub const AUDIT_OWNER: &str = "registrar_audit_owner";
+
+/// The audit log's one way in (see the module doc).
+const AUDIT_APPEND: &str = "registry.audit_append(text, bigint, text, text, text, text)";
 
 /// Options of `roles apply`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -42,6 +54,7 @@ pub fn apply(client: &mut postgres::Client, opts: RoleOptions) -> Result<Vec<Str
         (RESEARCHER, "NOLOGIN"),
         (AUDITOR, "NOLOGIN"),
         (FEDERATION_DEFINER, "NOLOGIN"),
+        (AUDIT_OWNER, "NOLOGIN"),
         (FEDERATION, "LOGIN"),
     ] {
         // Roles are cluster-wide: another database's `roles apply` may create it concurrently.
@@ -59,12 +72,19 @@ pub fn apply(client: &mut postgres::Client, opts: RoleOptions) -> Result<Vec<Str
     let db: String = client.query_one("SELECT current_database()", &[])?.get(0);
     let db = crate::db::quote_ident(&db);
     let mut sql = vec![
-        format!("GRANT CONNECT ON DATABASE {db} TO {ETL}, {RESEARCHER}, {AUDITOR}"),
+        format!("REVOKE CONNECT, TEMPORARY ON DATABASE {db} FROM PUBLIC"),
+        format!("GRANT CONNECT ON DATABASE {db} TO {ETL}, {RESEARCHER}, {AUDITOR}, {FEDERATION}"),
+        // The audit owner owns the log and its one way in.
+        format!("GRANT USAGE ON SCHEMA registry TO {AUDIT_OWNER}"),
+        format!("ALTER TABLE registry.audit_log OWNER TO {AUDIT_OWNER}"),
+        format!("GRANT EXECUTE ON FUNCTION registry.audit_field(text) TO {AUDIT_OWNER}"),
+        format!("ALTER FUNCTION {AUDIT_APPEND} OWNER TO {AUDIT_OWNER}"),
         // ETL
         format!("GRANT USAGE ON SCHEMA cdm, registry, research TO {ETL}"),
         format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA cdm TO {ETL}"),
         format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA registry TO {ETL}"),
-        format!("REVOKE UPDATE, DELETE ON registry.audit_log FROM {ETL}"),
+        format!("REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON registry.audit_log FROM {ETL}"),
+        format!("GRANT EXECUTE ON FUNCTION {AUDIT_APPEND} TO {ETL}"),
         format!("GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA registry TO {ETL}"),
         format!("GRANT SELECT ON ALL TABLES IN SCHEMA research TO {ETL}"),
         // Researcher: the curated views, nothing of registry, no writes.
@@ -77,15 +97,17 @@ pub fn apply(client: &mut postgres::Client, opts: RoleOptions) -> Result<Vec<Str
         // Auditor: the audit log and the run ledger.
         format!("REVOKE ALL ON ALL TABLES IN SCHEMA registry FROM {AUDITOR}"),
         format!("GRANT USAGE ON SCHEMA registry TO {AUDITOR}"),
-        format!("GRANT SELECT ON registry.audit_log, registry.import_run, registry.source_file TO {AUDITOR}"),
+        format!("GRANT SELECT ON registry.audit_log, registry.import_run, registry.source_file, registry.audit_origin TO {AUDITOR}"),
+        // The privacy officer's checkpoints are audited too (under the officer's own login).
+        format!("GRANT EXECUTE ON FUNCTION {AUDIT_APPEND} TO {AUDITOR}"),
         // Federation: the definer owns the SECURITY DEFINER functions and can read the
         // research views and append to the audit log; the login role can call the API only.
         format!("GRANT USAGE ON SCHEMA research, registry, federation TO {FEDERATION_DEFINER}"),
         format!("GRANT SELECT ON ALL TABLES IN SCHEMA research TO {FEDERATION_DEFINER}"),
         format!("GRANT SELECT ON federation.policy, federation.cohort TO {FEDERATION_DEFINER}"),
         format!("GRANT SELECT ON public.__diesel_schema_migrations TO {FEDERATION_DEFINER}"),
-        format!("GRANT SELECT, INSERT ON registry.audit_log TO {FEDERATION_DEFINER}"),
-        format!("GRANT EXECUTE ON FUNCTION registry.audit_field(text), registry.audit_append(text, text, text), federation.suppress(bigint[], jsonb, integer) TO {FEDERATION_DEFINER}"),
+        format!("REVOKE ALL ON registry.audit_log FROM {FEDERATION_DEFINER}"),
+        format!("GRANT EXECUTE ON FUNCTION registry.audit_append(text, text, text), {AUDIT_APPEND}, federation.suppress(bigint[], jsonb, integer) TO {FEDERATION_DEFINER}"),
         format!("ALTER FUNCTION federation.cohorts() OWNER TO {FEDERATION_DEFINER}"),
         format!("ALTER FUNCTION federation.schema_version() OWNER TO {FEDERATION_DEFINER}"),
         format!("ALTER FUNCTION federation.cohort_summary(text) OWNER TO {FEDERATION_DEFINER}"),
@@ -102,6 +124,20 @@ pub fn apply(client: &mut postgres::Client, opts: RoleOptions) -> Result<Vec<Str
         ));
     } else {
         sql.push(format!("REVOKE ALL ON SCHEMA cdm FROM {RESEARCHER}"));
+    }
+    // Every research view is a security barrier (views added by later migrations too).
+    let views: Vec<String> = client
+        .query(
+            "SELECT c.oid::regclass::text FROM pg_class c
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = 'research' AND c.relkind = 'v' ORDER BY 1",
+            &[],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for v in views {
+        sql.push(format!("ALTER VIEW {v} SET (security_barrier = true)"));
     }
     let mut tx = client.transaction()?;
     for s in &sql {

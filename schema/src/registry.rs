@@ -183,6 +183,14 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// The origin line of the registry's signed audit checkpoints.
+    registry.audit_origin (singleton) {
+        singleton -> Bool,
+        origin -> Text,
+    }
+}
+
 diesel::joinable!(source_file -> import_run (run_id));
 diesel::joinable!(reject -> import_run (run_id));
 diesel::joinable!(lineage -> source_file (source_file_id));
@@ -200,6 +208,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     record_set,
     plausibility,
     registry_key,
+    audit_origin,
 );
 
 /// Every registry column, described through its diesel type (see [`crate::introspect`]).
@@ -258,5 +267,6 @@ pub fn columns() -> Vec<crate::introspect::ColumnInfo> {
         updated_at),
     );
     v.extend(cols!(registry_key: key_id, domain, status, since));
+    v.extend(cols!(audit_origin: singleton, origin));
     v
 }

@@ -84,21 +84,42 @@ pub enum Format {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Write the head of the audit log (sequence, hash and fingerprints of every entry) to
-    /// FILE, for the privacy officer to keep outside the database.
-    Checkpoint {
+    /// Make the privacy officer's checkpoint signing key: writes the signer key to FILE (mode
+    /// 0600; keep it with the privacy officer, never on the ETL host) and prints the verifier
+    /// key (public: give it to whoever verifies the log).
+    Keygen {
+        /// A name for the key, e.g. privacy-officer.ghent (no spaces or '+').
+        #[arg(long)]
+        name: String,
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
-    /// Recompute the hash chain and check every kept checkpoint is still a prefix.
+    /// Append a checkpoint entry, then write a signed checkpoint of the head of the audit log
+    /// (C2SP tlog-checkpoint: origin, number of entries, head hash, signed with Ed25519) to
+    /// FILE, for the privacy officer to keep outside the database. The checkpoint covers its
+    /// own entry.
+    Checkpoint {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// The signer key file made by `audit keygen`.
+        #[arg(long, value_name = "FILE")]
+        signing_key: PathBuf,
+    },
+    /// Recompute the hash chain and check it against every kept checkpoint.
     ///
     /// Catches edited, deleted, inserted and truncated entries, and a rewrite that recomputed
-    /// every hash (through the checkpoints). Names the first bad entry. Exit code 0 when the
-    /// log is intact, 1 when it is not.
+    /// every hash (through the checkpoints: located at or before the first checkpoint it
+    /// contradicts). Each checkpoint's signature must verify with a --verifier-key, and it
+    /// must be of this registry's log. Names the first bad entry. Exit code 0 when the log is
+    /// intact, 1 when it is not.
     Verify {
         /// Checkpoint files written earlier by `audit checkpoint`.
         #[arg(long, value_name = "FILE")]
         checkpoint: Vec<PathBuf>,
+        /// The verifier key printed by `audit keygen` (or a file holding it); required with
+        /// --checkpoint.
+        #[arg(long, value_name = "KEY")]
+        verifier_key: Vec<String>,
     },
     /// What was pseudonymised, when, with which key, how many values each rule removed,
     /// rejects and lookups.
@@ -280,19 +301,25 @@ pub fn audit_command(g: &GlobalOpts, cmd: AuditCommand) -> Result<ExitCode> {
     let target = g.db().resolve()?;
     let mut c = target.client()?;
     match cmd {
-        AuditCommand::Checkpoint { out } => {
-            let cp = audit::checkpoint(&mut c)?;
+        AuditCommand::Keygen { name, out } => {
+            let k = registrar_anonymizer::note::SignerKey::generate(&name)?;
+            crate::privacy::keys::write_secret_file(&out, "signing key", &k.to_text())?;
+            let v = k.verifier().to_text();
+            if g.json {
+                println!("{}", serde_json::json!({ "verifier_key": v, "file": out }));
+            } else {
+                println!(
+                    "signer key written to {} (keep it off the ETL host)",
+                    out.display()
+                );
+                println!("verifier key: {v}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Checkpoint { out, signing_key } => {
+            let signer = audit::signer_key(&signing_key)?;
+            let cp = audit::checkpoint(&mut c, &signer)?;
             audit::write_checkpoint(&out, &cp)?;
-            audit::append_now(
-                &mut c,
-                &audit::Record {
-                    action: audit::action::CHECKPOINT,
-                    run_id: None,
-                    locator_hash: None,
-                    key_id: None,
-                    detail: serde_json::json!({ "checkpoint_seq": cp.seq, "checkpoint_hash": cp.entry_hash }),
-                },
-            )?;
             if g.json {
                 println!(
                     "{}",
@@ -308,10 +335,24 @@ pub fn audit_command(g: &GlobalOpts, cmd: AuditCommand) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        AuditCommand::Verify { checkpoint } => {
+        AuditCommand::Verify {
+            checkpoint,
+            verifier_key,
+        } => {
+            if !checkpoint.is_empty() && verifier_key.is_empty() {
+                bail!(
+                    "a checkpoint proves nothing without its signature: give --verifier-key \
+                     (the key `audit keygen` printed)"
+                );
+            }
+            let keys = verifier_key
+                .iter()
+                .map(|k| audit::verifier_key(k))
+                .collect::<Result<Vec<_>>>()?;
+            let origin = audit::origin(&mut c)?;
             let cps = checkpoint
                 .iter()
-                .map(|p| audit::read_checkpoint(p))
+                .map(|p| audit::read_checkpoint(p, &keys, &origin))
                 .collect::<Result<Vec<_>>>()?;
             let r = audit::verify(&mut c, cps)?;
             if g.json {

@@ -238,23 +238,35 @@ pub struct MigrationState {
 }
 
 /// Run all pending migrations; returns the versions applied.
+///
+/// Two commands started together on a new database must not both create the schemas: the
+/// second waits for the first, then finds nothing to do. The lock is a table lock on diesel's
+/// migration table in a mode (SHARE UPDATE EXCLUSIVE) that needs write privileges on it, so
+/// no reader of the registry can take or hold it; all pending migrations run in one
+/// transaction that holds it.
 pub fn migrate(conn: &mut PgConnection) -> Result<Vec<String>> {
     use diesel::connection::SimpleConnection;
-    // Two commands started together on a new database must not both create the schemas: the
-    // second waits for the first, then finds nothing to do.
-    conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
-        .context("could not take the migration lock")?;
-    let done: Result<Vec<String>> = conn
-        .run_pending_migrations(MIGRATIONS)
-        .map(|d| d.iter().map(|v| v.to_string()).collect())
-        .map_err(|e| anyhow::anyhow!("migration failed: {e}"));
-    conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
-        .context("could not release the migration lock")?;
-    done
+    // diesel's own table, created here (as diesel would) so that it can be locked; two
+    // sessions creating it together race in the catalog, and the loser finds it made.
+    const CREATE: &str = "CREATE TABLE IF NOT EXISTS public.__diesel_schema_migrations (
+        version VARCHAR(50) PRIMARY KEY NOT NULL,
+        run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)";
+    if let Err(e) = conn.batch_execute(CREATE) {
+        conn.batch_execute(CREATE)
+            .map_err(|_| anyhow::anyhow!("could not create the migration table: {e}"))?;
+    }
+    conn.transaction::<_, anyhow::Error, _>(|c| {
+        c.batch_execute(MIGRATION_LOCK)
+            .context("could not take the migration lock")?;
+        c.run_pending_migrations(MIGRATIONS)
+            .map(|d| d.iter().map(|v| v.to_string()).collect())
+            .map_err(|e| anyhow::anyhow!("migration failed: {e}"))
+    })
 }
 
-/// Advisory lock held while migrations run ("regmigr" in ASCII).
-pub const MIGRATION_LOCK: i64 = 0x0072_6567_6d69_6772;
+/// The lock held while migrations run (see [`migrate`]).
+pub const MIGRATION_LOCK: &str =
+    "LOCK TABLE public.__diesel_schema_migrations IN SHARE UPDATE EXCLUSIVE MODE";
 
 /// Revert every applied migration (newest first); returns the versions reverted.
 pub fn revert_all(conn: &mut PgConnection) -> Result<Vec<String>> {

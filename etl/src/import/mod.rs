@@ -859,7 +859,7 @@ pub fn load_unit(
     let progress = ctx.progress.clone();
     let mut tx = ctx.client.transaction()?;
     // One import at a time resolves persons (see PERSON_MAP_LOCK).
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PERSON_MAP_LOCK])?;
+    tx.batch_execute(PERSON_MAP_LOCK)?;
     // The source's records (kept from the previous unit of the source when nobody else
     // imported it since, else folded from its record sets) are read on the second connection
     // while the unit's bookkeeping starts on the first.

@@ -1,8 +1,10 @@
 //! The audit log in `registry.audit_log`: appending (serialised, hash-chained), reading it as a
 //! stream, checkpoints for the privacy officer, and verification.
 //!
-//! Appends take a transaction-scoped advisory lock, read the head, and insert the next entry,
-//! so concurrent imports can never fork the chain. An import appends its entries in the same
+//! Appends go through `registry.audit_append`, a SECURITY DEFINER function owned by the audit
+//! owner role: it locks the log (a table lock only the owner can take), reads the head and
+//! inserts the next entry with the seq, time, role and hash it computes, so concurrent
+//! imports can never fork the chain and no role can write an entry of its own making. An import appends its entries in the same
 //! transaction as its data, just before commit: an entry exists if and only if the work it
 //! describes was committed, and the lock is held only for the commit.
 
@@ -12,13 +14,11 @@ use chrono::{DateTime, Utc};
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::GenericClient;
 use registrar_anonymizer::audit::{
-    canonical_json, truncate_to_micros, AuditEntry, ChainVerifier, Checkpoint, CheckpointBuilder,
-    StoredEntry, VerifyReport, GENESIS_HASH,
+    canonical_json, truncate_to_micros, AuditEntry, ChainVerifier, Checkpoint, StoredEntry,
+    VerifyReport,
 };
+use registrar_anonymizer::note::{self, CheckpointBody, SignerKey, VerifierKey};
 use std::path::Path;
-
-/// Advisory lock key serialising audit appends ("regaudit" in ASCII).
-pub const AUDIT_LOCK: i64 = 0x7265_6761_7564_6974;
 
 /// The actions the log records.
 pub mod action {
@@ -45,51 +45,32 @@ pub struct Record<'a> {
 }
 
 /// Append one entry; returns (seq, entry_hash). Run inside the transaction whose work it
-/// describes; the advisory lock is released at its commit or rollback.
+/// describes. The entry is written by `registry.audit_append`, the only way into the log
+/// (nobody else may INSERT): the database takes the log's lock (held until this transaction
+/// ends), and computes the sequence number, the time, the database role and the hash itself.
 pub fn append(tx: &mut impl GenericClient, rec: &Record<'_>) -> Result<(i64, String)> {
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])?;
-    let head = tx.query_opt(
-        "SELECT seq, entry_hash FROM registry.audit_log ORDER BY seq DESC LIMIT 1",
-        &[],
-    )?;
-    let (seq, prev_hash) = match head {
-        Some(r) => (r.get::<_, i64>(0) + 1, r.get::<_, String>(1)),
-        None => (1, GENESIS_HASH.to_string()),
-    };
-    let role: String = tx.query_one("SELECT current_user::text", &[])?.get(0);
-    let entry = AuditEntry {
-        seq,
-        logged_at: truncate_to_micros(Utc::now()),
-        actor_os_user: os_user(),
-        actor_db_role: role,
-        action: rec.action.to_string(),
-        run_id: rec.run_id,
-        locator_hash: rec.locator_hash.map(str::to_string),
-        key_id: rec.key_id.map(str::to_string),
-        detail: canonical_json(&rec.detail),
-        prev_hash,
-    };
-    let hash = entry.compute_hash();
-    tx.execute(
-        "INSERT INTO registry.audit_log (seq, logged_at, actor_os_user, actor_db_role, action,
-                run_id, locator_hash, key_id, detail, prev_hash, entry_hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        &[
-            &entry.seq,
-            &entry.logged_at,
-            &entry.actor_os_user,
-            &entry.actor_db_role,
-            &entry.action,
-            &entry.run_id,
-            &entry.locator_hash,
-            &entry.key_id,
-            &entry.detail,
-            &entry.prev_hash,
-            &hash,
-        ],
-    )
-    .context("could not append to the audit log")?;
-    Ok((seq, hash))
+    let detail = canonical_json(&rec.detail);
+    let row = tx
+        .query_one(
+            "SELECT seq, entry_hash FROM registry.audit_append($1, $2, $3, $4, $5, $6)",
+            &[
+                &rec.action,
+                &rec.run_id,
+                &rec.locator_hash,
+                &rec.key_id,
+                &detail,
+                &os_user(),
+            ],
+        )
+        .context("could not append to the audit log")?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// Take the audit log's append lock in `tx` (released when it ends): for a caller that reads
+/// the log and then appends depending on what it read.
+fn lock_log(tx: &mut impl GenericClient) -> Result<()> {
+    tx.batch_execute("LOCK TABLE registry.audit_log IN EXCLUSIVE MODE")
+        .context("could not lock the audit log")
 }
 
 /// Append one entry in its own transaction.
@@ -145,14 +126,60 @@ pub fn for_each_entry(
     Ok(())
 }
 
-/// Build a checkpoint of the current head. The chain is verified on the way: a log that is
-/// already broken is never checkpointed.
-pub fn checkpoint(client: &mut postgres::Client) -> Result<Checkpoint> {
-    let mut builder = CheckpointBuilder::new();
+/// A checkpoint just made: the signed note and what it records.
+#[derive(Debug, Clone)]
+pub struct SignedCheckpoint {
+    pub note: String,
+    pub seq: i64,
+    pub entry_hash: String,
+}
+
+/// This registry's checkpoint origin line (see `registry.audit_origin`).
+pub fn origin(client: &mut impl GenericClient) -> Result<String> {
+    Ok(client
+        .query_one("SELECT origin FROM registry.audit_origin", &[])
+        .context("could not read the audit log's origin")?
+        .get(0))
+}
+
+/// The head of the log: (seq, entry_hash), or None when it is empty.
+pub fn head(client: &mut impl GenericClient) -> Result<Option<(i64, String)>> {
+    Ok(client
+        .query_opt(
+            "SELECT seq, entry_hash FROM registry.audit_log ORDER BY seq DESC LIMIT 1",
+            &[],
+        )?
+        .map(|r| (r.get(0), r.get(1))))
+}
+
+/// Make a signed checkpoint (C2SP tlog-checkpoint, see [`registrar_anonymizer::note`]).
+///
+/// The checkpoint's own audit entry is appended first, so the checkpoint covers it: deleting
+/// the tail from that entry on is caught by this checkpoint. The chain is verified on the
+/// way: a log that is already broken is never checkpointed.
+pub fn checkpoint(client: &mut postgres::Client, signer: &SignerKey) -> Result<SignedCheckpoint> {
+    let pre = verify(client, Vec::new())?;
+    if let Some(p) = pre.first_problem() {
+        bail!(
+            "the audit log is already altered (entry #{}: {}); not writing a checkpoint of it",
+            p.seq,
+            p.message
+        );
+    }
+    append_now(
+        client,
+        &Record {
+            action: action::CHECKPOINT,
+            run_id: None,
+            locator_hash: None,
+            key_id: None,
+            detail: serde_json::json!({ "signer": signer.name() }),
+        },
+    )?;
     let mut verifier = ChainVerifier::new(Vec::new())?;
     for_each_entry(client, None, |e| {
         verifier.push(&e);
-        builder.push_entry(&e).map_err(anyhow::Error::from)
+        Ok(())
     })?;
     let report = verifier.finish();
     if let Some(p) = report.first_problem() {
@@ -162,14 +189,23 @@ pub fn checkpoint(client: &mut postgres::Client) -> Result<Checkpoint> {
             p.message
         );
     }
-    if builder.is_empty() {
-        bail!("the audit log is empty: nothing to checkpoint yet");
-    }
-    Ok(builder.finish()?)
+    let (seq, entry_hash) = report.head.context("the audit log is empty")?;
+    let body = CheckpointBody {
+        origin: origin(client)?,
+        size: seq,
+        head_hash: entry_hash.clone(),
+        created_at: truncate_to_micros(Utc::now()),
+    };
+    let note = signer.sign(&body.to_text()?)?;
+    Ok(SignedCheckpoint {
+        note,
+        seq,
+        entry_hash,
+    })
 }
 
 /// Write a checkpoint file (refusing to overwrite an existing one).
-pub fn write_checkpoint(path: &Path, cp: &Checkpoint) -> Result<()> {
+pub fn write_checkpoint(path: &Path, cp: &SignedCheckpoint) -> Result<()> {
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -181,18 +217,51 @@ pub fn write_checkpoint(path: &Path, cp: &Checkpoint) -> Result<()> {
                 path.display()
             )
         })?;
-    f.write_all(serde_json::to_string_pretty(cp)?.as_bytes())?;
-    f.write_all(b"\n")?;
+    f.write_all(cp.note.as_bytes())?;
     f.sync_all()?;
     Ok(())
 }
 
-/// Read a checkpoint file.
-pub fn read_checkpoint(path: &Path) -> Result<Checkpoint> {
+/// Read a checkpoint file: its signature must verify with one of `verifiers`, and it must be
+/// a checkpoint of the log with this `origin`.
+pub fn read_checkpoint(path: &Path, verifiers: &[VerifierKey], origin: &str) -> Result<Checkpoint> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
-    serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a registrar audit checkpoint", path.display()))
+    let body = note::open(&text, verifiers)
+        .with_context(|| format!("checkpoint {} refused", path.display()))?;
+    let body = CheckpointBody::parse(body)
+        .with_context(|| format!("checkpoint {} refused", path.display()))?;
+    if body.origin != origin {
+        bail!(
+            "checkpoint {} is of another log ({}), not of this registry's ({origin})",
+            path.display(),
+            body.origin
+        );
+    }
+    Ok(Checkpoint::head_only(
+        body.size,
+        &body.head_hash,
+        body.created_at,
+    ))
+}
+
+/// A verifier key given on the command line: the key itself, or a file holding it.
+pub fn verifier_key(arg: &str) -> Result<VerifierKey> {
+    let text = if VerifierKey::parse(arg).is_ok() {
+        arg.to_string()
+    } else {
+        std::fs::read_to_string(arg).with_context(|| {
+            "a verifier key is name+id+key (as `audit keygen` prints it) or a file holding one"
+                .to_string()
+        })?
+    };
+    VerifierKey::parse(&text).context("not a verifier key")
+}
+
+/// Read a signer key file (refusing one that others can read).
+pub fn signer_key(path: &Path) -> Result<SignerKey> {
+    let text = crate::privacy::keys::read_secret_file(path, "signing key")?;
+    SignerKey::parse(&text).with_context(|| format!("{} is not a signer key", path.display()))
 }
 
 /// Recompute the whole chain and check it against the kept checkpoints.
@@ -215,7 +284,7 @@ pub fn record_configuration(
     dates: &str,
 ) -> Result<Option<i64>> {
     let mut tx = client.transaction()?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])?;
+    lock_log(&mut tx)?;
     let now = serde_json::json!({ "dates": dates, "domain": domain, "key_id": key_id });
     let last: Option<String> = tx
         .query_opt(

@@ -125,3 +125,53 @@ pub fn check_registry_key(db: &mut impl postgres::GenericClient, keys: &Keys) ->
          first. Nothing was read or written."
     )
 }
+
+/// Read a small secret file (a signing key): it must be a regular file (a FIFO is refused at
+/// once, never waited on) that only its owner can read. Errors name the path, never the
+/// content.
+pub fn read_secret_file(path: &Path, what: &str) -> Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .with_context(|| format!("cannot open the {what} file {}", path.display()))?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        bail!("the {what} file {} is not a regular file", path.display());
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        bail!(
+            "the {what} file {} can be read by others (mode {mode:o}): chmod 600 it",
+            path.display()
+        );
+    }
+    let mut text = String::new();
+    file.take(4096)
+        .read_to_string(&mut text)
+        .with_context(|| format!("cannot read the {what} file {}", path.display()))?;
+    Ok(text)
+}
+
+/// Write a new secret file, mode 0600, refusing to overwrite anything.
+pub fn write_secret_file(path: &Path, what: &str, content: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| {
+            format!(
+                "cannot create the {what} file {} (it must not exist yet)",
+                path.display()
+            )
+        })?;
+    f.write_all(content.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()?;
+    Ok(())
+}

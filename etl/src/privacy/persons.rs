@@ -22,9 +22,10 @@ use registrar_anonymizer::dateshift::DatePolicy;
 use registrar_anonymizer::pseudonym::{IdentifierType, NormaliseError, Pseudonym};
 use std::collections::HashMap;
 
-/// Advisory lock an import holds for its transaction while it resolves persons in bulk, so
-/// two imports never give one new person two person_ids ("regpmap" in ASCII).
-pub const PERSON_MAP_LOCK: i64 = 0x0072_6567_706d_6170;
+/// The lock an import holds for its transaction while it resolves persons in bulk, so two
+/// imports never give one new person two person_ids. A table lock in a mode that needs write
+/// privileges on the person map (only the ETL role has them): no reader can take or block it.
+pub const PERSON_MAP_LOCK: &str = "LOCK TABLE registry.person_map IN SHARE ROW EXCLUSIVE MODE";
 
 /// A resolved person.
 #[derive(Debug, Clone)]
