@@ -7,10 +7,12 @@
 //! - `registrar_auditor`: the privacy officer; reads the audit log, runs and source-file
 //!   ledger, nothing else.
 //! - `registrar_federation` (LOGIN): the coordinating centre; may execute
-//!   `federation.cohorts()`, `federation.schema_version()` and `federation.cohort_summary()`
-//!   and nothing else: no table, no view, no other function.
-//! - `registrar_federation_definer`: owns those SECURITY DEFINER functions; reads the research
-//!   views and appends to the audit log. Nobody logs in as it.
+//!   `federation.cohorts()`, `federation.schema_version()`, `federation.cohort_summary()` and
+//!   `federation.release_info()` and nothing else: no table, no view, no other function.
+//! - `registrar_federation_definer`: owns those SECURITY DEFINER functions; reads the
+//!   published releases (and the cohort list and schema version), nothing of `research`,
+//!   `registry` or `cdm`: it serves what `registrar federation publish` released and audited.
+//!   Nobody logs in as it.
 //!
 //! The roles are group roles (NOLOGIN): grant them to login roles, e.g.
 //! `GRANT registrar_researcher TO alice`. Applying is idempotent and also revokes what a role
@@ -32,8 +34,8 @@ pub struct RoleOptions {
 }
 
 /// The functions the federation login role may execute.
-const FEDERATION_API: &str =
-    "federation.cohorts(), federation.schema_version(), federation.cohort_summary(text)";
+const FEDERATION_API: &str = "federation.cohorts(), federation.schema_version(), \
+     federation.cohort_summary(text), federation.release_info()";
 
 /// Create (if missing) and grant the roles in the current database.
 pub fn apply(client: &mut postgres::Client, opts: RoleOptions) -> Result<Vec<String>> {
@@ -78,17 +80,21 @@ pub fn apply(client: &mut postgres::Client, opts: RoleOptions) -> Result<Vec<Str
         format!("REVOKE ALL ON ALL TABLES IN SCHEMA registry FROM {AUDITOR}"),
         format!("GRANT USAGE ON SCHEMA registry TO {AUDITOR}"),
         format!("GRANT SELECT ON registry.audit_log, registry.import_run, registry.source_file TO {AUDITOR}"),
-        // Federation: the definer owns the SECURITY DEFINER functions and can read the
-        // research views and append to the audit log; the login role can call the API only.
-        format!("GRANT USAGE ON SCHEMA research, registry, federation TO {FEDERATION_DEFINER}"),
-        format!("GRANT SELECT ON ALL TABLES IN SCHEMA research TO {FEDERATION_DEFINER}"),
-        format!("GRANT SELECT ON federation.policy, federation.cohort TO {FEDERATION_DEFINER}"),
+        // Federation: the definer owns the SECURITY DEFINER functions, which serve the
+        // published releases: it reads those and nothing live; the login role can call the
+        // API only.
+        format!("REVOKE ALL ON ALL TABLES IN SCHEMA cdm, registry, research FROM {FEDERATION_DEFINER}"),
+        format!("REVOKE ALL ON ALL FUNCTIONS IN SCHEMA registry FROM {FEDERATION_DEFINER}"),
+        format!("REVOKE ALL ON SCHEMA cdm, registry, research FROM {FEDERATION_DEFINER}"),
+        format!("GRANT USAGE ON SCHEMA federation TO {FEDERATION_DEFINER}"),
+        format!("REVOKE ALL ON federation.policy FROM {FEDERATION_DEFINER}"),
+        format!("GRANT SELECT ON federation.cohort, federation.release, federation.release_summary TO {FEDERATION_DEFINER}"),
         format!("GRANT SELECT ON public.__diesel_schema_migrations TO {FEDERATION_DEFINER}"),
-        format!("GRANT SELECT, INSERT ON registry.audit_log TO {FEDERATION_DEFINER}"),
-        format!("GRANT EXECUTE ON FUNCTION registry.audit_field(text), registry.audit_append(text, text, text), federation.suppress(bigint[], jsonb, integer) TO {FEDERATION_DEFINER}"),
+        format!("GRANT EXECUTE ON FUNCTION federation.latest_release() TO {FEDERATION_DEFINER}"),
         format!("ALTER FUNCTION federation.cohorts() OWNER TO {FEDERATION_DEFINER}"),
         format!("ALTER FUNCTION federation.schema_version() OWNER TO {FEDERATION_DEFINER}"),
         format!("ALTER FUNCTION federation.cohort_summary(text) OWNER TO {FEDERATION_DEFINER}"),
+        format!("ALTER FUNCTION federation.release_info() OWNER TO {FEDERATION_DEFINER}"),
         format!("REVOKE ALL ON ALL TABLES IN SCHEMA cdm, registry, research, federation, public FROM {FEDERATION}"),
         format!("REVOKE ALL ON ALL FUNCTIONS IN SCHEMA registry, federation FROM {FEDERATION}"),
         format!("REVOKE ALL ON SCHEMA cdm, registry, research FROM {FEDERATION}"),
