@@ -31,9 +31,8 @@
 //! among the published non-zero quantities whose regions meet its own (siblings under its
 //! tightest published margins first, then its parts, then any other overlapping count,
 //! smallest first, then any other), the first that makes its range wide enough, else the
-//! first. Suppressing
-//! only removes constraints, so a range found wide enough stays wide enough; the final release
-//! is nevertheless audited again in full.
+//! first. Suppressing only removes constraints, so a range found wide enough stays wide
+//! enough; the final release is nevertheless audited again in full.
 
 use anyhow::{bail, Result};
 use microlp::{ComparisonOp, OptimizationDirection, Problem, SolveOptions};
