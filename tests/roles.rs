@@ -80,6 +80,8 @@ fn no_reader_can_block_a_night_and_the_etl_role_cannot_forge_the_audit_log() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let out = db.registrar(&["roles", "apply"]);
     assert!(out.status.success(), "{}", text(&out));
+    let out = db.registrar(&["federation", "publish"]);
+    assert!(out.status.success(), "{}", text(&out));
     let dbname = db.target.dbname();
     let (res, etl) = (format!("{dbname}_res"), format!("{dbname}_etl"));
     let mut admin = db.client();
@@ -118,7 +120,8 @@ fn no_reader_can_block_a_night_and_the_etl_role_cannot_forge_the_audit_log() {
         )
         .unwrap();
     }
-    f.query("SELECT federation.cohorts()", &[]).unwrap();
+    f.query("SELECT federation.cohort_summary('modeling_cohort')", &[])
+        .unwrap();
 
     // The night runs (new files force a full import unit, person map and audit appends).
     std::fs::create_dir_all(src.join("his/late")).unwrap();

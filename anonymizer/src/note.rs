@@ -349,7 +349,10 @@ mod tests {
         assert_eq!(again.verifier(), k.verifier());
         let v = VerifierKey::parse(&k.verifier().to_text()).unwrap();
         let note = k.sign("origin\n3\nbody\n").unwrap();
-        assert_eq!(open(&note, std::slice::from_ref(&v)).unwrap(), "origin\n3\nbody\n");
+        assert_eq!(
+            open(&note, std::slice::from_ref(&v)).unwrap(),
+            "origin\n3\nbody\n"
+        );
 
         // Any change to the text, the name or the signature is refused.
         let edited = note.replacen("3\n", "4\n", 1);

@@ -1,21 +1,29 @@
-//! Federated cohorts: aggregate-only summaries that leave a node, and the coordinator that
+//! Federated cohorts: aggregate-only answers that leave a node, and the coordinator that
 //! asks every node the same question and pools the answers.
 //!
-//! Node side, everything that matters happens in PostgreSQL (migration `federation`): the
-//! SECURITY DEFINER function `federation.cohort_summary(name)` computes the counts, applies
-//! the node's disclosure policy (minimum cell size with complementary suppression) and writes
-//! the query to the audit log, so no caller can bypass it. This module only configures the
-//! policy, exports the same summary as a hashed file for nodes that cannot open a port, and,
-//! on the coordinator, connects to the nodes (libpq, so TLS is the usual `sslmode` /
-//! `sslrootcert`), checks their schema version, and pools:
+//! Node side, answers are **released, then served**: `registrar federation publish` (module
+//! [`release`]) computes every askable cohort's tables and statistics together, chooses the
+//! suppressions for the whole release and verifies them against the integer programme an
+//! attacker would solve (module [`protection`]), and stores the release with its audit-log
+//! entry in one transaction. The SECURITY DEFINER function `federation.cohort_summary(name)`
+//! (migration `federation_release`) returns the latest release's answer and computes nothing,
+//! so no caller can bypass the policy, and a caller's rollback cannot hide an answer: the
+//! release it reads was audited when it was published. This module also configures the
+//! policy, exports an answer as a hashed file for nodes that cannot open a port, and, on the
+//! coordinator, connects to the nodes (libpq, so TLS is the usual `sslmode` / `sslrootcert`),
+//! checks their schema version, and pools:
 //!
 //! - counts are summed; a cell suppressed at some node is pooled from the other nodes and
 //!   marked incomplete (a lower bound), never estimated;
-//! - means are pooled weighted by their counts where every node published them;
+//! - means are pooled weighted by their counts where every node published them (each node's
+//!   mean is a band midpoint, so the pooled mean is within half a band);
 //! - quartiles cannot be pooled from quartiles: they are reported per node.
 //!
 //! A node that is down, answers with another schema version, or (for files) whose hash does
 //! not match is reported by name and left out of the totals, never silently.
+
+pub mod protection;
+pub mod release;
 
 use crate::privacy::audit::{self, Record};
 use anyhow::{bail, Context, Result};
@@ -28,7 +36,7 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// `format` of a node's summary (made by the SQL function).
+/// `format` of a node's summary (made by `registrar federation publish`).
 pub const SUMMARY_FORMAT: &str = "registrar-federation-summary-v1";
 /// `format` of an exported summary file.
 pub const EXPORT_FORMAT: &str = "registrar-federation-export-v1";
@@ -102,8 +110,8 @@ pub fn configure(
     Ok(after)
 }
 
-/// The summary of one cohort, as this node would answer the coordinator (the call is audited
-/// by the database function).
+/// The summary of one cohort, as this node answers the coordinator: the latest published
+/// release's answer (its release is in the audit log).
 pub fn summary(client: &mut postgres::Client, cohort: &str) -> Result<Value> {
     let row = client
         .query_one("SELECT federation.cohort_summary($1)::text", &[&cohort])
@@ -371,7 +379,7 @@ fn connect(node: &NodeConfig) -> std::result::Result<PgConnection, NodeOutcome> 
     let mut conn = PgConnection::establish(&info).map_err(|e| NodeOutcome::Unavailable {
         error: e.to_string().trim().to_string(),
     })?;
-    // Read-only is enough for the lists; the summary writes its audit entry itself.
+    // Read-only: the node serves answers it has already published and audited.
     conn.batch_execute("SET statement_timeout = '10min'")
         .map_err(|e| NodeOutcome::Failed {
             error: e.to_string(),

@@ -7,10 +7,12 @@
 //! - `registrar_auditor`: the privacy officer; reads the audit log, runs and source-file
 //!   ledger, nothing else.
 //! - `registrar_federation` (LOGIN): the coordinating centre; may execute
-//!   `federation.cohorts()`, `federation.schema_version()` and `federation.cohort_summary()`
-//!   and nothing else: no table, no view, no other function.
-//! - `registrar_federation_definer`: owns those SECURITY DEFINER functions; reads the research
-//!   views and appends to the audit log. Nobody logs in as it.
+//!   `federation.cohorts()`, `federation.schema_version()`, `federation.cohort_summary()` and
+//!   `federation.release_info()` and nothing else: no table, no view, no other function.
+//! - `registrar_federation_definer`: owns those SECURITY DEFINER functions; reads the
+//!   published releases (and the cohort list and schema version), nothing of `research`,
+//!   `registry` or `cdm`: it serves what `registrar federation publish` released and audited.
+//!   Nobody logs in as it.
 //! - `registrar_audit_owner`: owns `registry.audit_log` and `registry.audit_append`, the
 //!   SECURITY DEFINER function that is the only way into the log (it computes seq, time,
 //!   role and hash itself). The ETL role may call it and read the log, never INSERT. Nobody
@@ -44,8 +46,8 @@ pub struct RoleOptions {
 }
 
 /// The functions the federation login role may execute.
-const FEDERATION_API: &str =
-    "federation.cohorts(), federation.schema_version(), federation.cohort_summary(text)";
+const FEDERATION_API: &str = "federation.cohorts(), federation.schema_version(), \
+     federation.cohort_summary(text), federation.release_info()";
 
 /// Create (if missing) and grant the roles in the current database.
 pub fn apply(client: &mut postgres::Client, opts: RoleOptions) -> Result<Vec<String>> {
@@ -100,17 +102,21 @@ pub fn apply(client: &mut postgres::Client, opts: RoleOptions) -> Result<Vec<Str
         format!("GRANT SELECT ON registry.audit_log, registry.import_run, registry.source_file, registry.audit_origin TO {AUDITOR}"),
         // The privacy officer's checkpoints are audited too (under the officer's own login).
         format!("GRANT EXECUTE ON FUNCTION {AUDIT_APPEND} TO {AUDITOR}"),
-        // Federation: the definer owns the SECURITY DEFINER functions and can read the
-        // research views and append to the audit log; the login role can call the API only.
-        format!("GRANT USAGE ON SCHEMA research, registry, federation TO {FEDERATION_DEFINER}"),
-        format!("GRANT SELECT ON ALL TABLES IN SCHEMA research TO {FEDERATION_DEFINER}"),
-        format!("GRANT SELECT ON federation.policy, federation.cohort TO {FEDERATION_DEFINER}"),
+        // Federation: the definer owns the SECURITY DEFINER functions, which serve the
+        // published releases: it reads those and nothing live; the login role can call the
+        // API only.
+        format!("REVOKE ALL ON ALL TABLES IN SCHEMA cdm, registry, research FROM {FEDERATION_DEFINER}"),
+        format!("REVOKE ALL ON ALL FUNCTIONS IN SCHEMA registry FROM {FEDERATION_DEFINER}"),
+        format!("REVOKE ALL ON SCHEMA cdm, registry, research FROM {FEDERATION_DEFINER}"),
+        format!("GRANT USAGE ON SCHEMA federation TO {FEDERATION_DEFINER}"),
+        format!("REVOKE ALL ON federation.policy FROM {FEDERATION_DEFINER}"),
+        format!("GRANT SELECT ON federation.cohort, federation.release, federation.release_summary TO {FEDERATION_DEFINER}"),
         format!("GRANT SELECT ON public.__diesel_schema_migrations TO {FEDERATION_DEFINER}"),
-        format!("REVOKE ALL ON registry.audit_log FROM {FEDERATION_DEFINER}"),
-        format!("GRANT EXECUTE ON FUNCTION registry.audit_append(text, text, text), {AUDIT_APPEND}, federation.suppress(bigint[], jsonb, integer) TO {FEDERATION_DEFINER}"),
+        format!("GRANT EXECUTE ON FUNCTION federation.latest_release() TO {FEDERATION_DEFINER}"),
         format!("ALTER FUNCTION federation.cohorts() OWNER TO {FEDERATION_DEFINER}"),
         format!("ALTER FUNCTION federation.schema_version() OWNER TO {FEDERATION_DEFINER}"),
         format!("ALTER FUNCTION federation.cohort_summary(text) OWNER TO {FEDERATION_DEFINER}"),
+        format!("ALTER FUNCTION federation.release_info() OWNER TO {FEDERATION_DEFINER}"),
         format!("REVOKE ALL ON ALL TABLES IN SCHEMA cdm, registry, research, federation, public FROM {FEDERATION}"),
         format!("REVOKE ALL ON ALL FUNCTIONS IN SCHEMA registry, federation FROM {FEDERATION}"),
         format!("REVOKE ALL ON SCHEMA cdm, registry, research FROM {FEDERATION}"),

@@ -16,19 +16,31 @@ pub enum FederationCommand {
         /// The id the coordinator knows this node by (letters, digits, '.', '_', '-').
         #[arg(long)]
         node_id: Option<String>,
-        /// Counts from 1 to this minus 1 are suppressed, with complementary suppression.
+        /// Counts from 1 to this minus 1 are suppressed, and more until every suppressed
+        /// count keeps a range of at least this many values (applies from the next release).
         #[arg(long, value_name = "N")]
         min_cell: Option<i32>,
     },
-    /// List the cohorts this node answers for.
+    /// Publish a release: compute every askable cohort's answer from the research views,
+    /// choose the suppressions for the whole release at once and verify them (every suppressed
+    /// count keeps a range of at least the minimum cell size, given everything the release
+    /// publishes, as an attacker solving the integer programme would find), and store it with
+    /// its audit-log entry. The coordinator is served this release until the next one. Run it
+    /// after the nightly; when the answers are unchanged, no new release is made.
+    Publish {
+        /// Make a new release even when the latest one publishes the same answers.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List the cohorts the latest release answers for.
     Cohorts,
-    /// Print this node's summary of a cohort exactly as the coordinator would receive it
-    /// (disclosure control applied; the query is audited).
+    /// Print this node's answer for a cohort exactly as the coordinator receives it: the
+    /// latest published release's (run `federation publish` first).
     Summary {
         #[arg(long)]
         cohort: String,
     },
-    /// Write this node's summary of a cohort to a file for a coordinator that cannot reach
+    /// Write this node's published answer for a cohort to a file for a coordinator that cannot reach
     /// the database: node id, time, schema version and a SHA-256 over the content (also
     /// written to this node's audit log, so an alteration can be proved).
     Export {
@@ -92,8 +104,30 @@ pub fn federation_command(g: &GlobalOpts, cmd: FederationCommand) -> Result<Exit
                 println!("{}", serde_json::to_string_pretty(&p)?);
             } else {
                 println!(
-                    "node id {}; minimum cell size {} (with complementary suppression)",
+                    "node id {}; minimum cell size {} (audited secondary suppression; from the next `federation publish`)",
                     p.node_id, p.min_cell
+                );
+            }
+        }
+        FederationCommand::Publish { force } => {
+            let r = federation::release::publish(&mut client, force)?;
+            if g.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else if r.new {
+                println!(
+                    "release {} published (audit entry {}): {} cohorts, {} counts suppressed ({} primary, {} secondary), audited in {} rounds",
+                    r.release_id,
+                    r.audit_seq,
+                    r.cohorts.len(),
+                    r.primary_suppressions + r.secondary_suppressions,
+                    r.primary_suppressions,
+                    r.secondary_suppressions,
+                    r.audit_rounds
+                );
+            } else {
+                println!(
+                    "answers unchanged: release {} (audit entry {}) stays published",
+                    r.release_id, r.audit_seq
                 );
             }
         }
