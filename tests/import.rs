@@ -440,3 +440,133 @@ fn a_dump_of_the_registry_and_all_output_hold_no_identifier_name_or_true_date() 
         2
     );
 }
+
+const GUARDED: &str = r#"
+[source]
+name = "diagnoses"
+format = "csv"
+delimiter = ";"
+encoding = "utf-8"
+date_formats = ["%Y-%m-%d"]
+
+[person]
+identifiers = [{ column = "patient_nr", type = "mrn" }]
+names = ["last_name", "first_name"]
+
+[concept_maps]
+lab = "lab.csv"
+
+[[emit]]
+table = "condition_occurrence"
+[emit.fields]
+condition_concept_id = { const = 0 }
+condition_source_value = { column = "icd10" }
+condition_start_date = { column = "date" }
+condition_type_concept_id = { const = 32817 }
+
+[[emit]]
+table = "measurement"
+when = { column = "lab", not_empty = true }
+[emit.fields]
+measurement_concept_id = { column = "lab", lookup = "lab" }
+measurement_date = { column = "date" }
+measurement_type_concept_id = { const = 32817 }
+"#;
+
+/// The hostile tester's cells: a name, the person's own MRN, anybody's NISS and a sentence in
+/// code columns are refused (`identifier_in_text`, `not_code_shaped`) before anything is
+/// stored or counted as an unmapped code; the reasons quote nothing.
+#[test]
+fn identifiers_and_names_in_code_columns_never_reach_the_registry() {
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().unwrap();
+    let k = key(dir.path());
+    std::fs::write(
+        dir.path().join("lab.csv"),
+        "source_code,target_concept_id,source_vocabulary_id\nHB,0,local\n",
+    )
+    .unwrap();
+    let m = dir.path().join("diagnoses.toml");
+    std::fs::write(&m, GUARDED).unwrap();
+    let f = dir.path().join("diagnoses.csv");
+    std::fs::write(
+        &f,
+        "patient_nr;last_name;first_name;icd10;lab;date\n\
+         MRN0001234;Martinou;Claire;C50.9;HB;2020-01-02\n\
+         MRN0001234;Martinou;Claire;C50 Martinou Claire;;2020-01-03\n\
+         MRN0001234;Martinou;Claire;C50 MRN-000-1234;;2020-01-04\n\
+         MRN0005678;Müller;Hélène;C50 85.01.02-125.55;;2020-01-05\n\
+         MRN0005678;Müller;Hélène;C50.4 MULLER;;2020-01-06\n\
+         MRN0005678;Müller;Hélène;C50.4;MUELLER HELENE;2020-01-07\n\
+         MRN0005678;Müller;Hélène;Invasive ductal carcinoma of the left breast, upper outer quadrant;;2020-01-08\n\
+         MRN0005678;Müller;Hélène;C50.4;XYZ;2020-01-09\n",
+    )
+    .unwrap();
+    let (code, v, t) = import(&db, &k, "csv", &m, &[&f]);
+    assert_eq!(code, Some(1), "{t}");
+    let file = &v["files"][0];
+    assert_eq!(
+        (
+            file["rows_in"].as_i64(),
+            file["rows_loaded"].as_i64(),
+            file["rows_rejected"].as_i64()
+        ),
+        (Some(8), Some(2), Some(6)),
+        "{t}"
+    );
+    let mut c = db.client();
+    let codes: Vec<(i64, String)> = c
+        .query(
+            "SELECT row_number, reason_code FROM registry.reject ORDER BY row_number",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            (2, "identifier_in_text".into()),
+            (3, "identifier_in_text".into()),
+            (4, "identifier_in_text".into()),
+            (5, "identifier_in_text".into()),
+            (6, "identifier_in_text".into()),
+            (7, "not_code_shaped".into()),
+        ]
+    );
+    let everything: String = c
+        .query_one(
+            "SELECT concat_ws('|',
+                (SELECT string_agg(x::text, '|') FROM cdm.condition_occurrence x),
+                (SELECT string_agg(x::text, '|') FROM cdm.measurement x),
+                (SELECT string_agg(x::text, '|') FROM registry.unmapped_code x),
+                (SELECT string_agg(x::text, '|') FROM registry.reject x))",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let lower = everything.to_lowercase();
+    for needle in [
+        "martinou", "claire", "müller", "muller", "hélène", "0001234", "85.01", "ductal",
+    ] {
+        assert!(!lower.contains(needle), "{needle} in {everything}");
+    }
+    let out = db.registrar(&["mapping", "unmapped"]);
+    let s = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(s.contains("xyz") && !s.contains("martinou"), "{s}");
+
+    // A mapping cannot copy a name column anywhere.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        GUARDED.replace(
+            "condition_source_value = { column = \"icd10\" }",
+            "condition_source_value = { column = \"last_name\" }",
+        ),
+    )
+    .unwrap();
+    let out = db.registrar(&["mapping", "check", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("a name column"), "{}", text(&out));
+}

@@ -167,6 +167,12 @@ fn normalise_inner(ty: IdentifierType, raw: &str) -> Result<Normalised<'_>, Norm
     }
 }
 
+/// Whether `raw` is a Belgian national register number (NISS) with valid check digits, in
+/// any usual notation (`85.01.02-125.55`, `85010212555`).
+pub fn is_valid_niss(raw: &str) -> bool {
+    normalise_niss(raw).is_ok()
+}
+
 fn normalise_niss(raw: &str) -> Result<[u8; 11], NormaliseError> {
     let invalid = |reason| NormaliseError::InvalidNiss { reason };
     let mut digits = [0u8; 11];

@@ -69,6 +69,8 @@ pub struct CompiledExpr {
     pub line: usize,
     /// A person's birth (year, month, day or date of birth): birth-year limits apply.
     pub birth: bool,
+    /// The target is a code column (`*_source_value`): its text must look like a code.
+    pub code: bool,
 }
 
 impl CompiledExpr {
@@ -118,6 +120,9 @@ pub struct Compiled {
     pub file_name: String,
     /// This source's plausibility limits (override the registry's).
     pub limits: LimitsSpec,
+    /// `[person] names`: columns holding the person's names, read only by the leak guard
+    /// (see [`super::guard`]), never stored.
+    pub name_columns: Vec<String>,
 }
 
 impl Compiled {
@@ -335,6 +340,16 @@ pub fn compile(
                 continue;
             }
             if let Some(c) = &x.column {
+                if spec.person.names.contains(c) {
+                    errors.push(at(
+                        fline,
+                        format!(
+                            "`{fname}` reads `{c}`, a name column ([person] names): names never \
+                             reach the registry; they only serve the leak guard"
+                        ),
+                    ));
+                    continue;
+                }
                 if identifier_columns.contains(&c.as_str()) {
                     errors.push(at(
                         fline,
@@ -481,6 +496,9 @@ pub fn compile(
                     field: format!("{table}.{fname}"),
                     line: fline,
                     birth: table == "person" && BIRTH_COLUMNS.contains(&fname.as_str()),
+                    code: col.ty == PgType::Text
+                        && fname.ends_with("_source_value")
+                        && !x.free_text,
                 },
             ));
         }
@@ -642,6 +660,7 @@ pub fn compile(
         use sha2::Digest;
         Ok(Compiled {
             limits: spec.limits.clone(),
+            name_columns: spec.person.names.clone(),
             mapping,
             identifiers,
             emits,
@@ -669,6 +688,9 @@ pub fn check_header(c: &Compiled, header: &[String]) -> Vec<String> {
             need(col);
         }
     }
+    for n in &c.name_columns {
+        need(n);
+    }
     for e in &c.emits {
         if let Some(w) = &e.when {
             need(&w.column);
@@ -695,6 +717,7 @@ pub fn referenced_columns(c: &Compiled) -> std::collections::BTreeSet<&str> {
             s.insert(col.as_str());
         }
     }
+    s.extend(c.name_columns.iter().map(String::as_str));
     for e in &c.emits {
         if let Some(w) = &e.when {
             s.insert(w.column.as_str());

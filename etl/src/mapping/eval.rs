@@ -110,17 +110,23 @@ pub struct Evaluator<'a> {
     /// Source columns with values that are dates only with day and month swapped: (count,
     /// first row).
     pub order_evidence: BTreeMap<String, (i64, u64)>,
+    guard: super::guard::Guard,
+    /// Cells the leak guard refused.
+    pub guarded: i64,
 }
 
 impl<'a> Evaluator<'a> {
     pub fn new(c: &'a Compiled, header: &'a [String], limits: Limits) -> Self {
+        let cols: HashMap<&str, usize> = header
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h.as_str(), i))
+            .collect();
         Self {
             c,
-            cols: header
-                .iter()
-                .enumerate()
-                .map(|(i, h)| (h.as_str(), i))
-                .collect(),
+            guard: super::guard::Guard::new(c, &cols),
+            guarded: 0,
+            cols,
             limits: limits.with(&c.limits),
             decimal_comma: c.mapping.spec.source.decimal_comma,
             unmapped: BTreeMap::new(),
@@ -283,7 +289,21 @@ impl<'a> Evaluator<'a> {
                         format!("{}: {reason}", x.field),
                     ));
                 }
-                row.fields[i].trim().to_string()
+                let text = row.fields[i].trim();
+                // Text that could be stored (a text column, or an unmapped code kept for the
+                // data manager) must not hold the person's identifiers or names.
+                let stored = target.ty == PgType::Text || x.values.is_some() || x.lookup.is_some();
+                if stored && !text.is_empty() && self.guard.hits(row, text) {
+                    self.guarded += 1;
+                    return Err(CellError::new(
+                        "identifier_in_text",
+                        format!(
+                            "{}: the value holds an identifier or a name of the person (not stored)",
+                            x.field
+                        ),
+                    ));
+                }
+                text.to_string()
             }
         };
         if let (Some(values), Src::Column(_)) = (&x.values, &x.src) {
@@ -399,7 +419,19 @@ impl<'a> Evaluator<'a> {
                 }
                 Ok(v)
             }
-            PgType::Text => parse_cell(target, &text).map_err(|e| CellError::new("too_long", e)),
+            PgType::Text => {
+                if x.code && !super::guard::code_like(&text) {
+                    return Err(CellError::new(
+                        "not_code_shaped",
+                        format!(
+                            "{}: a code column, but the value is not code-shaped (at most 50 \
+                             letters, digits and code punctuation; not stored)",
+                            x.field
+                        ),
+                    ));
+                }
+                parse_cell(target, &text).map_err(|e| CellError::new("too_long", e))
+            }
         }
     }
 }

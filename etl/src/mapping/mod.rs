@@ -77,6 +77,7 @@ pub mod check;
 pub mod conceptmap;
 pub mod dates;
 pub mod eval;
+pub mod guard;
 pub mod sample;
 
 use anyhow::{Context, Result};
@@ -243,6 +244,10 @@ pub struct SourceSpec {
 pub struct PersonSpec {
     /// Identifiers, the primary one (which keys the date shift) first.
     pub identifiers: Vec<Spanned<IdentifierSpec>>,
+    /// Columns holding the person's names: never stored, never mapped; the leak guard
+    /// refuses any text value of the row that holds one of their words.
+    #[serde(default)]
+    pub names: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
