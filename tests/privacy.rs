@@ -627,6 +627,19 @@ fn the_audit_report_speaks_to_a_privacy_officer() {
     );
     assert!(s.contains("why: test of re-identification"), "{s}");
     assert!(!s.contains("MRN0001234"));
+    // The head of the log is printed, to be kept outside the database.
+    let head: String = db
+        .client()
+        .query_one(
+            "SELECT entry_hash FROM registry.audit_log ORDER BY seq DESC LIMIT 1",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        s.contains("Head of the log: entry #4") && s.contains(&head),
+        "{s}"
+    );
     for (fmt, marker) in [
         ("csv", "seq,time_utc"),
         ("json", "\"per_action\""),

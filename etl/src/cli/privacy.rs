@@ -389,7 +389,8 @@ pub fn audit_command(g: &GlobalOpts, cmd: AuditCommand) -> Result<ExitCode> {
                 entries.push(e);
                 Ok(())
             })?;
-            let r = report::build(entries, since)?;
+            let mut r = report::build(entries, since)?;
+            r.head = audit::head(&mut c)?;
             let text = match format {
                 Format::Text => report::text(&r),
                 Format::Csv => report::csv(&r),

@@ -37,6 +37,9 @@ pub struct Report {
     /// action -> rule -> total count
     pub rule_totals: BTreeMap<String, BTreeMap<String, i64>>,
     pub lines: Vec<Line>,
+    /// The head of the whole log when the report was made (seq, entry hash): keep it outside
+    /// the database; a later log that lacks it was cut.
+    pub head: Option<(i64, String)>,
 }
 
 fn summarise(action: &str, d: &serde_json::Value) -> String {
@@ -89,6 +92,7 @@ pub fn build(
         keys_used: BTreeMap::new(),
         rule_totals: BTreeMap::new(),
         lines: Vec::new(),
+        head: None,
     };
     for s in entries {
         let e = s.entry;
@@ -133,6 +137,11 @@ pub fn text(r: &Report) -> String {
             .unwrap_or_default(),
         r.entries
     ));
+    if let Some((seq, hash)) = &r.head {
+        o.push_str(&format!(
+            "Head of the log: entry #{seq}, hash {hash} (keep this line outside the database)\n\n"
+        ));
+    }
     o.push_str("Actions:\n");
     for (a, n) in &r.per_action {
         o.push_str(&format!("  {a:<30} {n:>8}\n"));
@@ -220,6 +229,12 @@ td.n{text-align:right}h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.5em}</s
         r.entries,
         r.generated_at.format("%Y-%m-%d %H:%M")
     ));
+    if let Some((seq, hash)) = &r.head {
+        o.push_str(&format!(
+            "<p>Head of the log: entry #{seq}, hash <code>{}</code> (keep this line outside the database).</p>",
+            html_escape(hash)
+        ));
+    }
     o.push_str("<h2>Actions</h2><table><tr><th>action</th><th>entries</th></tr>");
     for (a, n) in &r.per_action {
         o.push_str(&format!(
