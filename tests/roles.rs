@@ -218,3 +218,56 @@ fn no_reader_can_block_a_night_and_the_etl_role_cannot_forge_the_audit_log() {
         ))
         .unwrap();
 }
+
+/// A researcher's function in a WHERE clause sees only the rows a research view shows (the
+/// views are security barriers): here the series UIDs of a CT the structure-set view hides.
+#[test]
+fn a_leaky_function_sees_no_row_a_research_view_hides() {
+    let db = TestDb::new();
+    let out = db.registrar(&["roles", "apply"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let dbname = db.target.dbname();
+    let res = format!("{dbname}_leaky");
+    let mut admin = db.client();
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {res} LOGIN; GRANT registrar_researcher TO {res};
+             INSERT INTO cdm.image_occurrence (image_occurrence_id, person_id, procedure_occurrence_id,
+                    image_occurrence_date, image_study_uid, image_series_uid, modality_concept_id)
+             VALUES (1, 7, 1, DATE '2020-01-01', '1.2.3', 'HIDDEN-CT-SERIES', 0),
+                    (2, 7, 1, DATE '2020-01-01', '1.2.3', 'VISIBLE-RS-SERIES', 0);
+             INSERT INTO cdm.image_feature (image_feature_id, person_id, image_occurrence_id,
+                    image_feature_concept_id, image_feature_type_concept_id, alg_system)
+             VALUES (1, 7, 2, 0, 32817, '{{\"kind\":\"rtstruct-roi\",\"roi_name\":\"CTV\"}}');
+             ANALYZE cdm.image_occurrence, cdm.image_feature;
+             CREATE FUNCTION public.leak(text) RETURNS boolean LANGUAGE plpgsql COST 0.0000001
+                 AS $$ BEGIN RAISE NOTICE 'saw %', $1; RETURN true; END $$;
+             GRANT EXECUTE ON FUNCTION public.leak(text) TO {res};"
+        ))
+        .unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = seen.clone();
+    let mut config: postgres::Config = db.url_as(&res).parse().unwrap();
+    config.notice_callback(move |n| sink.lock().unwrap().push(n.message().to_string()));
+    let mut r = config.connect(postgres::NoTls).unwrap();
+    let rows = r
+        .query(
+            "SELECT structure_set_series_uid FROM research.rt_structure_set
+              WHERE leak(structure_set_series_uid)",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().any(|s| s.contains("VISIBLE-RS-SERIES")),
+        "{seen:?}"
+    );
+    assert!(!seen.iter().any(|s| s.contains("HIDDEN")), "{seen:?}");
+    drop(r);
+    admin
+        .batch_execute(&format!(
+            "DROP FUNCTION public.leak(text); DROP OWNED BY {res}; DROP ROLE {res};"
+        ))
+        .unwrap();
+}
