@@ -184,6 +184,11 @@ fn a_dirty_export_accounts_for_every_row() {
             dirt["bad_date"].as_i64().unwrap(),
             "{file}"
         );
+        assert_eq!(
+            count("identifier_in_text"),
+            dirt["identifier_in_text"].as_i64().unwrap_or(0),
+            "{file}: a national number pasted into a code cell is refused"
+        );
     }
     // The patterns real exports have: every file was read as its own file.
     for p in [

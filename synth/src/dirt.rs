@@ -31,11 +31,14 @@ pub enum DirtKind {
     /// One CSV has its dates written month first (`mm/dd/yyyy`, a US export) although it
     /// declares `dd/mm/yyyy`.
     UsDates,
+    /// A code cell with the patient's national number pasted after the code
+    /// (`HB 85.07.30-033.28`), as a hurried copy and paste leaves it.
+    IdentifierInText,
 }
 
 impl DirtKind {
     /// Every kind.
-    pub const ALL: [DirtKind; 11] = [
+    pub const ALL: [DirtKind; 12] = [
         DirtKind::BadDate,
         DirtKind::UnknownCode,
         DirtKind::DuplicateRow,
@@ -47,6 +50,7 @@ impl DirtKind {
         DirtKind::DicomTruncated,
         DirtKind::NotDicom,
         DirtKind::UsDates,
+        DirtKind::IdentifierInText,
     ];
 
     /// Name used in the truth files.
@@ -63,6 +67,7 @@ impl DirtKind {
             DirtKind::DicomTruncated => "dicom_truncated",
             DirtKind::NotDicom => "not_dicom",
             DirtKind::UsDates => "us_dates",
+            DirtKind::IdentifierInText => "identifier_in_text",
         }
     }
 
@@ -75,6 +80,7 @@ impl DirtKind {
                 | DirtKind::DuplicateRow
                 | DirtKind::ExtraField
                 | DirtKind::FhirInvalidCode
+                | DirtKind::IdentifierInText
         )
     }
 }
@@ -104,6 +110,8 @@ pub struct DirtCounts {
     pub not_dicom: u64,
     /// CSV files with month-first dates (0 or 1).
     pub us_dates: u64,
+    /// Code cells holding the patient's national number.
+    pub identifier_in_text: u64,
 }
 
 impl DirtCounts {
@@ -121,6 +129,7 @@ impl DirtCounts {
             DirtKind::DicomTruncated => self.dicom_truncated,
             DirtKind::NotDicom => self.not_dicom,
             DirtKind::UsDates => self.us_dates,
+            DirtKind::IdentifierInText => self.identifier_in_text,
         }
     }
 
@@ -137,6 +146,7 @@ impl DirtCounts {
             DirtKind::DicomTruncated => &mut self.dicom_truncated,
             DirtKind::NotDicom => &mut self.not_dicom,
             DirtKind::UsDates => &mut self.us_dates,
+            DirtKind::IdentifierInText => &mut self.identifier_in_text,
         };
         *slot += n;
     }
@@ -175,14 +185,18 @@ pub(crate) struct PatientDirt {
     pub rng: Rng,
     pub rate: f64,
     pub events: Vec<DirtEvent>,
+    /// The patient's national number as the HIS writes it (pasted into a code cell by the
+    /// `identifier_in_text` dirt).
+    pub niss: String,
 }
 
 impl PatientDirt {
-    pub(crate) fn new(rng: Rng, rate: f64) -> PatientDirt {
+    pub(crate) fn new(rng: Rng, rate: f64, niss: String) -> PatientDirt {
         PatientDirt {
             rng,
             rate,
             events: Vec::new(),
+            niss,
         }
     }
 

@@ -416,6 +416,7 @@ impl Table {
                 DirtKind::BadDate,
                 DirtKind::UnknownCode,
                 DirtKind::ExtraField,
+                DirtKind::IdentifierInText,
             ])
         } else {
             dirt.roll(&[
@@ -424,18 +425,23 @@ impl Table {
                 DirtKind::ExtraField,
             ])
         };
-        let mut replace: Option<(usize, &str)> = None;
+        let mut replace: Option<(usize, std::borrow::Cow<'_, str>)> = None;
         let mut extra_after = None;
         let mut column = None;
         match kind {
             Some(DirtKind::BadDate) => {
                 let col = *dirt.rng.pick(spec.date_cols);
-                replace = Some((col, *dirt.rng.pick(BAD_DATES)));
+                replace = Some((col, (*dirt.rng.pick(BAD_DATES)).into()));
                 column = Some(self.header[col]);
             }
             Some(DirtKind::UnknownCode) => {
                 let (col, codes) = spec.code_col.expect("code column");
-                replace = Some((col, *dirt.rng.pick(codes)));
+                replace = Some((col, (*dirt.rng.pick(codes)).into()));
+                column = Some(self.header[col]);
+            }
+            Some(DirtKind::IdentifierInText) => {
+                let (col, _) = spec.code_col.expect("code column");
+                replace = Some((col, format!("{} {}", row.field(col), dirt.niss).into()));
                 column = Some(self.header[col]);
             }
             Some(DirtKind::ExtraField) => {
@@ -453,7 +459,7 @@ impl Table {
                     line.push(';');
                 }
                 match replace {
-                    Some((col, v)) if col == i => line.push_str(v),
+                    Some((col, ref v)) if col == i => line.push_str(v),
                     _ if i == 4 && result.is_some() => line.push_str(result.unwrap_or("")),
                     _ if us && spec.date_cols.contains(&i) => {
                         // dd/mm/yyyy -> mm/dd/yyyy

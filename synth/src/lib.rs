@@ -367,7 +367,11 @@ pub fn generate(opts: &SynthOptions, progress: &dyn Fn(u64)) -> Result<SynthRepo
                 im.instances = opts.dicom_slices;
             }
         }
-        let mut dirt = PatientDirt::new(Rng::stream(seed, number, STREAM_DIRT), opts.dirt);
+        let mut dirt = PatientDirt::new(
+            Rng::stream(seed, number, STREAM_DIRT),
+            opts.dirt,
+            crate::niss::format_niss(&p.niss),
+        );
         let his_before: Vec<u64> = his.tables.iter().map(|t| t.stats.rows).collect();
         let fhir_before = fhir.counts.clone();
         his.write_patient(&p, &mut dirt)?;
