@@ -21,6 +21,7 @@
 //! mapping = "mappings/hospital/measurements.toml"
 //! # A file is its source plus its path relative to `folder`: sites/a/lab.csv and
 //! # sites/b/lab.csv are two files.
+//! max_cell_bytes = "1MiB"           # optional: a row with a larger cell is rejected
 //!
 //! [[source]]
 //! name = "his-fhir"
@@ -34,6 +35,8 @@
 //! kind = "fhir-bulk"                # Bulk Data export folders: the folder, or each subfolder
 //! folder = "/data/drop/fhir"
 //! mappings = ["mappings/fhir/patient.toml", "mappings/fhir/observation.toml"]
+//! max_line_bytes = "64MiB"          # optional: a longer line (resource) is rejected
+//! max_decompressed_bytes = "16GiB"  # optional: a file expanding to more is rejected
 //!
 //! [[source]]
 //! name = "rt-dicom"
@@ -136,6 +139,10 @@ pub struct FilesConfig {
     #[serde(default = "any")]
     pub pattern: String,
     pub mapping: PathBuf,
+    /// The largest cell, in bytes or e.g. `"1MiB"` (default 1 MiB): a row with a larger one
+    /// is rejected (`cell_too_large`), the rest of the file loads.
+    #[serde(default, deserialize_with = "crate::sources::deserialize_size")]
+    pub max_cell_bytes: Option<u64>,
 }
 
 /// `kind = "fhir"`.
@@ -161,6 +168,14 @@ pub struct BulkConfig {
     pub name: String,
     pub folder: PathBuf,
     pub mappings: Vec<PathBuf>,
+    /// The longest line (one resource), default 64 MiB: a longer one is rejected
+    /// (`line_too_long`), the rest of the file loads.
+    #[serde(default, deserialize_with = "crate::sources::deserialize_size")]
+    pub max_line_bytes: Option<u64>,
+    /// The most content of one ndjson file after decompression, default 16 GiB: a file that
+    /// expands to more is rejected whole (`file_too_large`), reading stops at the limit.
+    #[serde(default, deserialize_with = "crate::sources::deserialize_size")]
+    pub max_decompressed_bytes: Option<u64>,
 }
 
 /// `kind = "dicom"`.
@@ -217,6 +232,9 @@ impl SourceConfig {
                 mapping: f.mapping.clone(),
                 root: f.folder.clone(),
                 inputs: Inputs::Pattern(f.pattern.clone()),
+                max_cell_bytes: f
+                    .max_cell_bytes
+                    .unwrap_or(crate::sources::DEFAULT_MAX_CELL_BYTES),
             }),
             SourceConfig::Fhir(f) => {
                 let token =
@@ -236,6 +254,7 @@ impl SourceConfig {
                 folder: b.folder.clone(),
                 mappings: b.mappings.clone(),
                 exports_in_subfolders: true,
+                limits: crate::sources::ndjson_limits(b.max_line_bytes, b.max_decompressed_bytes),
             }),
             SourceConfig::Dicom(d) => SourceKind::Dicom(DicomSource {
                 input: d.folder.clone(),

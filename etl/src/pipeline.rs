@@ -31,6 +31,8 @@ pub struct FileSource {
     /// What file identities are relative to.
     pub root: PathBuf,
     pub inputs: Inputs,
+    /// The largest cell, in bytes: a row with a larger one is rejected (`cell_too_large`).
+    pub max_cell_bytes: u64,
 }
 
 /// A FHIR R4 endpoint, pulled incrementally.
@@ -49,6 +51,8 @@ pub struct BulkSource {
     pub mappings: Vec<PathBuf>,
     /// The folder holds one export per subfolder (oldest name first) rather than one export.
     pub exports_in_subfolders: bool,
+    /// The longest line (resource) and the most content per file, after decompression.
+    pub limits: registrar_fhir::ndjson::Limits,
 }
 
 /// A DICOM drop folder: pseudonymised into `output`, then indexed.
@@ -228,6 +232,7 @@ pub fn run(ctx: &mut ImportContext<'_>, s: &Source, out: &mut SourceOutcome) -> 
                     root: f.root.clone(),
                     source: s.name.clone(),
                     label,
+                    max_cell_bytes: f.max_cell_bytes,
                 };
                 let u = import_file(ctx, &c, &input)?;
                 out.add_unit(u);
@@ -276,8 +281,14 @@ pub fn run(ctx: &mut ImportContext<'_>, s: &Source, out: &mut SourceOutcome) -> 
             }
             for dir in exports {
                 let mut outcomes = Vec::new();
-                let r =
-                    crate::fhirimport::import_bulk(ctx, &compiled, &s.name, &dir, &mut outcomes);
+                let r = crate::fhirimport::import_bulk(
+                    ctx,
+                    &compiled,
+                    &s.name,
+                    &dir,
+                    b.limits,
+                    &mut outcomes,
+                );
                 for f in outcomes {
                     for u in &f.units {
                         out.add_unit(u.clone());

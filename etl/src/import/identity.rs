@@ -16,6 +16,8 @@ pub struct FileInput {
     pub source: String,
     /// How messages on the terminal name the file (never stored).
     pub label: String,
+    /// The largest cell the file may hold, in bytes (a larger one rejects its row).
+    pub max_cell_bytes: u64,
 }
 
 impl FileInput {
@@ -269,6 +271,7 @@ mod tests {
             root: dir.path().to_path_buf(),
             source: "gbsg2".into(),
             label: p.into(),
+            max_cell_bytes: crate::sources::DEFAULT_MAX_CELL_BYTES,
         };
         assert_eq!(
             input("siteA/gbsg2.csv").relative_path().unwrap(),
