@@ -43,6 +43,7 @@
 //! kind = "dicom"                    # pseudonymised into `output`, then indexed
 //! folder = "/data/drop/dicom"
 //! output = "/data/registry/dicom"
+//! quarantine = "/data/keyholder/dicom-quarantine"  # optional: default `<output>.quarantine`
 //! profile = "dicom-profile.toml"    # optional
 //! ```
 //!
@@ -186,6 +187,9 @@ pub struct DicomConfig {
     pub folder: PathBuf,
     /// Where the pseudonymised tree goes (then indexed).
     pub output: PathBuf,
+    /// Where quarantined originals go: outside `output` (default `<output>.quarantine`, its
+    /// sibling), folders mode 0700, files 0600.
+    pub quarantine: Option<PathBuf>,
     /// A profile file (default: the Basic Profile with the registry's options).
     pub profile: Option<PathBuf>,
     /// Accept files with burned-in annotation instead of quarantining them.
@@ -259,6 +263,7 @@ impl SourceConfig {
             SourceConfig::Dicom(d) => SourceKind::Dicom(DicomSource {
                 input: d.folder.clone(),
                 output: d.output.clone(),
+                quarantine: d.quarantine.clone(),
                 profile: d.profile.clone(),
                 accept_burned_in: d.accept_burned_in,
                 key_opts: cfg.key_opts(),
@@ -348,6 +353,9 @@ impl Config {
                 SourceConfig::Dicom(d) => {
                     abs(&mut d.folder);
                     abs(&mut d.output);
+                    if let Some(q) = d.quarantine.as_mut() {
+                        abs(q);
+                    }
                     if let Some(p) = d.profile.as_mut() {
                         abs(p);
                     }

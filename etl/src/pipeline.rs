@@ -60,6 +60,8 @@ pub struct BulkSource {
 pub struct DicomSource {
     pub input: PathBuf,
     pub output: PathBuf,
+    /// Where quarantined originals go (default: `<output>.quarantine`, beside the output).
+    pub quarantine: Option<PathBuf>,
     pub profile: Option<PathBuf>,
     pub accept_burned_in: bool,
     /// The key (with its previous keys) for the pseudonymiser, which owns it for the run.
@@ -310,6 +312,7 @@ pub fn run(ctx: &mut ImportContext<'_>, s: &Source, out: &mut SourceOutcome) -> 
                 &d.output,
                 &registrar_anonymizer::dicom::BatchOptions {
                     incremental: true,
+                    quarantine: d.quarantine.clone(),
                     ..Default::default()
                 },
                 &|_| bar.inc(1),
