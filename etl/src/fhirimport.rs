@@ -619,10 +619,10 @@ pub fn pull_endpoint(
 }
 
 /// The ndjson files of one resource type in a Bulk Data export folder: `Type.ndjson`,
-/// `Type.1.ndjson`, `Type.ndjson.gz`, ...
-fn export_files(dir: &Path, resource_type: &str) -> Result<Vec<PathBuf>> {
+/// `Type.1.ndjson`, `Type.ndjson.gz`, ... (errors name the source, never the folder's path).
+fn export_files(dir: &Path, source: &str, resource_type: &str) -> Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read {}", dir.display()))?
+        .with_context(|| format!("source {source}: an export folder cannot be read"))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             let name = p
@@ -680,13 +680,13 @@ pub fn import_bulk(
     outcomes: &mut Vec<FhirOutcome>,
 ) -> Result<()> {
     if !dir.is_dir() {
-        bail!("the export folder of source {source} is not a folder");
+        bail!("source {source}: its export folder does not exist or is not a folder");
     }
     let keys = ctx.keys;
     let server = export_server(dir);
     // The Patients first: their identifiers, in memory, for every reference.
     let mut patients = ExportPatients::default();
-    for f in export_files(dir, "Patient")? {
+    for f in export_files(dir, source, "Patient")? {
         let name = f
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
@@ -714,7 +714,7 @@ pub fn import_bulk(
             ..Default::default()
         });
         let out = outcomes.last_mut().expect("pushed");
-        for f in export_files(dir, &cols.resource_type)? {
+        for f in export_files(dir, source, &cols.resource_type)? {
             let fname = f
                 .file_name()
                 .map(|n| n.to_string_lossy().to_string())

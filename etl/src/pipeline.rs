@@ -10,7 +10,7 @@ use crate::import::{import_file, ImportContext, UnitOutcome};
 use crate::ledger::{FileStatus, UnitCounts};
 use crate::mapping::check::{compile, Compiled};
 use crate::mapping::{Format, Mapping};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -213,7 +213,8 @@ pub fn run(ctx: &mut ImportContext<'_>, s: &Source, out: &mut SourceOutcome) -> 
                 .expect("one mapping");
             let files: Vec<(PathBuf, String)> = match &f.inputs {
                 Inputs::Pattern(p) => {
-                    let found = find_files(&f.root, p)?;
+                    let found =
+                        find_files(&f.root, p).with_context(|| format!("source {}", s.name))?;
                     out.passed_over = found.passed_over;
                     found
                         .files
@@ -301,6 +302,13 @@ pub fn run(ctx: &mut ImportContext<'_>, s: &Source, out: &mut SourceOutcome) -> 
             }
         }
         SourceKind::Dicom(d) => {
+            // Errors name the source, never its folder's path.
+            if !d.input.is_dir() {
+                bail!(
+                    "source {}: its folder does not exist or cannot be opened",
+                    s.name
+                );
+            }
             let profile = crate::dicomrun::load_profile(d.profile.as_deref(), d.accept_burned_in)?;
             let bar = ctx.progress.clone();
             let dicom_keys = d.key_opts.load()?;
@@ -316,7 +324,8 @@ pub fn run(ctx: &mut ImportContext<'_>, s: &Source, out: &mut SourceOutcome) -> 
                     ..Default::default()
                 },
                 &|_| bar.inc(1),
-            )?;
+            )
+            .with_context(|| format!("source {}", s.name))?;
             crate::privacy::audit::append_now(ctx.client, &run.record(Some(ctx.run_id())))?;
             let idx = crate::imaging::index_tree(ctx, &s.name, &d.output)?;
             out.dicom = Some(serde_json::json!({

@@ -167,6 +167,8 @@ pub fn find_files(root: &Path, pattern: &str) -> Result<Found> {
     while let Some((dir, rel)) = stack.pop() {
         let real = match dir.canonicalize() {
             Ok(r) => r,
+            // The source folder itself: nothing can be read, which is an error, not a pass.
+            Err(_) if rel.is_empty() => bail!("its folder does not exist or cannot be opened"),
             Err(_) => {
                 passed.push("a folder that cannot be opened".into());
                 continue;
