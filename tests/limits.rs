@@ -238,3 +238,47 @@ fn a_huge_csv_cell_rejects_its_row_and_the_rest_loads() {
     );
     assert!(help.contains("--max-cell-bytes"), "{help}");
 }
+
+#[test]
+fn an_xlsx_cell_over_the_limit_rejects_its_row_naming_the_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = synth(dir.path(), 80, 32, 0.0);
+    let key = new_key(dir.path(), "k");
+    let mapping = repo_file("mappings/hospital/study_neoadj-2019.toml");
+    let book = src.join("study/study_nurse.xlsx");
+    // The default limit: nothing in the study workbook comes near it.
+    let db = TestDb::new();
+    let (code, v, t) = crate::support::import_json(&db, &key, "xlsx", &mapping, &[&book], &[]);
+    assert!(matches!(code, Some(0) | Some(1)), "{t}");
+    let rows = v["files"][0]["rows_in"].as_i64().unwrap();
+    assert!(rows > 0, "{t}");
+    assert_eq!(
+        db.count("SELECT count(*) FROM registry.reject WHERE reason_code = 'cell_too_large'"),
+        0
+    );
+    // A limit of 4 bytes: every row holds a longer cell (its subject number, a date).
+    let db = TestDb::new();
+    let (code, v, t) = crate::support::import_json(
+        &db,
+        &key,
+        "xlsx",
+        &mapping,
+        &[&book],
+        &["--max-cell-bytes", "4"],
+    );
+    assert_eq!(code, Some(1), "{t}");
+    assert_eq!(v["files"][0]["rows_rejected"].as_i64(), Some(rows), "{t}");
+    let (n, reason): (i64, String) = db
+        .client()
+        .query_one(
+            "SELECT count(*), min(reason) FROM registry.reject WHERE reason_code = 'cell_too_large'",
+            &[],
+        )
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!(n, rows);
+    assert!(
+        reason.starts_with("row ") && reason.contains("column `") && reason.contains("4 bytes"),
+        "{reason}"
+    );
+}
