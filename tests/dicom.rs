@@ -999,13 +999,50 @@ fn dicom_quarantine_and_input_untouched() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert_eq!(outputs(&input), before, "the input tree changed");
     assert_eq!(outputs(&out).len(), 1);
-    let report = std::fs::read_to_string(out.join("quarantine/report.jsonl")).unwrap();
+    // The originals are beside the output, not in it, private to their owner.
+    let quarantine = dir.path().join("out.quarantine");
+    assert!(!out.join("quarantine").exists());
+    fn all_files(d: &Path, acc: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                all_files(&p, acc);
+            } else {
+                acc.push(p);
+            }
+        }
+    }
+    let mut in_out = Vec::new();
+    all_files(&out, &mut in_out);
+    assert_eq!(
+        in_out
+            .iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "dcm"))
+            .count(),
+        1,
+        "only the pseudonymised file is under the output: {in_out:?}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&quarantine), 0o700);
+    let mut quarantined = Vec::new();
+    all_files(&quarantine, &mut quarantined);
+    assert!(
+        quarantined.iter().any(|p| p.ends_with("report.jsonl")) && quarantined.len() > 2,
+        "{quarantined:?}"
+    );
+    for f in &quarantined {
+        assert_eq!(mode(f), 0o600, "{}", f.display());
+    }
+    let report = std::fs::read_to_string(quarantine.join("report.jsonl")).unwrap();
     let mut reasons: Vec<String> = report
         .lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            let q = out.join(v["output"].as_str().unwrap());
-            assert!(q.is_file(), "{}", q.display());
+            if let Some(o) = v["output"].as_str() {
+                let q = quarantine.join(o);
+                assert!(q.is_file(), "{}", q.display());
+            }
             v["reason"].as_str().unwrap().to_string()
         })
         .collect();
@@ -1048,9 +1085,34 @@ fn dicom_quarantine_and_input_untouched() {
         }
     }
     no_parts(&out);
-    // An output directory inside the input is refused.
+    no_parts(&quarantine);
+    // An output directory inside the input is refused, and so is a quarantine inside the
+    // output or the input.
     let o = run(&key, &input, &input.join("out"), &[]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    for q in [out.join("q"), input.join("q"), out.clone()] {
+        let o = run(&key, &input, &out, &["--quarantine", q.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+        assert!(
+            text(&o).contains("quarantine folder must lie outside"),
+            "{}",
+            text(&o)
+        );
+    }
+    assert!(!out.join("q").exists() && !input.join("q").exists());
+    // A quarantine given elsewhere is used.
+    let elsewhere = dir.path().join("keyholder/dicom-q");
+    let out2 = dir.path().join("out2");
+    let o = run(
+        &key,
+        &input,
+        &out2,
+        &["--quarantine", elsewhere.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(elsewhere.join("report.jsonl").is_file());
+    assert_eq!(mode(&elsewhere), 0o700);
+    assert!(!dir.path().join("out2.quarantine").exists());
 }
 
 #[test]
@@ -1186,7 +1248,7 @@ fn dicom_large_images_match_the_in_memory_path() {
     let out = dir.path().join("out");
     let o = run(&key, &input, &out, &[]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    let report = std::fs::read_to_string(out.join("quarantine/report.jsonl")).unwrap();
+    let report = std::fs::read_to_string(dir.path().join("out.quarantine/report.jsonl")).unwrap();
     assert_eq!(report.lines().count(), 1, "{report}");
     assert!(report.contains("\"reason\":\"truncated\""), "{report}");
 

@@ -14,6 +14,7 @@ mod hospital;
 mod identity;
 mod imaging;
 mod import;
+mod limits;
 mod nightly;
 mod privacy;
 mod quality;

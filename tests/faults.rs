@@ -282,8 +282,11 @@ fn a_dicom_file_that_could_not_be_read_is_tried_again() {
     .unwrap();
     let out_dir = dir.path().join("out");
     std::fs::create_dir_all(&out_dir).unwrap();
+    // The quarantine lies beside the output (prepared by the operator, like the output).
+    let quarantine = dir.path().join("out.quarantine");
+    std::fs::create_dir_all(&quarantine).unwrap();
     let key = new_key(dir.path(), "k");
-    for p in [&key, &out_dir] {
+    for p in [&key, &out_dir, &quarantine] {
         chown(p, Some(65534), Some(65534)).unwrap();
     }
     std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o000)).unwrap();

@@ -241,3 +241,79 @@ fn a_night_killed_twenty_times_ends_equal_to_a_clean_night() {
         clean.count("SELECT count(*) FROM registry.source_file WHERE status = 'loaded'")
     );
 }
+
+#[test]
+fn a_missing_source_folder_fails_its_source_by_name_never_by_path_and_reports_are_0640() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().unwrap();
+    let key = new_key(dir.path(), "k");
+    // Folder names can identify (a patient's name, an MRN): they never appear in the output.
+    let gone = dir.path().join("drop-Smith-John-MRN4711");
+    let maps = crate::support::repo_file("mappings");
+    let cfg = dir.path().join("registrar.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[registry]\ndatabase_url = \"{}\"\nkey_file = \"{}\"\nreport_dir = \"{}\"\n\n\
+             [[source]]\nname = \"trial-csv\"\nkind = \"csv\"\nfolder = \"{}/csv\"\nmapping = \"{}/gbsg2/gbsg2.toml\"\n\n\
+             [[source]]\nname = \"bulk-exports\"\nkind = \"fhir-bulk\"\nfolder = \"{}/fhir\"\nmappings = [\"{}/fhir/patient.toml\"]\n\n\
+             [[source]]\nname = \"rt-images\"\nkind = \"dicom\"\nfolder = \"{}/dicom\"\noutput = \"{}\"\n",
+            db.database_url_arg(),
+            key.display(),
+            dir.path().join("reports").display(),
+            gone.display(),
+            maps.display(),
+            gone.display(),
+            maps.display(),
+            gone.display(),
+            dir.path().join("dicom-out").display(),
+        ),
+    )
+    .unwrap();
+    let out = nightly(&cfg);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report_json = r["report_json"].as_str().unwrap();
+    let report_html = r["report_html"].as_str().unwrap();
+    for name in ["trial-csv", "bulk-exports", "rt-images"] {
+        let s = r["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("{name}: {r}"));
+        assert_eq!(s["status"], "failed", "{name}: {s}");
+        let e = s["error"].as_str().unwrap();
+        assert!(e.contains(name) && e.contains("folder"), "{name}: {e}");
+    }
+    let stored = std::fs::read_to_string(report_json).unwrap();
+    let html = std::fs::read_to_string(report_html).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let errors: String = db
+        .client()
+        .query_one(
+            "SELECT coalesce(string_agg(error, ' | '), '') FROM registry.nightly_source",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    for (what, s) in [
+        ("stderr", &stderr),
+        ("report", &stored),
+        ("html", &html),
+        ("registry", &errors),
+    ] {
+        assert!(
+            !s.contains("Smith-John") && !s.contains("MRN4711"),
+            "{what}: {s}"
+        );
+    }
+    assert!(errors.contains("trial-csv"), "{errors}");
+    // Reports are mode 0640, whatever the umask.
+    for p in [report_json, report_html] {
+        let mode = std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640, "{p}");
+    }
+}

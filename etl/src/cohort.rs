@@ -45,8 +45,8 @@ pub fn export_csv(
     out: &Path,
 ) -> Result<(i64, Vec<SmallCell>)> {
     let q = check_cohort(client, name)?;
-    let mut file =
-        std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let mut file = crate::files::create_report(out)
+        .with_context(|| format!("cannot create {}", out.display()))?;
     let mut reader = client.copy_out(&format!(
         "COPY (SELECT * FROM {q}) TO STDOUT (FORMAT csv, HEADER)"
     ))?;

@@ -21,6 +21,7 @@
 //! mapping = "mappings/hospital/measurements.toml"
 //! # A file is its source plus its path relative to `folder`: sites/a/lab.csv and
 //! # sites/b/lab.csv are two files.
+//! max_cell_bytes = "1MiB"           # optional: a row with a larger cell is rejected
 //!
 //! [[source]]
 //! name = "his-fhir"
@@ -34,12 +35,15 @@
 //! kind = "fhir-bulk"                # Bulk Data export folders: the folder, or each subfolder
 //! folder = "/data/drop/fhir"
 //! mappings = ["mappings/fhir/patient.toml", "mappings/fhir/observation.toml"]
+//! max_line_bytes = "64MiB"          # optional: a longer line (resource) is rejected
+//! max_decompressed_bytes = "16GiB"  # optional: a file expanding to more is rejected
 //!
 //! [[source]]
 //! name = "rt-dicom"
 //! kind = "dicom"                    # pseudonymised into `output`, then indexed
 //! folder = "/data/drop/dicom"
 //! output = "/data/registry/dicom"
+//! quarantine = "/data/keyholder/dicom-quarantine"  # optional: default `<output>.quarantine`
 //! profile = "dicom-profile.toml"    # optional
 //! ```
 //!
@@ -136,6 +140,10 @@ pub struct FilesConfig {
     #[serde(default = "any")]
     pub pattern: String,
     pub mapping: PathBuf,
+    /// The largest cell, in bytes or e.g. `"1MiB"` (default 1 MiB): a row with a larger one
+    /// is rejected (`cell_too_large`), the rest of the file loads.
+    #[serde(default, deserialize_with = "crate::sources::deserialize_size")]
+    pub max_cell_bytes: Option<u64>,
 }
 
 /// `kind = "fhir"`.
@@ -161,6 +169,14 @@ pub struct BulkConfig {
     pub name: String,
     pub folder: PathBuf,
     pub mappings: Vec<PathBuf>,
+    /// The longest line (one resource), default 64 MiB: a longer one is rejected
+    /// (`line_too_long`), the rest of the file loads.
+    #[serde(default, deserialize_with = "crate::sources::deserialize_size")]
+    pub max_line_bytes: Option<u64>,
+    /// The most content of one ndjson file after decompression, default 16 GiB: a file that
+    /// expands to more is rejected whole (`file_too_large`), reading stops at the limit.
+    #[serde(default, deserialize_with = "crate::sources::deserialize_size")]
+    pub max_decompressed_bytes: Option<u64>,
 }
 
 /// `kind = "dicom"`.
@@ -171,6 +187,9 @@ pub struct DicomConfig {
     pub folder: PathBuf,
     /// Where the pseudonymised tree goes (then indexed).
     pub output: PathBuf,
+    /// Where quarantined originals go: outside `output` (default `<output>.quarantine`, its
+    /// sibling), folders mode 0700, files 0600.
+    pub quarantine: Option<PathBuf>,
     /// A profile file (default: the Basic Profile with the registry's options).
     pub profile: Option<PathBuf>,
     /// Accept files with burned-in annotation instead of quarantining them.
@@ -217,6 +236,9 @@ impl SourceConfig {
                 mapping: f.mapping.clone(),
                 root: f.folder.clone(),
                 inputs: Inputs::Pattern(f.pattern.clone()),
+                max_cell_bytes: f
+                    .max_cell_bytes
+                    .unwrap_or(crate::sources::DEFAULT_MAX_CELL_BYTES),
             }),
             SourceConfig::Fhir(f) => {
                 let token =
@@ -236,10 +258,12 @@ impl SourceConfig {
                 folder: b.folder.clone(),
                 mappings: b.mappings.clone(),
                 exports_in_subfolders: true,
+                limits: crate::sources::ndjson_limits(b.max_line_bytes, b.max_decompressed_bytes),
             }),
             SourceConfig::Dicom(d) => SourceKind::Dicom(DicomSource {
                 input: d.folder.clone(),
                 output: d.output.clone(),
+                quarantine: d.quarantine.clone(),
                 profile: d.profile.clone(),
                 accept_burned_in: d.accept_burned_in,
                 key_opts: cfg.key_opts(),
@@ -329,6 +353,9 @@ impl Config {
                 SourceConfig::Dicom(d) => {
                     abs(&mut d.folder);
                     abs(&mut d.output);
+                    if let Some(q) = d.quarantine.as_mut() {
+                        abs(q);
+                    }
                     if let Some(p) = d.profile.as_mut() {
                         abs(p);
                     }

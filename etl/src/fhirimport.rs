@@ -22,7 +22,7 @@ use crate::sources::{FileError, RowResult, RowSource, SourceRow};
 use anyhow::{bail, Context, Result};
 use registrar_anonymizer::pseudonym::Pseudonymiser;
 use registrar_fhir::client::Client;
-use registrar_fhir::ndjson::NdjsonReader;
+use registrar_fhir::ndjson::{Limits as NdjsonLimits, Line, NdjsonError, NdjsonReader};
 use registrar_fhir::path::Path as FhirPath;
 use registrar_fhir::resource::{from_value, parse_resource, Resource, ResourceError};
 use serde_json::Value;
@@ -305,12 +305,30 @@ impl RowSource for NdjsonSource<'_> {
         &self.cols.header
     }
     fn next_row(&mut self) -> std::result::Result<Option<RowResult>, FileError> {
-        let line = self
-            .reader
-            .next_line()
-            .map_err(|e| FileError(format!("reading failed after line {}: {e}", self.number)))?;
-        let Some((line_no, bytes)) = line else {
-            return Ok(None);
+        let line = self.reader.next_line().map_err(|e| match e {
+            NdjsonError::TooLarge { .. } => FileError {
+                code: "file_too_large",
+                reason: format!("{e} (max_decompressed_bytes); nothing of the file was loaded"),
+            },
+            NdjsonError::Io(e) => {
+                FileError::new(format!("reading failed after line {}: {e}", self.number))
+            }
+        })?;
+        let (line_no, bytes) = match line {
+            None => return Ok(None),
+            Some(Line::Text(n, b)) => (n, b),
+            Some(Line::TooLong { number, limit }) => {
+                self.number += 1;
+                return Ok(Some(RowResult::Bad {
+                    number: self.number,
+                    line: number,
+                    code: "line_too_long",
+                    reason: format!(
+                        "line {number}: longer than the limit of {limit} bytes (max_line_bytes); \
+                         the resource was not read"
+                    ),
+                }));
+            }
         };
         self.number += 1;
         let parsed = parse_resource(bytes, Some(&self.cols.resource_type));
@@ -601,10 +619,10 @@ pub fn pull_endpoint(
 }
 
 /// The ndjson files of one resource type in a Bulk Data export folder: `Type.ndjson`,
-/// `Type.1.ndjson`, `Type.ndjson.gz`, ...
-fn export_files(dir: &Path, resource_type: &str) -> Result<Vec<PathBuf>> {
+/// `Type.1.ndjson`, `Type.ndjson.gz`, ... (errors name the source, never the folder's path).
+fn export_files(dir: &Path, source: &str, resource_type: &str) -> Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read {}", dir.display()))?
+        .with_context(|| format!("source {source}: an export folder cannot be read"))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             let name = p
@@ -658,28 +676,33 @@ pub fn import_bulk(
     mappings: &[Compiled],
     source: &str,
     dir: &Path,
+    limits: NdjsonLimits,
     outcomes: &mut Vec<FhirOutcome>,
 ) -> Result<()> {
     if !dir.is_dir() {
-        bail!("the export folder of source {source} is not a folder");
+        bail!("source {source}: its export folder does not exist or is not a folder");
     }
     let keys = ctx.keys;
     let server = export_server(dir);
     // The Patients first: their identifiers, in memory, for every reference.
     let mut patients = ExportPatients::default();
-    for f in export_files(dir, "Patient")? {
+    for f in export_files(dir, source, "Patient")? {
         let name = f
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_default();
-        let mut r = NdjsonReader::open(&f)
+        let mut r = NdjsonReader::open_with(&f, limits)
             .with_context(|| format!("cannot read the export file {name}"))?;
-        while let Some((_, bytes)) = r
+        // Lines over the limit are rejected when the Patient mapping loads the file; a file
+        // over the content limit stops the import here, before anything refers to it.
+        while let Some(line) = r
             .next_line()
-            .with_context(|| format!("reading the export file {name}"))?
+            .with_context(|| format!("source {source}: reading the export file {name}"))?
         {
-            if let Ok(p) = parse_resource(bytes, Some("Patient")) {
-                patients.0.insert(p.id, patient_identifiers(&p.json));
+            if let Line::Text(_, bytes) = line {
+                if let Ok(p) = parse_resource(bytes, Some("Patient")) {
+                    patients.0.insert(p.id, patient_identifiers(&p.json));
+                }
             }
         }
     }
@@ -691,7 +714,7 @@ pub fn import_bulk(
             ..Default::default()
         });
         let out = outcomes.last_mut().expect("pushed");
-        for f in export_files(dir, &cols.resource_type)? {
+        for f in export_files(dir, source, &cols.resource_type)? {
             let fname = f
                 .file_name()
                 .map(|n| n.to_string_lossy().to_string())
@@ -722,7 +745,7 @@ pub fn import_bulk(
                 continue;
             }
             out.bytes += sn.size;
-            let reader = NdjsonReader::open(&f)
+            let reader = NdjsonReader::open_with(&f, limits)
                 .with_context(|| format!("cannot read the export file {fname}"))?;
             let rows = NdjsonSource {
                 cols: &cols,

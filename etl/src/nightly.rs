@@ -101,9 +101,15 @@ pub fn run(cfg: &Config, db_opts: &db::DbOptions) -> Result<Report, crate::Error
     let started = Instant::now();
     let policy = cfg.date_policy().map_err(Setup)?;
     let keys = cfg.key_opts().load().map_err(Setup)?;
-    std::fs::create_dir_all(&cfg.registry.report_dir)
-        .context("cannot create the report folder ([registry] report_dir)")
-        .map_err(Setup)?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o750)
+            .create(&cfg.registry.report_dir)
+            .context("cannot create the report folder ([registry] report_dir)")
+            .map_err(Setup)?;
+    }
     let target = db_opts.resolve().map_err(Setup)?;
     // The run lock lives as long as this connection, which says who holds it.
     let mut lock = target.client().map_err(Setup)?;

@@ -10,7 +10,7 @@ use crate::import::{import_file, ImportContext, UnitOutcome};
 use crate::ledger::{FileStatus, UnitCounts};
 use crate::mapping::check::{compile, Compiled};
 use crate::mapping::{Format, Mapping};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -31,6 +31,8 @@ pub struct FileSource {
     /// What file identities are relative to.
     pub root: PathBuf,
     pub inputs: Inputs,
+    /// The largest cell, in bytes: a row with a larger one is rejected (`cell_too_large`).
+    pub max_cell_bytes: u64,
 }
 
 /// A FHIR R4 endpoint, pulled incrementally.
@@ -49,6 +51,8 @@ pub struct BulkSource {
     pub mappings: Vec<PathBuf>,
     /// The folder holds one export per subfolder (oldest name first) rather than one export.
     pub exports_in_subfolders: bool,
+    /// The longest line (resource) and the most content per file, after decompression.
+    pub limits: registrar_fhir::ndjson::Limits,
 }
 
 /// A DICOM drop folder: pseudonymised into `output`, then indexed.
@@ -56,6 +60,8 @@ pub struct BulkSource {
 pub struct DicomSource {
     pub input: PathBuf,
     pub output: PathBuf,
+    /// Where quarantined originals go (default: `<output>.quarantine`, beside the output).
+    pub quarantine: Option<PathBuf>,
     pub profile: Option<PathBuf>,
     pub accept_burned_in: bool,
     /// The key (with its previous keys) for the pseudonymiser, which owns it for the run.
@@ -207,7 +213,8 @@ pub fn run(ctx: &mut ImportContext<'_>, s: &Source, out: &mut SourceOutcome) -> 
                 .expect("one mapping");
             let files: Vec<(PathBuf, String)> = match &f.inputs {
                 Inputs::Pattern(p) => {
-                    let found = find_files(&f.root, p)?;
+                    let found =
+                        find_files(&f.root, p).with_context(|| format!("source {}", s.name))?;
                     out.passed_over = found.passed_over;
                     found
                         .files
@@ -228,6 +235,7 @@ pub fn run(ctx: &mut ImportContext<'_>, s: &Source, out: &mut SourceOutcome) -> 
                     root: f.root.clone(),
                     source: s.name.clone(),
                     label,
+                    max_cell_bytes: f.max_cell_bytes,
                 };
                 let u = import_file(ctx, &c, &input)?;
                 out.add_unit(u);
@@ -276,8 +284,14 @@ pub fn run(ctx: &mut ImportContext<'_>, s: &Source, out: &mut SourceOutcome) -> 
             }
             for dir in exports {
                 let mut outcomes = Vec::new();
-                let r =
-                    crate::fhirimport::import_bulk(ctx, &compiled, &s.name, &dir, &mut outcomes);
+                let r = crate::fhirimport::import_bulk(
+                    ctx,
+                    &compiled,
+                    &s.name,
+                    &dir,
+                    b.limits,
+                    &mut outcomes,
+                );
                 for f in outcomes {
                     for u in &f.units {
                         out.add_unit(u.clone());
@@ -288,6 +302,13 @@ pub fn run(ctx: &mut ImportContext<'_>, s: &Source, out: &mut SourceOutcome) -> 
             }
         }
         SourceKind::Dicom(d) => {
+            // Errors name the source, never its folder's path.
+            if !d.input.is_dir() {
+                bail!(
+                    "source {}: its folder does not exist or cannot be opened",
+                    s.name
+                );
+            }
             let profile = crate::dicomrun::load_profile(d.profile.as_deref(), d.accept_burned_in)?;
             let bar = ctx.progress.clone();
             let dicom_keys = d.key_opts.load()?;
@@ -299,10 +320,12 @@ pub fn run(ctx: &mut ImportContext<'_>, s: &Source, out: &mut SourceOutcome) -> 
                 &d.output,
                 &registrar_anonymizer::dicom::BatchOptions {
                     incremental: true,
+                    quarantine: d.quarantine.clone(),
                     ..Default::default()
                 },
                 &|_| bar.inc(1),
-            )?;
+            )
+            .with_context(|| format!("source {}", s.name))?;
             crate::privacy::audit::append_now(ctx.client, &run.record(Some(ctx.run_id())))?;
             let idx = crate::imaging::index_tree(ctx, &s.name, &d.output)?;
             out.dicom = Some(serde_json::json!({

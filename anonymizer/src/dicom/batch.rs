@@ -10,8 +10,11 @@
 //!
 //! Output layout: `<out>/<study uid>/<series uid>/<sop instance uid>.dcm` with the pseudonymous
 //! UIDs, so paths reveal nothing. Files that cannot be pseudonymised are copied unchanged to
-//! `<out>/quarantine/<locator hash>.dcm` and listed in `<out>/quarantine/report.jsonl` with a
-//! reason; that folder holds identifying data and stays with the key holder.
+//! the quarantine folder, `<quarantine>/<locator hash>.dcm`, and listed in
+//! `<quarantine>/report.jsonl` with a reason. That folder holds identifying data and stays
+//! with the key holder: it lies outside the output tree (by default `<out>.quarantine`, a
+//! sibling; one inside the output, or overlapping the input, is refused), its folders are
+//! mode 0700 and its files 0600, whatever the umask.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -19,6 +22,8 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 
 use serde::Serialize;
 
@@ -28,8 +33,19 @@ use super::deid::{
 use super::outfile::OutputFiles;
 use super::write::WriteError;
 
-/// The quarantine folder's name under the output directory.
+/// The quarantine folder's name under the output directory in trees made by earlier
+/// versions (skipped when a tree is read).
 pub const QUARANTINE_DIR: &str = "quarantine";
+
+/// The default quarantine folder of an output directory: its sibling `<out>.quarantine`.
+pub fn default_quarantine(output: &Path) -> PathBuf {
+    let mut name = output
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "dicom".into());
+    name.push(".quarantine");
+    output.with_file_name(name)
+}
 /// The quarantine report's name in the quarantine folder.
 pub const QUARANTINE_REPORT: &str = "report.jsonl";
 
@@ -47,7 +63,8 @@ pub struct FileRecord {
     /// Detail for quarantined files (tags and offsets, never values).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
-    /// The output path relative to the output directory (pseudonymised or quarantined copy).
+    /// The output path relative to the output directory (pseudonymised file) or to the
+    /// quarantine folder (quarantined copy).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
     /// Counts per rule (pseudonymised files).
@@ -81,6 +98,8 @@ pub struct BatchOptions {
     /// Skip input files already processed into this output (same keyed path, size and
     /// modification time, as recorded in [`INPUT_STATE`]); for drop folders read every night.
     pub incremental: bool,
+    /// Where quarantined originals go (default: [`default_quarantine`] of the output).
+    pub quarantine: Option<PathBuf>,
 }
 
 /// The output tree's record of the inputs it was made from (keyed hash of the input's
@@ -117,6 +136,7 @@ impl Default for BatchOptions {
         BatchOptions {
             jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
             incremental: false,
+            quarantine: None,
         }
     }
 }
@@ -127,6 +147,12 @@ pub enum BatchError {
     /// Input and output directories are the same or nested.
     #[error("the output directory must not be inside the input directory (or contain it)")]
     Overlap,
+    /// The quarantine folder is inside the output tree or the input, or holds one of them.
+    #[error(
+        "the quarantine folder must lie outside the output and input directories (it holds \
+         identifying originals; the default is <output>.quarantine, beside the output)"
+    )]
+    QuarantineOverlap,
     /// The output tree was made under another key (or pseudonym domain): writing into it
     /// would give every patient and UID a second pseudonym.
     #[error(
@@ -350,6 +376,15 @@ fn is_inside(a: &Path, b: &Path) -> bool {
     a.starts_with(b)
 }
 
+/// Create `dir` (and missing parents) mode 0700, and make it 0700 if it exists.
+fn private_dir(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+}
+
 /// Pseudonymises every file under `input` into `output`. `on_file` is called (from worker
 /// threads) once per file, in no particular order, e.g. to write audit records.
 pub fn run(
@@ -364,11 +399,38 @@ pub fn run(
     if is_inside(&planned, &input) || is_inside(&input, &planned) {
         return Err(BatchError::Overlap);
     }
+    let quarantine_dir = absolute(
+        &opts
+            .quarantine
+            .clone()
+            .unwrap_or_else(|| default_quarantine(&planned)),
+    )
+    .map_err(io_err("cannot resolve the quarantine folder"))?;
+    if [&planned, &input]
+        .iter()
+        .any(|d| is_inside(&quarantine_dir, d) || is_inside(d, &quarantine_dir))
+    {
+        return Err(BatchError::QuarantineOverlap);
+    }
     fs::create_dir_all(output).map_err(io_err(format!("cannot create {}", output.display())))?;
     let output = fs::canonicalize(output).map_err(io_err("cannot open the output directory"))?;
     check_tree_key(&output, d)?;
-    let quarantine_dir = output.join(QUARANTINE_DIR);
-    let report = Mutex::new(None::<BufWriter<fs::File>>);
+    // Opened with the first quarantined file: (how files are written there, the report).
+    let quarantine = Mutex::new(None::<(OutputFiles, BufWriter<fs::File>)>);
+    let open_quarantine = || -> Result<(OutputFiles, BufWriter<fs::File>), BatchError> {
+        private_dir(&quarantine_dir).map_err(io_err("cannot create the quarantine folder"))?;
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(quarantine_dir.join(QUARANTINE_REPORT))
+            .and_then(|f| {
+                f.set_permissions(fs::Permissions::from_mode(0o600))
+                    .map(|()| f)
+            })
+            .map_err(io_err("cannot open the quarantine report"))?;
+        Ok((OutputFiles::probe(&quarantine_dir), BufWriter::new(f)))
+    };
     let seen: Mutex<HashSet<u128>> = Mutex::new(HashSet::new());
     let summary = Mutex::new(BatchSummary {
         method: d
@@ -469,33 +531,32 @@ pub fn run(
                     rec.status = "quarantined";
                     rec.reason = Some(q.reason.code());
                     rec.detail = Some(q.detail);
+                    let mut r = quarantine.lock().expect("lock");
+                    if r.is_none() {
+                        *r = Some(open_quarantine()?);
+                    }
+                    let (qfiles, w) = r.as_mut().expect("opened above");
                     if q.reason != QuarantineReason::ReadError {
-                        let rel_out = format!("{QUARANTINE_DIR}/{}.dcm", rec.source);
-                        let dest = output.join(&rel_out);
-                        files
+                        let rel_out = format!("{}.dcm", rec.source);
+                        let dest = quarantine_dir.join(&rel_out);
+                        qfiles
                             .write(&dest, |w| {
+                                // Private before the first byte is written.
+                                w.set_permissions(fs::Permissions::from_mode(0o600))?;
                                 let mut f = fs::File::open(path)?;
                                 io::copy(&mut f, w)?;
                                 Ok(())
                             })
-                            .map_err(output_failed(&dest))?;
+                            .map_err(|e| BatchError::Io {
+                                what: "cannot write a file of the quarantine folder".into(),
+                                source: match e {
+                                    WriteError::Io(e) => e,
+                                    WriteError::Encode(m) => io::Error::other(m),
+                                },
+                            })?;
                         rec.output = Some(rel_out);
                     }
-                    let mut r = report.lock().expect("lock");
-                    if r.is_none() {
-                        fs::create_dir_all(&quarantine_dir).map_err(io_err(format!(
-                            "cannot create {}",
-                            quarantine_dir.display()
-                        )))?;
-                        let f = fs::OpenOptions::new()
-                            .create(true)
-                            .append(true)
-                            .open(quarantine_dir.join(QUARANTINE_REPORT))
-                            .map_err(io_err("cannot open the quarantine report"))?;
-                        *r = Some(BufWriter::new(f));
-                    }
                     let line = serde_json::to_string(&rec).expect("records serialise");
-                    let w = r.as_mut().expect("opened above");
                     writeln!(w, "{line}")
                         .and_then(|_| w.flush())
                         .map_err(io_err("cannot write the quarantine report"))?;

@@ -19,10 +19,11 @@ pub enum DicomCommand {
     /// and Patient's Name become the person pseudonym (the MRN's, as for clinical rows), dates
     /// move by the person's shift, and the options in force are recorded in each file. Files
     /// that cannot be made safe (not DICOM, truncated, burned-in text, no Patient ID, ...) are
-    /// copied to --out/quarantine/ and listed with a reason in
-    /// --out/quarantine/report.jsonl: that folder holds identifying data and stays with the
-    /// key. Files already pseudonymised by registrar are skipped. Exit code 0: every file
-    /// pseudonymised or skipped; 1: some quarantined; 3: error.
+    /// copied unchanged to the quarantine folder (--quarantine, default OUT.quarantine beside
+    /// --out, never inside it) and listed with a reason in its report.jsonl: that folder holds
+    /// identifying data and stays with the key (folders mode 0700, files 0600). Files already
+    /// pseudonymised by registrar are skipped. Exit code 0: every file pseudonymised or
+    /// skipped; 1: some quarantined; 3: error.
     Pseudonymise(PseudonymiseArgs),
     /// Index a pseudonymised DICOM tree (the --out of `registrar dicom pseudonymise`) into
     /// the registry.
@@ -56,6 +57,11 @@ pub struct PseudonymiseArgs {
     /// The output directory (created if needed; must not overlap --in).
     #[arg(long = "out", value_name = "DIR")]
     pub output: PathBuf,
+    /// Where files that cannot be made safe go, unchanged, with report.jsonl (identifying:
+    /// keep it with the key). Default: OUT.quarantine, beside --out. Must lie outside --out
+    /// and --in; created mode 0700, its files 0600.
+    #[arg(long, value_name = "DIR")]
+    pub quarantine: Option<PathBuf>,
     /// The DICOM profile (TOML, kebab-case keys of `DicomProfile`, e.g.
     /// `retain-device-identity = true`); defaults: retain longitudinal dates, patient
     /// characteristics, clean descriptors, no private elements.
@@ -171,7 +177,8 @@ fn pseudonymise(g: &GlobalOpts, args: PseudonymiseArgs) -> Result<ExitCode> {
     let profile = crate::dicomrun::load_profile(args.profile.as_deref(), args.accept_burned_in)?;
     let records = match &args.records {
         Some(p) => Some(std::sync::Mutex::new(std::io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+            crate::files::create_report(p)
+                .with_context(|| format!("cannot create {}", p.display()))?,
         ))),
         None => None,
     };
@@ -188,6 +195,10 @@ fn pseudonymise(g: &GlobalOpts, args: PseudonymiseArgs) -> Result<ExitCode> {
             let _ = writeln!(w.lock().expect("lock"), "{line}");
         }
     };
+    let quarantine = args
+        .quarantine
+        .clone()
+        .unwrap_or_else(|| batch::default_quarantine(&args.output));
     let run = crate::dicomrun::pseudonymise_tree(
         keys,
         policy,
@@ -199,6 +210,7 @@ fn pseudonymise(g: &GlobalOpts, args: PseudonymiseArgs) -> Result<ExitCode> {
                 .jobs
                 .unwrap_or_else(|| registrar_anonymizer::dicom::BatchOptions::default().jobs),
             incremental: args.incremental,
+            quarantine: Some(quarantine.clone()),
         },
         &on_file,
     )?;
@@ -252,10 +264,7 @@ fn pseudonymise(g: &GlobalOpts, args: PseudonymiseArgs) -> Result<ExitCode> {
         if summary.quarantined > 0 {
             println!(
                 "quarantine: {} (identifying data: keep it with the key)",
-                args.output
-                    .join(batch::QUARANTINE_DIR)
-                    .join(batch::QUARANTINE_REPORT)
-                    .display()
+                quarantine.join(batch::QUARANTINE_REPORT).display()
             );
         }
     }

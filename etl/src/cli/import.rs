@@ -84,7 +84,10 @@ pub enum ImportCommand {
     Fhir(FhirArgs),
     /// Import a FHIR Bulk Data export folder (one ndjson file per type, plain or gzip)
     /// through FHIR mappings; the export's Patients resolve every reference. Unchanged files
-    /// are skipped; resources are records as in `import fhir`.
+    /// are skipped; resources are records as in `import fhir`. A line longer than
+    /// --max-line-bytes is rejected (`line_too_long`) and the rest of its file loads; a file
+    /// whose content expands beyond --max-decompressed-bytes is rejected whole
+    /// (`file_too_large`), read only up to the limit.
     FhirBulk(FhirBulkArgs),
 }
 
@@ -134,6 +137,12 @@ pub struct FhirBulkArgs {
     /// The source name recorded with every file (default: `fhir-bulk`).
     #[arg(long, value_name = "NAME", default_value = "fhir-bulk")]
     pub source: String,
+    /// The longest line (one resource) of an ndjson file: bytes, or KiB, MiB, GiB.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = crate::sources::parse_size)]
+    pub max_line_bytes: u64,
+    /// The most content of one ndjson file after decompression: bytes, or KiB, MiB, GiB.
+    #[arg(long, value_name = "SIZE", default_value = "16GiB", value_parser = crate::sources::parse_size)]
+    pub max_decompressed_bytes: u64,
     #[command(flatten)]
     pub dates: DateOpts,
 }
@@ -155,6 +164,10 @@ pub struct ImportArgs {
     /// nightly source's name to import by hand what the nightly run reads.
     #[arg(long, value_name = "NAME")]
     pub source: Option<String>,
+    /// The largest cell: bytes, or KiB, MiB, GiB. A row with a larger cell is rejected
+    /// (`cell_too_large`, naming the column and the limit) and the rest of the file loads.
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = crate::sources::parse_size)]
+    pub max_cell_bytes: u64,
     #[command(flatten)]
     pub dates: DateOpts,
 }
@@ -225,6 +238,10 @@ pub fn import_command(g: &GlobalOpts, cmd: ImportCommand) -> Result<ExitCode> {
                     folder: a.dir.clone(),
                     mappings: a.mapping.clone(),
                     exports_in_subfolders: false,
+                    limits: registrar_fhir::ndjson::Limits {
+                        max_line: a.max_line_bytes,
+                        max_content: a.max_decompressed_bytes,
+                    },
                 }),
             },
             a.dates,
@@ -246,6 +263,7 @@ fn files_source(a: &ImportArgs, format: Format) -> Result<Source> {
             mapping: a.mapping.clone(),
             root: a.root.clone(),
             inputs: Inputs::Files(a.inputs.clone()),
+            max_cell_bytes: a.max_cell_bytes,
         }),
     })
 }

@@ -4,7 +4,7 @@
 use crate::db::{self, DbOptions};
 use crate::privacy::keys::KeyOpts;
 use crate::{runs, status, vocab};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -422,8 +422,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 privacy::Format::Text => crate::quality::text(&outcomes),
             };
             match out {
-                Some(p) => std::fs::write(&p, text)
-                    .with_context(|| format!("cannot write {}", p.display()))?,
+                Some(p) => crate::files::write_atomically(&p, text.as_bytes())?,
                 None => print!("{text}"),
             }
             let fatal = outcomes

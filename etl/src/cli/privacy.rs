@@ -399,8 +399,7 @@ pub fn audit_command(g: &GlobalOpts, cmd: AuditCommand) -> Result<ExitCode> {
             };
             match out {
                 Some(p) => {
-                    std::fs::write(&p, text)
-                        .with_context(|| format!("cannot write {}", p.display()))?;
+                    crate::files::write_atomically(&p, text.as_bytes())?;
                     println!("wrote {}", p.display());
                 }
                 None => print!("{text}"),

@@ -16,6 +16,8 @@ pub struct FileInput {
     pub source: String,
     /// How messages on the terminal name the file (never stored).
     pub label: String,
+    /// The largest cell the file may hold, in bytes (a larger one rejects its row).
+    pub max_cell_bytes: u64,
 }
 
 impl FileInput {
@@ -165,6 +167,8 @@ pub fn find_files(root: &Path, pattern: &str) -> Result<Found> {
     while let Some((dir, rel)) = stack.pop() {
         let real = match dir.canonicalize() {
             Ok(r) => r,
+            // The source folder itself: nothing can be read, which is an error, not a pass.
+            Err(_) if rel.is_empty() => bail!("its folder does not exist or cannot be opened"),
             Err(_) => {
                 passed.push("a folder that cannot be opened".into());
                 continue;
@@ -269,6 +273,7 @@ mod tests {
             root: dir.path().to_path_buf(),
             source: "gbsg2".into(),
             label: p.into(),
+            max_cell_bytes: crate::sources::DEFAULT_MAX_CELL_BYTES,
         };
         assert_eq!(
             input("siteA/gbsg2.csv").relative_path().unwrap(),

@@ -298,17 +298,19 @@ pub fn import_file(
             "the file is empty (0 bytes)".into(),
         );
     }
-    match open_file(c, &input.path, &sn) {
+    match open_file(c, &input.path, &sn, input.max_cell_bytes) {
         Ok(source) => load_unit(ctx, c, &unit, source),
-        Err(FileError(e)) => ctx.reject(&unit, out, "unreadable_file", e),
+        Err(e) => ctx.reject(&unit, out, e.code, e.reason),
     }
 }
 
-/// A reader for a file in the mapping's format (`sn`: what [`sniff`] found).
+/// A reader for a file in the mapping's format (`sn`: what [`sniff`] found; a row with a cell
+/// larger than `max_cell` bytes is rejected).
 pub fn open_file(
     c: &Compiled,
     path: &std::path::Path,
     sn: &crate::sources::csv::Sniff,
+    max_cell: u64,
 ) -> Result<Box<dyn RowSource + Send>, FileError> {
     let spec = &c.mapping.spec;
     Ok(match spec.source.format {
@@ -321,15 +323,17 @@ pub fn open_file(
                 spec.source.header_row,
                 d,
                 sn.bom && d == crate::sources::csv::Decoder::Utf8,
+                max_cell,
             )?)
         }
         Format::Xlsx => Box::new(crate::sources::xlsx::XlsxSource::open(
             path,
             &spec.source,
             sn.zip,
+            max_cell,
         )?),
         Format::Fhir => {
-            return Err(FileError(
+            return Err(FileError::new(
                 "a FHIR mapping reads resources, not files".into(),
             ))
         }
@@ -365,10 +369,10 @@ impl std::hash::BuildHasher for BuildPassThrough {
 }
 
 #[derive(Debug)]
-struct FileErrorMarker(String);
+struct FileErrorMarker(FileError);
 impl std::fmt::Display for FileErrorMarker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.0.reason)
     }
 }
 impl std::error::Error for FileErrorMarker {}
@@ -1021,7 +1025,7 @@ pub fn load_unit(
                         }
                     }
                     Ok(None) => break,
-                    Err(FileError(e)) => {
+                    Err(e) => {
                         let _ = read_tx.send(Err(anyhow::anyhow!(FileErrorMarker(e))));
                         return;
                     }
@@ -1076,9 +1080,9 @@ pub fn load_unit(
 
     if let Err(e) = result {
         drop(tx);
-        if let Some(FileErrorMarker(msg)) = e.downcast_ref::<FileErrorMarker>() {
-            let msg = msg.clone();
-            return ctx.reject(unit, out, "unreadable_file", msg);
+        if let Some(FileErrorMarker(fe)) = e.downcast_ref::<FileErrorMarker>() {
+            let (code, reason) = (fe.code, fe.reason.clone());
+            return ctx.reject(unit, out, code, reason);
         }
         return Err(e.context(format!("importing {}", unit.label)));
     }

@@ -46,8 +46,8 @@ pub struct SampleReport {
 /// Run `c` on the first `rows` rows of `path`.
 pub fn run(c: &Compiled, path: &Path, rows: usize, limits: Limits) -> Result<SampleReport> {
     let sn = crate::sources::csv::sniff(path).context("cannot read the sample file")?;
-    let mut source = crate::import::open_file(c, path, &sn)
-        .map_err(|FileError(e)| anyhow::anyhow!("the sample file cannot be read: {e}"))?;
+    let mut source = crate::import::open_file(c, path, &sn, crate::sources::DEFAULT_MAX_CELL_BYTES)
+        .map_err(|e: FileError| anyhow::anyhow!("the sample file cannot be read: {e}"))?;
     let header = source.header().to_vec();
     let missing = super::check::check_header(c, &header);
     if !missing.is_empty() {
@@ -96,7 +96,7 @@ pub fn run(c: &Compiled, path: &Path, rows: usize, limits: Limits) -> Result<Sam
     while (report.rows_read as usize) < rows {
         let next = source
             .next_row()
-            .map_err(|FileError(e)| anyhow::anyhow!("the sample file cannot be read: {e}"))?;
+            .map_err(|e: FileError| anyhow::anyhow!("the sample file cannot be read: {e}"))?;
         let Some(next) = next else { break };
         report.rows_read += 1;
         let row = match next {

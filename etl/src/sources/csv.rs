@@ -99,19 +99,19 @@ impl Decoder {
 /// Decide the decoder for a file, or refuse it with a clear reason.
 pub fn choose_decoder(declared: Encoding, s: &Sniff) -> Result<Decoder, FileError> {
     if s.zip {
-        return Err(FileError(
+        return Err(FileError::new(
             "this is a zip archive (an xlsx workbook?), not a delimited text file: use an xlsx mapping".into(),
         ));
     }
     match declared {
         Encoding::Auto => Ok(if s.utf8 { Decoder::Utf8 } else { Decoder::Windows1252 }),
-        Encoding::Utf8 if !s.utf8 => Err(FileError(
+        Encoding::Utf8 if !s.utf8 => Err(FileError::new(
             "the file is declared UTF-8 but contains bytes that are not UTF-8 (probably Latin-1 or \
              Windows-1252: set `encoding` in the mapping, or `auto`)"
                 .into(),
         )),
         Encoding::Utf8 => Ok(Decoder::Utf8),
-        Encoding::Windows1252 | Encoding::Latin1 if s.bom => Err(FileError(format!(
+        Encoding::Windows1252 | Encoding::Latin1 if s.bom => Err(FileError::new(format!(
             "the file starts with a UTF-8 byte-order mark but the mapping declares {}: the export \
              is probably UTF-8; set `encoding = \"utf-8\"` (or `auto`)",
             if declared == Encoding::Latin1 { "latin-1" } else { "windows-1252" }
@@ -128,6 +128,8 @@ pub struct CsvSource {
     decoder: Decoder,
     record: csv::ByteRecord,
     number: u64,
+    /// The largest cell, in bytes; a row with a larger one is rejected.
+    max_cell: u64,
 }
 
 impl CsvSource {
@@ -138,15 +140,16 @@ impl CsvSource {
         header_row: usize,
         decoder: Decoder,
         bom: bool,
+        max_cell: u64,
     ) -> Result<Self, FileError> {
-        let io = |e: std::io::Error| FileError(format!("cannot read: {e}"));
+        let io = |e: std::io::Error| FileError::new(format!("cannot read: {e}"));
         let mut file = BufReader::with_capacity(1 << 20, File::open(path).map_err(io)?);
         if bom {
             let mut skip = [0u8; 3];
             file.read_exact(&mut skip).map_err(io)?;
         }
         if !delimiter.is_ascii() || !quote.is_ascii() {
-            return Err(FileError(
+            return Err(FileError::new(
                 "delimiter and quote must be ASCII characters".into(),
             ));
         }
@@ -160,9 +163,9 @@ impl CsvSource {
         for i in 0..header_row {
             let more = rdr
                 .read_byte_record(&mut record)
-                .map_err(|e| FileError(format!("cannot read line {}: {e}", i + 1)))?;
+                .map_err(|e| FileError::new(format!("cannot read line {}: {e}", i + 1)))?;
             if !more {
-                return Err(FileError(if i == 0 {
+                return Err(FileError::new(if i == 0 {
                     "the file is empty (no header row)".into()
                 } else {
                     format!("the file ends before header row {header_row}")
@@ -174,7 +177,7 @@ impl CsvSource {
             .map(|f| decoder.decode(f).map(|s| s.trim().to_string()))
             .collect::<Result<_, _>>()
             .map_err(|_| {
-                FileError(format!(
+                FileError::new(format!(
                     "header row {header_row} is not valid {}",
                     decoder.name()
                 ))
@@ -186,6 +189,7 @@ impl CsvSource {
             decoder,
             record,
             number: 0,
+            max_cell,
         })
     }
 }
@@ -198,7 +202,7 @@ impl RowSource for CsvSource {
     fn next_row(&mut self) -> Result<Option<RowResult>, FileError> {
         loop {
             let more = self.rdr.read_byte_record(&mut self.record).map_err(|e| {
-                FileError(format!("cannot parse after data row {}: {e}", self.number))
+                FileError::new(format!("cannot parse after data row {}: {e}", self.number))
             })?;
             if !more {
                 return Ok(None);
@@ -221,12 +225,22 @@ impl RowSource for CsvSource {
                     ),
                 }));
             }
+            if let Some(bad) = super::cell_too_large(
+                &self.header,
+                self.record.iter().map(<[u8]>::len),
+                self.max_cell,
+                self.number,
+                line,
+                &format!("line {line}"),
+            ) {
+                return Ok(Some(bad));
+            }
             let mut fields = Vec::with_capacity(self.record.len());
             for f in self.record.iter() {
                 match self.decoder.decode(f) {
                     Ok(s) => fields.push(s),
                     Err(()) => {
-                        return Err(FileError(format!(
+                        return Err(FileError::new(format!(
                             "line {line}: bytes that are not valid {}",
                             self.decoder.name()
                         )))

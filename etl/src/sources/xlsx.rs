@@ -15,6 +15,8 @@ pub struct XlsxSource {
     header: Vec<String>,
     rows: std::vec::IntoIter<SheetRow>,
     number: u64,
+    /// The largest cell, in bytes (as text); a row with a larger one is rejected.
+    max_cell: u64,
 }
 
 fn col_index(letters: &str) -> Option<usize> {
@@ -91,28 +93,33 @@ fn cell_text(d: &Data) -> String {
 }
 
 impl XlsxSource {
-    pub fn open(path: &Path, spec: &SourceSpec, is_zip: bool) -> Result<Self, FileError> {
+    pub fn open(
+        path: &Path,
+        spec: &SourceSpec,
+        is_zip: bool,
+        max_cell: u64,
+    ) -> Result<Self, FileError> {
         if !is_zip {
-            return Err(FileError(
+            return Err(FileError::new(
                 "not an xlsx workbook: the file is not a zip archive (a CSV saved with an .xlsx name?)".into(),
             ));
         }
         let mut wb: Xlsx<_> = calamine::open_workbook(path)
-            .map_err(|e| FileError(format!("cannot open the workbook: {e}")))?;
+            .map_err(|e| FileError::new(format!("cannot open the workbook: {e}")))?;
         let sheet = spec.sheet.clone().unwrap_or_default();
         if !wb.sheet_names().contains(&sheet) {
-            return Err(FileError(format!(
+            return Err(FileError::new(format!(
                 "the workbook has no sheet `{sheet}` (sheets: {})",
                 wb.sheet_names().join(", ")
             )));
         }
         let range = wb
             .worksheet_range(&sheet)
-            .map_err(|e| FileError(format!("cannot read sheet `{sheet}`: {e}")))?;
+            .map_err(|e| FileError::new(format!("cannot read sheet `{sheet}`: {e}")))?;
         let formulas = wb.worksheet_formula(&sheet).ok();
         let merged: Vec<calamine::Dimensions> = wb
             .merge_cells_by_sheet_name(&sheet)
-            .map_err(|e| FileError(format!("cannot read merged cells of `{sheet}`: {e}")))?;
+            .map_err(|e| FileError::new(format!("cannot read merged cells of `{sheet}`: {e}")))?;
         let header_abs = spec.header_row.saturating_sub(1) as u32;
         let last_col = spec.last_column.as_deref().and_then(col_index);
         let width = |row: &[Data]| {
@@ -125,7 +132,7 @@ impl XlsxSource {
             |r: u32, c: u32| -> Data { range.get_value((r, c)).cloned().unwrap_or(Data::Empty) };
         let end = range.end().map(|e| e.0).unwrap_or(0);
         if range.is_empty() || header_abs > end || header_abs < start_row {
-            return Err(FileError(format!(
+            return Err(FileError::new(format!(
                 "sheet `{sheet}` has no row {} for the header",
                 spec.header_row
             )));
@@ -180,6 +187,7 @@ impl XlsxSource {
             header,
             rows: rows.into_iter(),
             number: 0,
+            max_cell,
         })
     }
 }
@@ -194,10 +202,21 @@ impl RowSource for XlsxSource {
             return Ok(None);
         };
         self.number += 1;
+        let fields: Vec<String> = cells.iter().map(cell_text).collect();
+        if let Some(bad) = super::cell_too_large(
+            &self.header,
+            fields.iter().map(String::len),
+            self.max_cell,
+            self.number,
+            line,
+            &format!("row {line}"),
+        ) {
+            return Ok(Some(bad));
+        }
         Ok(Some(RowResult::Row(SourceRow {
             number: self.number,
             line,
-            fields: cells.iter().map(cell_text).collect(),
+            fields,
             typed_dates: cells
                 .iter()
                 .enumerate()
