@@ -316,3 +316,106 @@ fn a_dicom_file_that_could_not_be_read_is_tried_again() {
     let (out, v) = run();
     assert_eq!(v["skipped"], 1, "now it is unchanged: {}", text(&out));
 }
+
+/// The fault harness: a night aborted (as by `kill -9`) at chosen events of every source
+/// kind (after the first committed file of a CSV and an xlsx source, inside a FHIR bulk
+/// export, after a few DICOM files are written, after the DICOM index, and just before the
+/// report), resumed by one more night each time, ends equal to a clean night, table by
+/// table, person map, records and research views included.
+#[test]
+fn a_night_aborted_at_chosen_events_of_every_source_kind_ends_equal_to_a_clean_night() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let mut o = registrar_synth::SynthOptions::new(30, 41, src.clone());
+    o.dirt = 0.02;
+    o.dicom = true;
+    o.dicom_slices = 4;
+    o.dicom_matrix = 16;
+    registrar_synth::generate(&o, &|_| {}).unwrap();
+    std::fs::create_dir_all(dir.path().join("exports")).unwrap();
+    std::fs::rename(src.join("fhir"), dir.path().join("exports/e1")).unwrap();
+    let key = new_key(dir.path(), "k");
+    let maps = crate::support::repo_file("mappings");
+    let config = |db: &TestDb, name: &str| {
+        let cfg = nightly_config(db, &dir.path().join(name), &src, &key);
+        let fhir: Vec<String> = registrar_etl::demo::FHIR_MAPPINGS
+            .iter()
+            .map(|m| format!("\"{}/fhir/{m}.toml\"", maps.display()))
+            .collect();
+        let mut t = std::fs::read_to_string(&cfg).unwrap();
+        t.push_str(&format!(
+            "[[source]]\nname = \"fhir-exports\"\nkind = \"fhir-bulk\"\nfolder = \"{}\"\nmappings = [{}]\n\n\
+             [[source]]\nname = \"rt-dicom\"\nkind = \"dicom\"\nfolder = \"{}\"\noutput = \"{}\"\n",
+            dir.path().join("exports").display(),
+            fhir.join(", "),
+            src.join("dicom").display(),
+            dir.path().join(name).join("dicom-out").display(),
+        ));
+        std::fs::write(&cfg, t).unwrap();
+        cfg
+    };
+    let clean = TestDb::new();
+    let out = nightly(&config(&clean, "clean"));
+    assert!(matches!(out.status.code(), Some(0) | Some(1)), "{}", text(&out));
+
+    let db = TestDb::new();
+    let cfg = config(&db, "aborted");
+    for event in [
+        "unit:his-patients:1",
+        "unit:his-pathology:1",
+        "unit:study_neoadj-2019:1",
+        "unit:fhir-exports:3",
+        "dicom-file:rt-dicom:5",
+        "unit:rt-dicom:1",
+        "report:1",
+    ] {
+        let out = registrar_cmd()
+            .env(registrar_etl::failpoint::VAR, event)
+            .args(["--json", "nightly", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGABRT),
+            "the run was aborted at {event}: {}",
+            text(&out)
+        );
+    }
+    let out = nightly(&cfg);
+    assert!(matches!(out.status.code(), Some(0) | Some(1)), "{}", text(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        !r["interrupted"].as_array().unwrap().is_empty(),
+        "the report lists the runs that died: {r}"
+    );
+
+    let views = |db: &TestDb| -> Vec<String> {
+        let mut v: Vec<String> = db
+            .client()
+            .query(
+                "SELECT ((to_jsonb(m) - 'person_id') || jsonb_build_object('p', p.person_source_value))::text
+                   FROM research.modeling_cohort m JOIN cdm.person p USING (person_id)",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        v.sort();
+        v
+    };
+    let (a, b) = (
+        crate::support::registry_fingerprint(&db),
+        crate::support::registry_fingerprint(&clean),
+    );
+    for (table, rows) in &b {
+        assert_eq!(a.get(table), Some(rows), "{table} differs from the clean night");
+    }
+    assert_eq!(a.len(), b.len());
+    assert!(!b["cdm.image_occurrence"].is_empty());
+    assert_eq!(views(&db), views(&clean), "research.modeling_cohort");
+    let v = db.registrar(&["audit", "verify"]);
+    assert!(v.status.success(), "{}", text(&v));
+}

@@ -112,7 +112,7 @@ const MAPPINGS: &[(&str, &str)] = &[
 ];
 
 /// The FHIR mappings the demo's bulk export is read with.
-const FHIR_MAPPINGS: &[&str] = &[
+pub const FHIR_MAPPINGS: &[&str] = &[
     "patient",
     "condition",
     "observation",

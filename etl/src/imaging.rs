@@ -717,6 +717,7 @@ pub fn index_tree(ctx: &mut ImportContext<'_>, source: &str, dir: &Path) -> Resu
         },
     )?;
     tx.commit()?;
+    crate::failpoint::hit(&format!("unit:{source}"));
     for p in &b.pending {
         *out.unit
             .tables

@@ -15,6 +15,7 @@ pub mod db;
 pub mod demo;
 pub mod dicomrun;
 pub mod error;
+pub mod failpoint;
 pub mod federation;
 pub mod fhirimport;
 pub mod files;

@@ -209,6 +209,7 @@ pub fn run(cfg: &Config, db_opts: &db::DbOptions) -> Result<Report, crate::Error
         _ => RunStatus::Failed,
     };
     runs::finish(&mut conn, run_id, run_status, &counts, None).map_err(Setup)?;
+    crate::failpoint::hit("report");
     let report = build_report(
         cfg,
         &target,
@@ -222,6 +223,7 @@ pub fn run(cfg: &Config, db_opts: &db::DbOptions) -> Result<Report, crate::Error
         },
     )
     .map_err(Setup)?;
+    runs::mark_reported(&mut client, run_id).map_err(Setup)?;
     Ok(report)
 }
 

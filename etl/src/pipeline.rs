@@ -312,6 +312,21 @@ pub fn run(ctx: &mut ImportContext<'_>, s: &Source, out: &mut SourceOutcome) -> 
             let profile = crate::dicomrun::load_profile(d.profile.as_deref(), d.accept_burned_in)?;
             let bar = ctx.progress.clone();
             let dicom_keys = d.key_opts.load()?;
+            // What was written, kept even when the tree fails part-way (a full disk): the
+            // source's outcome says how many files were written before the failure.
+            let written = std::sync::atomic::AtomicU64::new(0);
+            let quarantined = std::sync::atomic::AtomicU64::new(0);
+            let event = format!("dicom-file:{}", s.name);
+            let on_file = |r: &registrar_anonymizer::dicom::FileRecord| {
+                use std::sync::atomic::Ordering::Relaxed;
+                match r.status {
+                    "pseudonymised" => written.fetch_add(1, Relaxed),
+                    "quarantined" => quarantined.fetch_add(1, Relaxed),
+                    _ => 0,
+                };
+                bar.inc(1);
+                crate::failpoint::hit(&event);
+            };
             let run = crate::dicomrun::pseudonymise_tree(
                 dicom_keys,
                 ctx.opts.policy,
@@ -323,9 +338,17 @@ pub fn run(ctx: &mut ImportContext<'_>, s: &Source, out: &mut SourceOutcome) -> 
                     quarantine: d.quarantine.clone(),
                     ..Default::default()
                 },
-                &|_| bar.inc(1),
-            )
-            .with_context(|| format!("source {}", s.name))?;
+                &on_file,
+            );
+            let run = match run {
+                Ok(run) => run,
+                Err(e) => {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    out.files_loaded += written.load(Relaxed) as i64;
+                    out.files_rejected += quarantined.load(Relaxed) as i64;
+                    return Err(e.context(format!("source {}", s.name)));
+                }
+            };
             crate::privacy::audit::append_now(ctx.client, &run.record(Some(ctx.run_id())))?;
             let idx = crate::imaging::index_tree(ctx, &s.name, &d.output)?;
             out.dicom = Some(serde_json::json!({

@@ -93,16 +93,40 @@ pub fn finish(
 /// Mark nightly runs left `running` by a run that died as failed; returns their ids (the
 /// next report says what they did).
 pub fn mark_interrupted(client: &mut postgres::Client) -> Result<Vec<i64>> {
-    Ok(client
+    let mut runs: Vec<i64> = client
         .query(
             "UPDATE registry.import_run SET status = 'failed', finished_at = now(),
-                    message = 'interrupted before it finished; its loaded files stay, the rest is done by a later run'
+                    message = 'interrupted before it finished; its loaded files stay, the rest is done by a later run',
+                    reported_at = now()
               WHERE command = 'nightly' AND status = 'running' RETURNING run_id",
             &[],
         )?
         .iter()
         .map(|r| r.get(0))
-        .collect())
+        .collect();
+    // Runs that finished but died while writing their report: this run reports them.
+    runs.extend(
+        client
+            .query(
+                "UPDATE registry.import_run SET reported_at = now()
+                  WHERE command = 'nightly' AND status <> 'running' AND reported_at IS NULL
+                RETURNING run_id",
+                &[],
+            )?
+            .iter()
+            .map(|r| r.get::<_, i64>(0)),
+    );
+    runs.sort_unstable();
+    Ok(runs)
+}
+
+/// Record that a nightly run's report was written.
+pub fn mark_reported(client: &mut postgres::Client, run_id: i64) -> Result<()> {
+    client.execute(
+        "UPDATE registry.import_run SET reported_at = now() WHERE run_id = $1",
+        &[&run_id],
+    )?;
+    Ok(())
 }
 
 /// What an interrupted run committed before it died (from the ledger).

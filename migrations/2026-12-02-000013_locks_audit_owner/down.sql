@@ -1,3 +1,4 @@
+ALTER TABLE registry.import_run DROP COLUMN reported_at;
 DO $$
 DECLARE v record;
 BEGIN

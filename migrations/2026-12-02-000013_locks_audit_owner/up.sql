@@ -102,3 +102,9 @@ BEGIN
         EXECUTE format('ALTER VIEW %s SET (security_barrier = true)', v.name);
     END LOOP;
 END $$;
+
+-- A nightly run's report is written after its run record is finished; a run killed in
+-- between has no report, and the next run reports it (like a run killed earlier).
+ALTER TABLE registry.import_run ADD COLUMN reported_at timestamptz;
+UPDATE registry.import_run SET reported_at = finished_at
+ WHERE command = 'nightly' AND status <> 'running';

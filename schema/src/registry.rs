@@ -18,6 +18,7 @@ diesel::table! {
         message -> Nullable<Text>,
         rows_unchanged -> Int8,
         cells_nulled -> Int8,
+        reported_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -223,7 +224,7 @@ pub fn columns() -> Vec<crate::introspect::ColumnInfo> {
     v.extend(
         cols!(import_run: run_id, command, started_at, finished_at, status, actor_os_user,
         actor_db_role, key_id, registrar_version, rows_in, rows_loaded, rows_rejected,
-        rows_skipped, message, rows_unchanged, cells_nulled),
+        rows_skipped, message, rows_unchanged, cells_nulled, reported_at),
     );
     v.extend(
         cols!(source_file: source_file_id, source_kind, locator_hash, content_sha256,

@@ -1179,6 +1179,7 @@ pub fn load_unit(
         },
     )?;
     tx.commit().context("could not commit the file")?;
+    crate::failpoint::hit(&format!("unit:{source_name}"));
     drop(reader);
     if unit.replace == Replace::Records {
         let mut index = index;
