@@ -357,7 +357,11 @@ fn a_night_aborted_at_chosen_events_of_every_source_kind_ends_equal_to_a_clean_n
     };
     let clean = TestDb::new();
     let out = nightly(&config(&clean, "clean"));
-    assert!(matches!(out.status.code(), Some(0) | Some(1)), "{}", text(&out));
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(1)),
+        "{}",
+        text(&out)
+    );
 
     let db = TestDb::new();
     let cfg = config(&db, "aborted");
@@ -384,7 +388,11 @@ fn a_night_aborted_at_chosen_events_of_every_source_kind_ends_equal_to_a_clean_n
         );
     }
     let out = nightly(&cfg);
-    assert!(matches!(out.status.code(), Some(0) | Some(1)), "{}", text(&out));
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(1)),
+        "{}",
+        text(&out)
+    );
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
         !r["interrupted"].as_array().unwrap().is_empty(),
@@ -411,11 +419,124 @@ fn a_night_aborted_at_chosen_events_of_every_source_kind_ends_equal_to_a_clean_n
         crate::support::registry_fingerprint(&clean),
     );
     for (table, rows) in &b {
-        assert_eq!(a.get(table), Some(rows), "{table} differs from the clean night");
+        assert_eq!(
+            a.get(table),
+            Some(rows),
+            "{table} differs from the clean night"
+        );
     }
     assert_eq!(a.len(), b.len());
     assert!(!b["cdm.image_occurrence"].is_empty());
     assert_eq!(views(&db), views(&clean), "research.modeling_cohort");
     let v = db.registrar(&["audit", "verify"]);
     assert!(v.status.success(), "{}", text(&v));
+}
+
+/// A full disk under the DICOM output: the source fails naming the file whose write failed
+/// first (never the input bookkeeping), keeps the count of files it did write, and the next
+/// night with room finishes the tree.
+#[test]
+fn a_full_disk_names_the_dicom_file_and_keeps_what_was_written() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("needs root to mount a small tmpfs; skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let mut o = registrar_synth::SynthOptions::new(6, 3, src.clone());
+    o.dicom = true;
+    o.dicom_slices = 4;
+    o.dicom_matrix = 16;
+    registrar_synth::generate(&o, &|_| {}).unwrap();
+    let disk = dir.path().join("disk");
+    std::fs::create_dir_all(&disk).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=120k", "tmpfs"])
+        .arg(&disk)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !mounted {
+        eprintln!("cannot mount a tmpfs here; skipped");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(disk.clone());
+    let db = TestDb::new();
+    let key = new_key(dir.path(), "k");
+    let cfg = dir.path().join("registrar.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[registry]\ndatabase_url = \"{}\"\nkey_file = \"{}\"\nreport_dir = \"{}\"\n\n\
+             [[source]]\nname = \"rt-dicom\"\nkind = \"dicom\"\nfolder = \"{}\"\noutput = \"{}\"\nquarantine = \"{}\"\n",
+            db.database_url_arg(),
+            key.display(),
+            dir.path().join("reports").display(),
+            src.join("dicom").display(),
+            disk.join("out").display(),
+            dir.path().join("quarantine").display(),
+        ),
+    )
+    .unwrap();
+    let out = nightly(&cfg);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = &r["sources"][0];
+    assert_eq!(s["status"], "failed", "{s}");
+    let error = s["error"].as_str().unwrap();
+    assert!(
+        error.contains("No space left")
+            && error.contains(".dcm")
+            && !error.contains("registrar-inputs"),
+        "{error}"
+    );
+    let written = walk_files(&disk.join("out"));
+    assert!(written > 0, "some files fit");
+    assert_eq!(s["files_loaded"].as_i64().unwrap(), written, "{s}");
+
+    // Room again: the next night finishes the tree.
+    let grown = std::process::Command::new("mount")
+        .args(["-o", "remount,size=20m"])
+        .arg(&disk)
+        .status()
+        .unwrap();
+    assert!(grown.success());
+    let out = nightly(&cfg);
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(1)),
+        "{}",
+        text(&out)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = &r["sources"][0];
+    assert_ne!(s["status"], "failed", "{s}");
+    // (Its series wait for their patients: no clinical source here.)
+    assert_eq!(
+        walk_files(&disk.join("out")),
+        written + s["files_loaded"].as_i64().unwrap(),
+        "the rest of the tree was written, nothing twice: {s}"
+    );
+    assert_eq!(s["dicom"]["skipped"].as_i64().unwrap(), written, "{s}");
+}
+
+/// The DICOM files under `dir` (not the bookkeeping files).
+fn walk_files(dir: &Path) -> i64 {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        if p.is_dir() {
+            n += walk_files(&p);
+        } else if p.extension().is_some_and(|x| x == "dcm") {
+            n += 1;
+        }
+    }
+    n
 }
