@@ -432,6 +432,7 @@ fn suppression_keeps_a_protection_interval() {
         value: vars.iter().map(|v| values[*v]).sum(),
         vars,
         region: vec![region],
+        weight: 1.0,
     };
     // One-way table: cells a = 2, b = 10, c = 20 and their total. a is small; the audit
     // finds a complement and every suppressed count keeps at least min_cell + 1 values.
