@@ -41,8 +41,12 @@
 //! nothing more to suppress, a greedy complement (among the published quantities whose
 //! regions meet its own: siblings under its tightest published margins first, then its parts,
 //! then any other overlapping count, smallest first, the first that makes its range wide
-//! enough), until the audit passes. Suppressing only removes constraints, so a range found
-//! wide enough stays wide enough; the final release is nevertheless audited again in full.
+//! enough), until the audit passes. Last, each complement, the most costly first, is
+//! published again where the audit of every suppressed quantity still passes without it (a
+//! later primary's complements often protect an earlier one's). Suppressing only removes
+//! constraints, so during selection a range found wide enough stays wide enough; publishing
+//! a complement again adds one, so then every suppressed range is audited again; and the final
+//! release is audited again in full, from scratch.
 //! The choice is a heuristic (the cost-minimal pattern is a much larger integer programme);
 //! its soundness rests only on the audit.
 
@@ -426,6 +430,25 @@ pub fn protect(audit: &Model, min_cell: i64) -> Result<Protection> {
             if !published[i] && ranges[i].is_some_and(|r| !r.protects(min_cell)) {
                 ranges[i] = None;
             }
+        }
+    }
+    // Complements that turn out redundant (a later primary's protection covers an earlier
+    // one's) are published again, the most costly first, where the audit still passes.
+    let mut secondaries: Vec<usize> = (0..n)
+        .filter(|&i| !published[i] && !(1..min_cell).contains(&quantities[i].value))
+        .collect();
+    secondaries.sort_by(|a, b| cost[*b].total_cmp(&cost[*a]).then(a.cmp(b)));
+    for j in secondaries {
+        published[j] = true;
+        let mut ok = true;
+        for i in 0..n {
+            if !published[i] && !audit.range(&published, i)?.protects(min_cell) {
+                ok = false;
+                break;
+            }
+        }
+        if !ok {
+            published[j] = false;
         }
     }
     // The final audit, from scratch, of the release as it will be published.
