@@ -432,6 +432,7 @@ fn suppression_keeps_a_protection_interval() {
         value: vars.iter().map(|v| values[*v]).sum(),
         vars,
         region: vec![region],
+        weight: 1.0,
     };
     // One-way table: cells a = 2, b = 10, c = 20 and their total. a is small; the audit
     // finds a complement and every suppressed count keeps at least min_cell + 1 values.
@@ -1111,5 +1112,65 @@ fn published_means_and_quartiles_are_bands_never_a_patients_value() {
     assert!(
         means > 4 && quartiles > 4,
         "{means} means, {quartiles} quartiles"
+    );
+}
+
+/// What a researcher reads: on a registry of about the demo's size, the release keeps most of
+/// the cells that are not small. (Complements chosen greedily, one at a time, suppressed
+/// about three such cells per small one, and most of modeling_cohort's subtype-by-pCR table.)
+#[test]
+fn a_release_keeps_most_cells_that_are_not_small() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = published_registry(dir.path(), 700, 1);
+    let answers = all_answers(&db);
+    let min_cell = answers[0]["policy"]["min_cell"].as_i64().unwrap();
+    let (patients, _) = patient_categories(&db);
+    let (mut small, mut large, mut large_suppressed) = (0, 0, 0);
+    // Non-small cells of modeling_cohort's subtype-by-pCR and subtype-by-recurrence tables,
+    // and how many of them are published.
+    let (mut by_subtype, mut by_subtype_shown) = (0, 0);
+    for a in &answers {
+        let cohort = a["cohort"].as_str().unwrap();
+        let subtypes = DESIGN.iter().find(|(c, _)| *c == cohort).unwrap().1;
+        let members: Vec<Key> = patients
+            .iter()
+            .filter(|p| subtypes.contains(&p["subtype"].as_str()))
+            .cloned()
+            .collect();
+        for t in a["tables"].as_array().unwrap() {
+            for c in t["cells"].as_array().unwrap() {
+                let n = count_matching(&members, &key_of(&c["key"]));
+                let shown = c["n"].as_i64();
+                if (1..min_cell).contains(&n) {
+                    assert_eq!(shown, None);
+                    small += 1;
+                    continue;
+                }
+                if n == 0 {
+                    continue;
+                }
+                large += 1;
+                if shown.is_none() {
+                    large_suppressed += 1;
+                }
+                if cohort == "modeling_cohort"
+                    && t["name"].as_str().unwrap().starts_with("subtype_by_")
+                {
+                    by_subtype += 1;
+                    if shown.is_some() {
+                        by_subtype_shown += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(small > 0, "700 patients leave small cells");
+    assert!(
+        large_suppressed <= 2 * small,
+        "{large_suppressed} of {large} cells of at least {min_cell} suppressed for {small} small cells"
+    );
+    assert!(
+        2 * by_subtype_shown >= by_subtype,
+        "modeling_cohort publishes {by_subtype_shown} of its {by_subtype} subtype-by-pCR and -recurrence cells of at least {min_cell}"
     );
 }

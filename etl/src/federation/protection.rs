@@ -26,13 +26,29 @@
 //! programmes here have coefficients of 1 and -1 and a few hundred variables, well inside its
 //! range. (`good_lp` would only add a modelling layer over the same solver.)
 //!
-//! **Selection.** Primary suppression: every quantity from 1 to `min_cell - 1`. Then, while some
-//! suppressed quantity's range is narrower than `min_cell`, a complement is suppressed for it:
-//! among the published non-zero quantities whose regions meet its own (siblings under its
-//! tightest published margins first, then its parts, then any other overlapping count,
-//! smallest first, then any other), the first that makes its range wide enough, else the
-//! first. Suppressing only removes constraints, so a range found wide enough stays wide
-//! enough; the final release is nevertheless audited again in full.
+//! **Selection.** Primary suppression: every quantity from 1 to `min_cell - 1`. Secondary
+//! suppression is chosen the way tau-Argus and sdcTable do, one primary at a time, largest
+//! first, by a linear programme over *deviations* of the variables: find a change `d` that
+//! keeps the variables non-negative and the links met and moves the primary up by at least
+//! `min_cell`, at the least cost, where moving a published quantity costs its weight (how many
+//! places of the answers show it) times `1 + ln(1 + value)` per unit, and moving a quantity
+//! already suppressed costs almost nothing. Every published quantity the optimum moves is
+//! suppressed. The relaxation thus prefers complements that are small, shown once, and already
+//! on the path of earlier primaries' protection (so one complement serves several primaries),
+//! and it never suppresses a margin when an interior cell will do. Then the release is audited
+//! (below); a suppressed quantity whose integer range is still too narrow (the relaxation is
+//! not the integer programme) gets the same programme again, up or down, and, if that finds
+//! nothing more to suppress, a greedy complement (among the published quantities whose
+//! regions meet its own: siblings under its tightest published margins first, then its parts,
+//! then any other overlapping count, smallest first, the first that makes its range wide
+//! enough), until the audit passes. Last, each complement, the most costly first, is
+//! published again where the audit of every suppressed quantity still passes without it (a
+//! later primary's complements often protect an earlier one's). Suppressing only removes
+//! constraints, so during selection a range found wide enough stays wide enough; publishing
+//! a complement again adds one, so then every suppressed range is audited again; and the final
+//! release is audited again in full, from scratch.
+//! The choice is a heuristic (the cost-minimal pattern is a much larger integer programme);
+//! its soundness rests only on the audit.
 
 use anyhow::{bail, Result};
 use microlp::{ComparisonOp, OptimizationDirection, Problem, SolveOptions};
@@ -46,7 +62,7 @@ const NODE_LIMIT: u64 = 2_000;
 const CANDIDATES: usize = 6;
 
 /// A count the release may publish: the sum of some variables.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Quantity {
     /// Indexes of the variables summed, sorted, distinct.
     pub vars: Vec<usize>,
@@ -56,6 +72,9 @@ pub struct Quantity {
     /// bit set of the values it covers. Used to choose complements (which counts contain,
     /// are contained in, or are disjoint from which), never by the audit itself.
     pub region: Vec<u128>,
+    /// What suppressing it costs the release, relative to other counts (e.g. how many
+    /// answers show it). Used to choose complements, never by the audit itself.
+    pub weight: f64,
 }
 
 impl Quantity {
@@ -134,6 +153,72 @@ impl Model {
                 .iter()
                 .enumerate()
                 .all(|(i, q)| !published[i] || q.vars.iter().map(|v| x[*v]).sum::<i64>() == q.value)
+    }
+
+    /// The cheapest published quantities to suppress so that `target` can move by `need`
+    /// (up if positive, down if negative) with every other published count unchanged, by the
+    /// linear programme over deviations `d` of the variables: `values + d >= 0`, the links
+    /// hold for `d`, `target` moves by at least `need`, and a published quantity `i` costs
+    /// `cost[i] * |sum of d over it|` (already suppressed ones a token amount, so that
+    /// deviations stay short). Every published quantity the optimum moves is returned; None
+    /// when the programme fails. The choice is a heuristic: only the audit decides.
+    fn complements(
+        &self,
+        published: &[bool],
+        target: usize,
+        need: i64,
+        cost: &[f64],
+    ) -> Option<Vec<usize>> {
+        let mut p = Problem::new(OptimizationDirection::Minimize);
+        let d: Vec<_> = self
+            .values
+            .iter()
+            .map(|v| p.add_var(0.0, (-(*v as f64), f64::INFINITY)))
+            .collect();
+        for l in &self.links {
+            let terms: Vec<_> = l.iter().map(|(v, c)| (d[*v], *c as f64)).collect();
+            p.add_constraint(terms.as_slice(), ComparisonOp::Eq, 0.0);
+        }
+        let mut moved = Vec::new();
+        for (i, q) in self.quantities.iter().enumerate() {
+            if q.vars.is_empty() {
+                continue;
+            }
+            let mut terms: Vec<_> = q.vars.iter().map(|&a| (d[a], 1.0)).collect();
+            if i == target {
+                let (op, rhs) = if need > 0 {
+                    (ComparisonOp::Ge, need as f64)
+                } else {
+                    (ComparisonOp::Le, need as f64)
+                };
+                p.add_constraint(terms.as_slice(), op, rhs);
+                continue;
+            }
+            let c = if published[i] { cost[i] } else { 1e-3 };
+            let t = p.add_var(c, (0.0, f64::INFINITY));
+            terms.push((t, -1.0));
+            p.add_constraint(terms.as_slice(), ComparisonOp::Le, 0.0);
+            terms.last_mut().expect("t").1 = 1.0;
+            p.add_constraint(terms.as_slice(), ComparisonOp::Ge, 0.0);
+            if published[i] {
+                moved.push((i, terms));
+            }
+        }
+        let outcome = p.solve().ok()?;
+        let sol = outcome.solution()?;
+        Some(
+            moved
+                .into_iter()
+                .filter(|(_, terms)| {
+                    let shift: f64 = terms[..terms.len() - 1]
+                        .iter()
+                        .map(|(v, _)| sol.var_value(*v))
+                        .sum();
+                    shift.abs() > 1e-6
+                })
+                .map(|(i, _)| i)
+                .collect(),
+        )
     }
 
     /// A witness value of `target` in the given direction: an integer assignment meeting every
@@ -225,6 +310,64 @@ fn candidates(quantities: &[Quantity], published: &[bool], target: usize) -> Vec
     out
 }
 
+/// What suppressing each quantity costs (see the module documentation).
+fn costs(quantities: &[Quantity]) -> Vec<f64> {
+    quantities
+        .iter()
+        .map(|q| q.weight.max(1e-3) * (1.0 + (1.0 + q.value.max(0) as f64).ln()))
+        .collect()
+}
+
+/// The greedy choice of one complement for `q`: the first candidate that makes its range wide
+/// enough, else the first.
+fn greedy(
+    audit: &Model,
+    published: &[bool],
+    q: usize,
+    min_cell: i64,
+    chosen: &[usize],
+) -> Result<usize> {
+    let list: Vec<usize> = candidates(&audit.quantities, published, q)
+        .into_iter()
+        .filter(|c| !chosen.contains(c))
+        .collect();
+    let Some(&first) = list.first() else {
+        bail!("disclosure audit: a suppressed count cannot be protected by suppressing more");
+    };
+    for &c in list.iter().take(CANDIDATES) {
+        let mut trial = published.to_vec();
+        trial[c] = false;
+        if audit.range(&trial, q)?.protects(min_cell) {
+            return Ok(c);
+        }
+    }
+    Ok(first)
+}
+
+/// The cheapest complements the linear programme finds for an unprotected `q`: up, or down
+/// where its value allows.
+fn cheapest(
+    audit: &Model,
+    published: &[bool],
+    q: usize,
+    min_cell: i64,
+    cost: &[f64],
+) -> Vec<usize> {
+    let mut options = vec![audit.complements(published, q, min_cell, cost)];
+    if audit.quantities[q].value >= min_cell {
+        options.push(audit.complements(published, q, -min_cell, cost));
+    }
+    options
+        .into_iter()
+        .flatten()
+        .filter(|c| !c.is_empty())
+        .min_by(|a, b| {
+            let total = |c: &Vec<usize>| c.iter().map(|i| cost[*i]).sum::<f64>();
+            total(a).total_cmp(&total(b))
+        })
+        .unwrap_or_default()
+}
+
 /// Choose the suppressions of a release and verify them: every suppressed quantity keeps a
 /// range of at least `min_cell` (see the module documentation).
 pub fn protect(audit: &Model, min_cell: i64) -> Result<Protection> {
@@ -235,6 +378,16 @@ pub fn protect(audit: &Model, min_cell: i64) -> Result<Protection> {
         .map(|q| !(1..min_cell).contains(&q.value))
         .collect();
     let primary = published.iter().filter(|p| !**p).count();
+    let cost = costs(quantities);
+    // Each primary suppression, largest first, gets the cheapest complements given those
+    // chosen before it (which cost it nothing).
+    let mut order: Vec<usize> = (0..n).filter(|&i| !published[i]).collect();
+    order.sort_by_key(|&i| (std::cmp::Reverse(quantities[i].value), i));
+    for &q in &order {
+        for c in cheapest(audit, &published, q, min_cell, &cost) {
+            published[c] = false;
+        }
+    }
     let mut ranges: Vec<Option<Range>> = vec![None; n];
     let mut rounds = 0;
     loop {
@@ -263,31 +416,39 @@ pub fn protect(audit: &Model, min_cell: i64) -> Result<Protection> {
                     continue;
                 }
             }
-            let list: Vec<usize> = candidates(quantities, &published, q)
-                .into_iter()
-                .filter(|c| !chosen.contains(c))
-                .collect();
-            let Some(&first) = list.first() else {
-                bail!(
-                    "disclosure audit: a suppressed count cannot be protected by suppressing more"
-                );
-            };
-            let mut pick = first;
-            for &c in list.iter().take(CANDIDATES) {
-                let mut trial = published.clone();
-                trial[c] = false;
-                if audit.range(&trial, q)?.protects(min_cell) {
-                    pick = c;
-                    break;
-                }
+            let mut picks = cheapest(audit, &published, q, min_cell, &cost);
+            if picks.is_empty() {
+                // The relaxation finds it protected where the integer audit does not.
+                picks.push(greedy(audit, &published, q, min_cell, &chosen)?);
             }
-            chosen.push(pick);
-            published[pick] = false;
+            for c in picks {
+                chosen.push(c);
+                published[c] = false;
+            }
         }
         for i in 0..n {
             if !published[i] && ranges[i].is_some_and(|r| !r.protects(min_cell)) {
                 ranges[i] = None;
             }
+        }
+    }
+    // Complements that turn out redundant (a later primary's protection covers an earlier
+    // one's) are published again, the most costly first, where the audit still passes.
+    let mut secondaries: Vec<usize> = (0..n)
+        .filter(|&i| !published[i] && !(1..min_cell).contains(&quantities[i].value))
+        .collect();
+    secondaries.sort_by(|a, b| cost[*b].total_cmp(&cost[*a]).then(a.cmp(b)));
+    for j in secondaries {
+        published[j] = true;
+        let mut ok = true;
+        for i in 0..n {
+            if !published[i] && !audit.range(&published, i)?.protects(min_cell) {
+                ok = false;
+                break;
+            }
+        }
+        if !ok {
+            published[j] = false;
         }
     }
     // The final audit, from scratch, of the release as it will be published.

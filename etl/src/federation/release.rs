@@ -397,6 +397,7 @@ pub fn compute(client: &mut impl postgres::GenericClient) -> Result<Computed> {
                 vars,
                 value,
                 region: region.to_vec(),
+                weight: 0.0,
             });
             next
         })
@@ -455,6 +456,19 @@ pub fn compute(client: &mut impl postgres::GenericClient) -> Result<Computed> {
             }
         }
         counts.push(list);
+    }
+    // A count's weight, to choose complements: the places of the answers that show it, a
+    // total counting for ten two-way cells and a one-way cell or a statistic of a whole
+    // cohort for two (researchers read the margins first).
+    for list in &counts {
+        for (count, q) in list {
+            quantities[*q].weight += match count {
+                Count::Cell { table: 0, .. } => 10.0,
+                Count::Cell { key, .. } if key.len() == 1 => 2.0,
+                Count::StatN { subtype: None, .. } => 2.0,
+                _ => 1.0,
+            };
+        }
     }
     let model = protection::Model {
         values,
