@@ -319,8 +319,8 @@ fn a_dicom_file_that_could_not_be_read_is_tried_again() {
 
 /// The fault harness: a night aborted (as by `kill -9`) at chosen events of every source
 /// kind (after the first committed file of a CSV and an xlsx source, inside a FHIR bulk
-/// export, after a few DICOM files are written, after the DICOM index, and just before the
-/// report), resumed by one more night each time, ends equal to a clean night, table by
+/// export, after a few DICOM files are written, after the DICOM index, inside a FHIR
+/// endpoint pull, and just before the report), resumed by one more night each time, ends equal to a clean night, table by
 /// table, person map, records and research views included.
 #[test]
 fn a_night_aborted_at_chosen_events_of_every_source_kind_ends_equal_to_a_clean_night() {
@@ -335,6 +335,15 @@ fn a_night_aborted_at_chosen_events_of_every_source_kind_ends_equal_to_a_clean_n
     registrar_synth::generate(&o, &|_| {}).unwrap();
     std::fs::create_dir_all(dir.path().join("exports")).unwrap();
     std::fs::rename(src.join("fhir"), dir.path().join("exports/e1")).unwrap();
+    // A FHIR endpoint serving another institution's patients.
+    let mut ob = registrar_synth::SynthOptions::new(8, 42, dir.path().join("b"));
+    ob.dicom = false;
+    ob.first_patient_number = 7001;
+    registrar_synth::generate(&ob, &|_| {}).unwrap();
+    let server = crate::support::fhir_server::FhirServer::start(None);
+    server.load_synth(&dir.path().join("b/fhir"));
+    // (Past the server's _lastUpdated granularity, as the FHIR tests do.)
+    std::thread::sleep(std::time::Duration::from_millis(3200));
     let key = new_key(dir.path(), "k");
     let maps = crate::support::repo_file("mappings");
     let config = |db: &TestDb, name: &str| {
@@ -346,11 +355,14 @@ fn a_night_aborted_at_chosen_events_of_every_source_kind_ends_equal_to_a_clean_n
         let mut t = std::fs::read_to_string(&cfg).unwrap();
         t.push_str(&format!(
             "[[source]]\nname = \"fhir-exports\"\nkind = \"fhir-bulk\"\nfolder = \"{}\"\nmappings = [{}]\n\n\
-             [[source]]\nname = \"rt-dicom\"\nkind = \"dicom\"\nfolder = \"{}\"\noutput = \"{}\"\n",
+             [[source]]\nname = \"rt-dicom\"\nkind = \"dicom\"\nfolder = \"{}\"\noutput = \"{}\"\n\n\
+             [[source]]\nname = \"fhir-endpoint\"\nkind = \"fhir\"\nendpoint = \"{}\"\nmappings = [{}]\n",
             dir.path().join("exports").display(),
             fhir.join(", "),
             src.join("dicom").display(),
             dir.path().join(name).join("dicom-out").display(),
+            server.base,
+            fhir.join(", "),
         ));
         std::fs::write(&cfg, t).unwrap();
         cfg
@@ -372,6 +384,7 @@ fn a_night_aborted_at_chosen_events_of_every_source_kind_ends_equal_to_a_clean_n
         "unit:fhir-exports:3",
         "dicom-file:rt-dicom:5",
         "unit:rt-dicom:1",
+        "unit:fhir-endpoint:2",
         "report:1",
     ] {
         let out = registrar_cmd()
