@@ -26,6 +26,13 @@
 //! programmes here have coefficients of 1 and -1 and a few hundred variables, well inside its
 //! range. (`good_lp` would only add a modelling layer over the same solver.)
 //!
+//! **Derived quantities.** A count the release never publishes can still be determined by the
+//! published ones (a sum or difference of cells: the patients of a cohort in none of the
+//! cohorts nested in it, per cell of a table). Such a count is a [`Quantity`] marked
+//! `derived`: never a constraint, never a complement, and, when its value is from 1 to
+//! `min_cell - 1`, a primary like a small published count: chosen for and audited alike (its
+//! range is an integer programme like any other's, over the sum of its variables).
+//!
 //! **Selection.** Primary suppression: every quantity from 1 to `min_cell - 1`. Secondary
 //! suppression is chosen the way tau-Argus and sdcTable do, one primary at a time, largest
 //! first, by a linear programme over *deviations* of the variables: find a change `d` that
@@ -75,6 +82,11 @@ pub struct Quantity {
     /// What suppressing it costs the release, relative to other counts (e.g. how many
     /// answers show it). Used to choose complements, never by the audit itself.
     pub weight: f64,
+    /// A count the release never publishes but that published counts determine or bound (a
+    /// subgroup's count that is a sum or difference of published ones, such as the patients
+    /// of a cohort in none of the cohorts nested in it). Never a constraint nor a complement;
+    /// when its value is from 1 to `min_cell - 1` it is protected like a primary suppression.
+    pub derived: bool,
 }
 
 impl Quantity {
@@ -122,10 +134,13 @@ impl Range {
 pub struct Protection {
     /// Per quantity: published (true) or suppressed.
     pub published: Vec<bool>,
-    /// Per quantity: the audited range of a suppressed quantity.
+    /// Per quantity: the audited range of a suppressed quantity (or of a small derived one).
     pub ranges: Vec<Option<Range>>,
     pub primary: usize,
     pub secondary: usize,
+    /// Derived quantities from 1 to `min_cell - 1`, protected like primaries (not counted in
+    /// `primary`: they are never published anyway).
+    pub derived: usize,
     /// Selection rounds until the audit passed.
     pub rounds: usize,
 }
@@ -181,7 +196,7 @@ impl Model {
         }
         let mut moved = Vec::new();
         for (i, q) in self.quantities.iter().enumerate() {
-            if q.vars.is_empty() {
+            if q.vars.is_empty() || (q.derived && i != target) {
                 continue;
             }
             let mut terms: Vec<_> = q.vars.iter().map(|&a| (d[a], 1.0)).collect();
@@ -373,15 +388,23 @@ fn cheapest(
 pub fn protect(audit: &Model, min_cell: i64) -> Result<Protection> {
     let quantities = &audit.quantities;
     let n = quantities.len();
-    let mut published: Vec<bool> = quantities
-        .iter()
-        .map(|q| !(1..min_cell).contains(&q.value))
+    let small = |i: usize| (1..min_cell).contains(&quantities[i].value);
+    // Derived quantities are never published; only the small ones are audited.
+    let mut published: Vec<bool> = (0..n)
+        .map(|i| !quantities[i].derived && !small(i))
         .collect();
-    let primary = published.iter().filter(|p| !**p).count();
+    let watched =
+        |published: &[bool], i: usize| !published[i] && (!quantities[i].derived || small(i));
+    let primary = (0..n)
+        .filter(|&i| !quantities[i].derived && small(i))
+        .count();
+    let derived = (0..n)
+        .filter(|&i| quantities[i].derived && small(i))
+        .count();
     let cost = costs(quantities);
     // Each primary suppression, largest first, gets the cheapest complements given those
     // chosen before it (which cost it nothing).
-    let mut order: Vec<usize> = (0..n).filter(|&i| !published[i]).collect();
+    let mut order: Vec<usize> = (0..n).filter(|&i| watched(&published, i)).collect();
     order.sort_by_key(|&i| (std::cmp::Reverse(quantities[i].value), i));
     for &q in &order {
         for c in cheapest(audit, &published, q, min_cell, &cost) {
@@ -393,12 +416,12 @@ pub fn protect(audit: &Model, min_cell: i64) -> Result<Protection> {
     loop {
         rounds += 1;
         let mut failing = Vec::new();
-        for i in 0..n {
-            if published[i] || ranges[i].is_some_and(|r| r.protects(min_cell)) {
+        for (i, range) in ranges.iter_mut().enumerate() {
+            if !watched(&published, i) || range.is_some_and(|r| r.protects(min_cell)) {
                 continue;
             }
             let r = audit.range(&published, i)?;
-            ranges[i] = Some(r);
+            *range = Some(r);
             if !r.protects(min_cell) {
                 failing.push(i);
             }
@@ -435,14 +458,14 @@ pub fn protect(audit: &Model, min_cell: i64) -> Result<Protection> {
     // Complements that turn out redundant (a later primary's protection covers an earlier
     // one's) are published again, the most costly first, where the audit still passes.
     let mut secondaries: Vec<usize> = (0..n)
-        .filter(|&i| !published[i] && !(1..min_cell).contains(&quantities[i].value))
+        .filter(|&i| !published[i] && !quantities[i].derived && !small(i))
         .collect();
     secondaries.sort_by(|a, b| cost[*b].total_cmp(&cost[*a]).then(a.cmp(b)));
     for j in secondaries {
         published[j] = true;
         let mut ok = true;
         for i in 0..n {
-            if !published[i] && !audit.range(&published, i)?.protects(min_cell) {
+            if watched(&published, i) && !audit.range(&published, i)?.protects(min_cell) {
                 ok = false;
                 break;
             }
@@ -452,21 +475,24 @@ pub fn protect(audit: &Model, min_cell: i64) -> Result<Protection> {
         }
     }
     // The final audit, from scratch, of the release as it will be published.
-    for i in 0..n {
-        if !published[i] {
+    for (i, range) in ranges.iter_mut().enumerate() {
+        if watched(&published, i) {
             let r = audit.range(&published, i)?;
             if !r.protects(min_cell) {
                 bail!("disclosure audit: the final release fails its own audit");
             }
-            ranges[i] = Some(r);
+            *range = Some(r);
         }
     }
-    let suppressed = published.iter().filter(|p| !**p).count();
+    let suppressed = (0..n)
+        .filter(|&i| !published[i] && !quantities[i].derived)
+        .count();
     Ok(Protection {
         published,
         ranges,
         primary,
         secondary: suppressed - primary,
+        derived,
         rounds,
     })
 }

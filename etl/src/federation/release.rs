@@ -331,7 +331,7 @@ pub fn compute(client: &mut impl postgres::GenericClient) -> Result<Computed> {
     let mut by_vars: HashMap<Vec<usize>, usize> = HashMap::new();
     let mut counts: Vec<Vec<(Count, usize)>> = Vec::new();
     // `region`: subtype, age band, year, pCR, recurrence, rfs-days-known bit sets.
-    let mut quantity_of = |region: [u128; 6]| -> usize {
+    let mut quantity_of = |region: [u128; 6], derived: bool| -> usize {
         let subtypes = (0..SUBTYPES.len()).filter(|s| region[0] & (1 << s) != 0);
         let mut vars: Vec<usize> = Vec::new();
         let restricted: Vec<usize> = (1..6)
@@ -398,6 +398,7 @@ pub fn compute(client: &mut impl postgres::GenericClient) -> Result<Computed> {
                 value,
                 region: region.to_vec(),
                 weight: 0.0,
+                derived,
             });
             next
         })
@@ -432,7 +433,7 @@ pub fn compute(client: &mut impl postgres::GenericClient) -> Result<Computed> {
                 for (d, v) in &key {
                     region[*d] &= 1u128 << index(*d, v);
                 }
-                list.push((Count::Cell { table: t, key }, quantity_of(region)));
+                list.push((Count::Cell { table: t, key }, quantity_of(region, false)));
             }
         }
         for var in 0..VARIABLES.len() {
@@ -452,10 +453,56 @@ pub fn compute(client: &mut impl postgres::GenericClient) -> Result<Computed> {
                 } else {
                     region[5] = 2;
                 }
-                list.push((Count::StatN { var, subtype }, quantity_of(region)));
+                list.push((Count::StatN { var, subtype }, quantity_of(region, false)));
             }
         }
         counts.push(list);
+    }
+    // Derived subgroup counts. The cohorts are unions of subtype groups, so sums and
+    // differences of their cells give the count of any union of groups that is not itself a
+    // cohort (the patients of modeling_cohort in no pillar, two pillars together, ...), per
+    // cell of every table without a subtype dimension and per whole-stratum statistic's n.
+    // (Per subtype, the subtype tables already publish them.) Counts equal to a published
+    // one are that one.
+    let cohort_sets: BTreeSet<u128> = (0..cohorts.len())
+        .map(|c| {
+            (0..SUBTYPES.len())
+                .filter(|s| signature[*s].is_some_and(|m| m & (1 << c) != 0))
+                .map(|s| 1u128 << s)
+                .sum()
+        })
+        .collect();
+    for mask in 1u64..(1 << groups.len()) {
+        let union: u128 = (0..SUBTYPES.len())
+            .filter(|s| group_of(*s).is_some_and(|g| mask & (1 << g) != 0))
+            .map(|s| 1u128 << s)
+            .sum();
+        if cohort_sets.contains(&union) {
+            continue;
+        }
+        for (_, dims) in TABLES.iter() {
+            if dims.contains(&0) {
+                continue;
+            }
+            let cells: Vec<Option<(usize, usize)>> = match dims {
+                [] => vec![None],
+                [d] => (0..dim_values[*d].len()).map(|v| Some((*d, v))).collect(),
+                _ => unreachable!("two-way tables have a subtype dimension"),
+            };
+            for cell in cells {
+                let mut region = [union, full(1), full(2), full(3), full(4), 3];
+                if let Some((d, v)) = cell {
+                    region[d] &= 1u128 << v;
+                }
+                quantity_of(region, true);
+            }
+        }
+        let mut region = [union, full(1), full(2), full(3), full(4), 3];
+        region[1] &= !(1u128 << index(1, "unknown"));
+        quantity_of(region, true);
+        let mut region = [union, full(1), full(2), full(3), full(4), 3];
+        region[5] = 2;
+        quantity_of(region, true);
     }
     // A count's weight, to choose complements: the places of the answers that show it, a
     // total counting for ten two-way cells and a one-way cell or a statistic of a whole
@@ -620,6 +667,8 @@ pub struct ReleaseInfo {
     pub cohorts: BTreeMap<String, CohortCounts>,
     pub primary_suppressions: usize,
     pub secondary_suppressions: usize,
+    /// Small derived subgroup counts (never published) protected like primary suppressions.
+    pub derived_small_counts: usize,
     pub audit_rounds: usize,
 }
 
@@ -660,6 +709,7 @@ pub fn publish(client: &mut postgres::Client, force: bool) -> Result<ReleaseInfo
         cohorts,
         primary_suppressions: c.protection.primary,
         secondary_suppressions: c.protection.secondary,
+        derived_small_counts: c.protection.derived,
         audit_rounds: c.protection.rounds,
     };
     let latest = tx.query_opt(
@@ -701,6 +751,7 @@ pub fn publish(client: &mut postgres::Client, force: bool) -> Result<ReleaseInfo
                 "cohorts": info.cohorts,
                 "primary_suppressions": info.primary_suppressions,
                 "secondary_suppressions": info.secondary_suppressions,
+                "derived_small_counts": info.derived_small_counts,
                 "audit_rounds": info.audit_rounds,
             }),
         },
