@@ -114,13 +114,13 @@ impl SignerKey {
 
     /// The signer key in text form (secret: keep it off the ETL host).
     pub fn to_text(&self) -> String {
-        let mut k = vec![ALG_ED25519];
-        k.extend_from_slice(self.key.as_bytes());
         format!(
-            "PRIVATE+KEY+{}+{}+{}",
-            self.name,
-            hex::encode(key_id(&self.name, self.key.verifying_key().as_bytes())),
-            STANDARD.encode(k)
+            "PRIVATE+KEY+{}",
+            join_key(
+                &self.name,
+                self.key.verifying_key().as_bytes(),
+                self.key.as_bytes()
+            )
         )
     }
 
@@ -186,19 +186,23 @@ impl VerifierKey {
 
     /// The verifier key in text form.
     pub fn to_text(&self) -> String {
-        let mut k = vec![ALG_ED25519];
-        k.extend_from_slice(self.key.as_bytes());
-        format!(
-            "{}+{}+{}",
-            self.name,
-            hex::encode(key_id(&self.name, self.key.as_bytes())),
-            STANDARD.encode(k)
-        )
+        join_key(&self.name, self.key.as_bytes(), self.key.as_bytes())
     }
 
     fn id(&self) -> [u8; 4] {
         key_id(&self.name, self.key.as_bytes())
     }
+}
+
+/// `<name>+<key id of public>+<base64(0x01 || key)>` (`key` is the public key or the seed).
+fn join_key(name: &str, public: &[u8; 32], key: &[u8; 32]) -> String {
+    let mut k = vec![ALG_ED25519];
+    k.extend_from_slice(key);
+    format!(
+        "{name}+{}+{}",
+        hex::encode(key_id(name, public)),
+        STANDARD.encode(k)
+    )
 }
 
 /// `<name>+<8 hex>+<base64(0x01 || 32 bytes)>` -> (name, id, 32 key bytes).
