@@ -125,9 +125,9 @@ fn a_gzip_bomb_is_rejected_in_bounded_memory_and_a_long_line_alone_is_rejected()
     assert_eq!(u["reason_code"], "file_too_large", "{u}");
     assert!(u["reason"].as_str().unwrap().contains("8388608"), "{u}");
     assert!(
-        // (half the expanded size: the whole line alone would take more than twice this; the
-        // rest is the importer's own working set, which varies with the machine's load)
-        peak < 192 << 20,
+        // Less than the line itself: holding it would take 384 MiB on top of the importer's
+        // own working set (which varies with the machine's load: 130 to 250 MiB seen).
+        peak < 384 << 20,
         "peak memory {} MiB for a file expanding to 384 MiB",
         peak >> 20
     );

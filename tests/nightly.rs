@@ -44,6 +44,48 @@ fn a_night_runs_every_source_reports_and_the_next_night_skips_unchanged_files() 
     }
     assert_eq!(db.count("SELECT count(*) FROM registry.nightly_source"), 12);
 
+    // The derived tables OHDSI tools start from: one cdm_source row (CDM v5.4, concept
+    // 756265), and one observation period per person with facts, holding all of them.
+    assert_eq!(
+        db.count("SELECT count(*) FROM cdm.cdm_source WHERE cdm_version = 'v5.4' AND cdm_version_concept_id = 756265"),
+        1
+    );
+    let with_facts = db.count(
+        "SELECT count(DISTINCT person_id) FROM (
+            SELECT person_id FROM cdm.condition_occurrence UNION ALL
+            SELECT person_id FROM cdm.measurement UNION ALL
+            SELECT person_id FROM cdm.drug_exposure) f",
+    );
+    assert!(with_facts > 0);
+    assert!(
+        db.count(
+            "SELECT count(*) FROM cdm.observation_period WHERE period_type_concept_id = 32882"
+        ) >= with_facts
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM (SELECT person_id FROM cdm.observation_period GROUP BY 1 HAVING count(*) > 1) d"),
+        0,
+        "one period per person"
+    );
+    for (table, date) in [
+        ("condition_occurrence", "condition_start_date"),
+        ("measurement", "measurement_date"),
+        ("drug_exposure", "drug_exposure_start_date"),
+        ("procedure_occurrence", "procedure_date"),
+        ("observation", "observation_date"),
+        ("death", "death_date"),
+    ] {
+        assert_eq!(
+            db.count(&format!(
+                "SELECT count(*) FROM cdm.{table} f LEFT JOIN cdm.observation_period o USING (person_id)
+                  WHERE o.person_id IS NULL
+                     OR f.{date} NOT BETWEEN o.observation_period_start_date AND o.observation_period_end_date"
+            )),
+            0,
+            "every {table} row lies in its person's observation period"
+        );
+    }
+
     let out = nightly(&cfg);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

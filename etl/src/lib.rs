@@ -13,6 +13,7 @@ pub mod cohort;
 pub mod config;
 pub mod db;
 pub mod demo;
+pub mod derive;
 pub mod dicomrun;
 pub mod error;
 pub mod failpoint;

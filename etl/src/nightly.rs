@@ -203,6 +203,15 @@ pub fn run(cfg: &Config, db_opts: &db::DbOptions) -> Result<Report, crate::Error
     for s in &sources {
         counts.add(&s.counts);
     }
+    // The derived tables follow what was loaded (rebuilt whole; cheap beside a load).
+    let loaded = sources.iter().any(|s| s.files_loaded > 0);
+    let missing = client
+        .query_one("SELECT NOT EXISTS (SELECT 1 FROM cdm.cdm_source)", &[])
+        .map_err(|e| Setup(e.into()))?
+        .get::<_, bool>(0);
+    if loaded || missing {
+        crate::derive::rebuild(&mut client).map_err(Setup)?;
+    }
     let run_status = match exit_code {
         0 => RunStatus::Succeeded,
         1 => RunStatus::Partial,
