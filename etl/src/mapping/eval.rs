@@ -111,8 +111,6 @@ pub struct Evaluator<'a> {
     /// first row).
     pub order_evidence: BTreeMap<String, (i64, u64)>,
     guard: super::guard::Guard,
-    /// Cells the leak guard refused.
-    pub guarded: i64,
 }
 
 impl<'a> Evaluator<'a> {
@@ -125,7 +123,6 @@ impl<'a> Evaluator<'a> {
         Self {
             c,
             guard: super::guard::Guard::new(c, &cols),
-            guarded: 0,
             cols,
             limits: limits.with(&c.limits),
             decimal_comma: c.mapping.spec.source.decimal_comma,
@@ -294,7 +291,6 @@ impl<'a> Evaluator<'a> {
                 // data manager) must not hold the person's identifiers or names.
                 let stored = target.ty == PgType::Text || x.values.is_some() || x.lookup.is_some();
                 if stored && !text.is_empty() && self.guard.hits(row, text) {
-                    self.guarded += 1;
                     return Err(CellError::new(
                         "identifier_in_text",
                         format!(

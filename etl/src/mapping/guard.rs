@@ -29,6 +29,20 @@ use unicode_normalization::UnicodeNormalization;
 pub struct Guard {
     identifiers: Vec<usize>,
     names: Vec<usize>,
+    /// The needles of the row last checked (a row has several text fields), with the raw
+    /// identifier and name cells they were made from.
+    row: Option<(Vec<String>, Needles)>,
+}
+
+/// What is looked for in a row's texts.
+#[derive(Debug, Clone, Default)]
+struct Needles {
+    /// All-digit identifiers (at least 5 digits).
+    digits: Vec<String>,
+    /// Identifiers with a letter (at least 4 characters), letters and digits only, folded.
+    alnum: Vec<String>,
+    /// The words of the row's names (at least 2 letters), folded.
+    name_words: Vec<String>,
 }
 
 /// Lower case, accents removed.
@@ -126,45 +140,71 @@ impl Guard {
             .iter()
             .filter_map(|n| cols.get(n.as_str()).copied())
             .collect();
-        Guard { identifiers, names }
+        Guard {
+            identifiers,
+            names,
+            row: None,
+        }
+    }
+
+    fn needles(&self, row: &SourceRow) -> Needles {
+        let mut n = Needles::default();
+        for raw in self.identifiers.iter().filter_map(|&i| row.fields.get(i)) {
+            let id = alnum(raw);
+            if id.chars().all(|c| c.is_ascii_digit()) {
+                if id.len() >= 5 {
+                    n.digits.push(id);
+                }
+            } else if id.chars().count() >= 4 {
+                n.alnum.push(id);
+            }
+        }
+        n.name_words = self
+            .names
+            .iter()
+            .filter_map(|&i| row.fields.get(i))
+            .flat_map(|v| words(v).collect::<Vec<_>>())
+            .filter(|w| w.chars().count() >= 2)
+            .collect();
+        n
     }
 
     /// Whether `text` holds an identifier or a name of the row's person, or a NISS.
-    pub fn hits(&self, row: &SourceRow, text: &str) -> bool {
+    pub fn hits(&mut self, row: &SourceRow, text: &str) -> bool {
         let nums = numbers(text);
         if nums.iter().any(|n| n.len() == 11 && is_valid_niss(n)) {
             return true;
         }
-        let mut squeezed: Option<String> = None;
-        for &i in &self.identifiers {
-            let Some(raw) = row.fields.get(i) else {
-                continue;
-            };
-            let id = alnum(raw);
-            if id.chars().all(|c| c.is_ascii_digit()) {
-                if id.len() >= 5 && nums.iter().any(|n| n.contains(&id)) {
-                    return true;
-                }
-            } else if id.chars().count() >= 4 {
-                let t = squeezed.get_or_insert_with(|| alnum(text));
-                if t.contains(&id) {
-                    return true;
-                }
-            }
-        }
-        if !self.names.is_empty() {
-            let name_words: Vec<String> = self
-                .names
+        let same = self.row.as_ref().is_some_and(|(cells, _)| {
+            self.identifiers
                 .iter()
-                .filter_map(|&i| row.fields.get(i))
-                .flat_map(|v| words(v).collect::<Vec<_>>())
-                .filter(|w| w.chars().count() >= 2)
+                .chain(&self.names)
+                .map(|&i| row.fields.get(i).map(String::as_str).unwrap_or(""))
+                .eq(cells.iter().map(String::as_str))
+        });
+        if !same {
+            let cells = self
+                .identifiers
+                .iter()
+                .chain(&self.names)
+                .map(|&i| row.fields.get(i).cloned().unwrap_or_default())
                 .collect();
-            if !name_words.is_empty() && words(text).any(|w| name_words.contains(&w)) {
+            self.row = Some((cells, self.needles(row)));
+        }
+        let n = &self.row.as_ref().expect("just set").1;
+        if n.digits
+            .iter()
+            .any(|id| nums.iter().any(|x| x.contains(id.as_str())))
+        {
+            return true;
+        }
+        if !n.alnum.is_empty() {
+            let t = alnum(text);
+            if n.alnum.iter().any(|id| t.contains(id.as_str())) {
                 return true;
             }
         }
-        false
+        !n.name_words.is_empty() && words(text).any(|w| n.name_words.contains(&w))
     }
 }
 
