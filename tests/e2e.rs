@@ -16,6 +16,7 @@ mod imaging;
 mod import;
 mod limits;
 mod nightly;
+mod omop;
 mod privacy;
 mod quality;
 mod research;

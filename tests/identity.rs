@@ -65,7 +65,7 @@ fn two_sites_files_of_the_same_name_are_two_files() {
     assert_eq!(v["files"][0]["rows_loaded"], 386, "{t}");
     assert_eq!(v["files"][0]["replaced_rows"], 0, "{t}");
     // Both files' facts are there; nothing was superseded.
-    assert_eq!(db.count("SELECT count(*) FROM cdm.measurement"), 686 * 4);
+    assert_eq!(db.count("SELECT count(*) FROM cdm.measurement"), 686 * 5);
     assert_eq!(
         db.count("SELECT count(*) FROM registry.source_file WHERE status = 'superseded'"),
         0
@@ -75,7 +75,7 @@ fn two_sites_files_of_the_same_name_are_two_files() {
     let root = dir.path().to_str().unwrap();
     let (code, _, t) = import(&db2, &k, &mapping, &[&a, &b], &["--root", root]);
     assert_eq!(code, Some(0), "{t}");
-    assert_eq!(db2.count("SELECT count(*) FROM cdm.measurement"), 686 * 4);
+    assert_eq!(db2.count("SELECT count(*) FROM cdm.measurement"), 686 * 5);
     // A file outside the root is refused, not given a made-up identity.
     let outside = write(&dir.path().join("../elsewhere-gbsg2.csv"), &all);
     let (code, _, t) = import(

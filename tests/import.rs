@@ -34,7 +34,7 @@ fn gbsg2_trial_spreadsheet_loads_all_686_patients_once() {
         db.count("SELECT count(DISTINCT person_id) FROM registry.person_map"),
         686
     );
-    assert_eq!(db.count("SELECT count(*) FROM cdm.measurement"), 686 * 4);
+    assert_eq!(db.count("SELECT count(*) FROM cdm.measurement"), 686 * 5);
     assert_eq!(
         db.count(
             "SELECT count(*) FROM cdm.observation WHERE observation_source_value = 'rfs_days'"
@@ -75,7 +75,7 @@ fn gbsg2_trial_spreadsheet_loads_all_686_patients_once() {
     let (code, v, t) = import(&db, &k, "csv", &mapping, &[&data]);
     assert_eq!(code, Some(0), "{t}");
     assert_eq!(v["files"][0]["status"], "skipped", "{t}");
-    assert_eq!(db.count("SELECT count(*) FROM cdm.measurement"), 686 * 4);
+    assert_eq!(db.count("SELECT count(*) FROM cdm.measurement"), 686 * 5);
 
     // A re-export with one patient fewer, dropped at the same place, replaces the earlier
     // version's rows.
@@ -85,7 +85,7 @@ fn gbsg2_trial_spreadsheet_loads_all_686_patients_once() {
     std::fs::write(&short, lines[..lines.len() - 1].join("\n") + "\n").unwrap();
     let (code, _, t) = import(&db, &k, "csv", &mapping, &[&short]);
     assert_eq!(code, Some(0), "{t}");
-    assert_eq!(db.count("SELECT count(*) FROM cdm.measurement"), 685 * 4);
+    assert_eq!(db.count("SELECT count(*) FROM cdm.measurement"), 685 * 5);
     assert_eq!(db.count("SELECT count(*) FROM cdm.person"), 685);
     assert_eq!(
         db.count("SELECT count(*) FROM registry.source_file WHERE status = 'superseded'"),

@@ -238,11 +238,12 @@ fn a_leaky_function_sees_no_row_a_research_view_hides() {
                     (2, 7, 1, DATE '2020-01-01', '1.2.3', 'VISIBLE-RS-SERIES', 0);
              INSERT INTO cdm.image_feature (image_feature_id, person_id, image_occurrence_id,
                     image_feature_concept_id, image_feature_type_concept_id, alg_system)
-             VALUES (1, 7, 2, 0, 32817, '{{\"kind\":\"rtstruct-roi\",\"roi_name\":\"CTV\"}}');
+             VALUES (1, 7, 2, {roi}, 32817, '{{\"kind\":\"rtstruct-roi\",\"roi_name\":\"CTV\"}}');
              ANALYZE cdm.image_occurrence, cdm.image_feature;
              CREATE FUNCTION public.leak(text) RETURNS boolean LANGUAGE plpgsql COST 0.0000001
                  AS $$ BEGIN RAISE NOTICE 'saw %', $1; RETURN true; END $$;
-             GRANT EXECUTE ON FUNCTION public.leak(text) TO {res};"
+             GRANT EXECUTE ON FUNCTION public.leak(text) TO {res};",
+            roi = registrar_etl::vocab::local::RT_STRUCTURE_ROI
         ))
         .unwrap();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));

@@ -42,6 +42,30 @@ const MAPPINGS: &[(&str, &str)] = &[
         include_str!("../../mappings/hospital/concept_maps/procedures.csv"),
     ),
     (
+        "mappings/hospital/concept_maps/morphology.csv",
+        include_str!("../../mappings/hospital/concept_maps/morphology.csv"),
+    ),
+    (
+        "mappings/hospital/concept_maps/radiotherapy_targets.csv",
+        include_str!("../../mappings/hospital/concept_maps/radiotherapy_targets.csv"),
+    ),
+    (
+        "mappings/hospital/concept_maps/stage.csv",
+        include_str!("../../mappings/hospital/concept_maps/stage.csv"),
+    ),
+    (
+        "mappings/hospital/concept_maps/tnm_clinical.csv",
+        include_str!("../../mappings/hospital/concept_maps/tnm_clinical.csv"),
+    ),
+    (
+        "mappings/hospital/concept_maps/tnm_pathological.csv",
+        include_str!("../../mappings/hospital/concept_maps/tnm_pathological.csv"),
+    ),
+    (
+        "mappings/hospital/concept_maps/units.csv",
+        include_str!("../../mappings/hospital/concept_maps/units.csv"),
+    ),
+    (
         "mappings/hospital/deaths.toml",
         include_str!("../../mappings/hospital/deaths.toml"),
     ),
@@ -255,6 +279,16 @@ pub fn run(opts: &DbOptions, json: bool) -> Result<ExitCode> {
     let dir = demo_dir(opts);
     let cfg_path = prepare(&dir)?;
     let cfg = Config::load(&cfg_path)?;
+    // The vocabulary subset shipped with registrar, unless a vocabulary is loaded already
+    // (an Athena download stays).
+    {
+        let target = opts.resolve()?;
+        crate::db::migrate(&mut target.diesel()?)?;
+        if let Some(v) = crate::vocab::load_shipped_if_empty(&mut target.client()?)? {
+            let rows: u64 = v.tables.iter().map(|t| t.rows).sum();
+            eprintln!("registrar: loaded the shipped vocabulary subset ({rows} rows)");
+        }
+    }
     let report = crate::nightly::run(&cfg, opts)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

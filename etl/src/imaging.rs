@@ -20,6 +20,7 @@ use crate::ledger::{
 use crate::load::batch::{self, Batch, IdPool, Pending};
 use crate::load::copy::{TableLayout, Value};
 use crate::privacy::audit;
+use crate::vocab::local;
 use anyhow::{Context, Result};
 use chrono::NaiveDate;
 use registrar_anonymizer::dicom::dicom_core::value::{PrimitiveValue, Value as DicomValue};
@@ -31,10 +32,10 @@ use std::path::{Path, PathBuf};
 
 /// What the index writes, versioned: an index written by another version of this code is
 /// written again.
-const INDEX_VERSION: &str = "registrar-dicom-index-2";
+const INDEX_VERSION: &str = "registrar-dicom-index-3";
 /// OMOP type concept of the rows written here ("EHR").
 pub const TYPE_CONCEPT_EHR: i32 = 32817;
-/// First characters of the `alg_system` JSON of an ROI feature (the view filters on them).
+/// First characters of the `alg_system` JSON of an ROI feature.
 pub const ROI_KIND: &str = "rtstruct-roi";
 
 mod tag {
@@ -646,7 +647,7 @@ pub fn index_tree(ctx: &mut ImportContext<'_>, source: &str, dir: &Path) -> Resu
             0,
             &[
                 ("person_id", Value::Int4(person_id)),
-                ("procedure_concept_id", Value::Int4(0)),
+                ("procedure_concept_id", Value::Int4(local::DICOM_SERIES)),
                 ("procedure_date", Value::Date(day)),
                 ("procedure_type_concept_id", Value::Int4(TYPE_CONCEPT_EHR)),
                 ("procedure_source_value", Value::Text(modality)),
@@ -674,7 +675,10 @@ pub fn index_tree(ctx: &mut ImportContext<'_>, source: &str, dir: &Path) -> Resu
                 &[
                     ("person_id", Value::Int4(person_id)),
                     ("image_occurrence_id", Value::Int4(image_id)),
-                    ("image_feature_concept_id", Value::Int4(0)),
+                    (
+                        "image_feature_concept_id",
+                        Value::Int4(local::RT_STRUCTURE_ROI),
+                    ),
                     (
                         "image_feature_type_concept_id",
                         Value::Int4(TYPE_CONCEPT_EHR),

@@ -40,12 +40,145 @@ pub struct VocabReport {
     pub tables: Vec<TableLoad>,
     /// Files in the directory that are not Athena vocabulary tables (left alone).
     pub ignored: Vec<String>,
+    /// Rows of registrar's own vocabulary merged in.
+    pub registrar_rows: u64,
 }
 
-/// Athena files found (path, cdm table), and the names of other files.
-type Found = (Vec<(PathBuf, &'static str)>, Vec<String>);
+/// Where the Athena files come from.
+pub enum Origin<'a> {
+    /// An unzipped Athena download (or any directory in Athena's format).
+    Dir(&'a Path),
+    /// The subset shipped with registrar (`vocabulary/`): the concepts its mappings and
+    /// views use, each traceable to a public OHDSI source (`vocabulary/SOURCES.tsv`).
+    Shipped,
+}
 
-fn find_files(dir: &Path) -> Result<Found> {
+/// One Athena file to load: its name, its cdm table, and its text.
+struct AthenaFile {
+    name: String,
+    table: &'static str,
+    body: Body,
+}
+
+enum Body {
+    Path(PathBuf),
+    Text(&'static str),
+}
+
+impl AthenaFile {
+    fn len(&self) -> u64 {
+        match &self.body {
+            Body::Path(p) => std::fs::metadata(p).map(|m| m.len()).unwrap_or(0),
+            Body::Text(t) => t.len() as u64,
+        }
+    }
+
+    fn reader(&self) -> Result<Box<dyn BufRead + '_>> {
+        Ok(match &self.body {
+            Body::Path(p) => Box::new(BufReader::with_capacity(
+                1 << 20,
+                File::open(p).with_context(|| format!("cannot open {}", self.name))?,
+            )),
+            Body::Text(t) => Box::new(t.as_bytes()),
+        })
+    }
+}
+
+/// The vocabulary subset shipped with registrar, in Athena's format.
+const SHIPPED: &[(&str, &str, &str)] = &[
+    (
+        "CONCEPT.csv",
+        "concept",
+        include_str!("../../vocabulary/CONCEPT.csv"),
+    ),
+    (
+        "VOCABULARY.csv",
+        "vocabulary",
+        include_str!("../../vocabulary/VOCABULARY.csv"),
+    ),
+    (
+        "DOMAIN.csv",
+        "domain",
+        include_str!("../../vocabulary/DOMAIN.csv"),
+    ),
+    (
+        "CONCEPT_CLASS.csv",
+        "concept_class",
+        include_str!("../../vocabulary/CONCEPT_CLASS.csv"),
+    ),
+    (
+        "RELATIONSHIP.csv",
+        "relationship",
+        include_str!("../../vocabulary/RELATIONSHIP.csv"),
+    ),
+    (
+        "CONCEPT_RELATIONSHIP.csv",
+        "concept_relationship",
+        include_str!("../../vocabulary/CONCEPT_RELATIONSHIP.csv"),
+    ),
+    (
+        "CONCEPT_ANCESTOR.csv",
+        "concept_ancestor",
+        include_str!("../../vocabulary/CONCEPT_ANCESTOR.csv"),
+    ),
+];
+
+/// registrar's own vocabulary (`vocabulary_id = 'registrar'`, concept ids >= 2000000000):
+/// the registry's conventions that have no standard concept. It is merged into whatever
+/// vocabulary is loaded, so a full Athena download keeps them.
+const REGISTRAR: &[(&str, &str, &str)] = &[
+    (
+        "registrar/CONCEPT.csv",
+        "concept",
+        include_str!("../../vocabulary/registrar/CONCEPT.csv"),
+    ),
+    (
+        "registrar/VOCABULARY.csv",
+        "vocabulary",
+        include_str!("../../vocabulary/registrar/VOCABULARY.csv"),
+    ),
+    (
+        "registrar/CONCEPT_ANCESTOR.csv",
+        "concept_ancestor",
+        include_str!("../../vocabulary/registrar/CONCEPT_ANCESTOR.csv"),
+    ),
+];
+
+/// registrar's local concepts that the code (not a mapping) writes; each is a row of
+/// vocabulary/registrar/CONCEPT.csv (a test checks).
+pub mod local {
+    /// "DICOM series (imaging or radiotherapy object)": the procedure of an indexed series.
+    pub const DICOM_SERIES: i32 = 2_000_000_502;
+    /// "RT structure set region of interest": one ROI of an indexed RT Structure Set.
+    pub const RT_STRUCTURE_ROI: i32 = 2_000_000_501;
+}
+
+/// The first concept id of registrar's local concepts (OMOP reserves 2,000,000,000 and
+/// above for site-local concepts).
+pub const LOCAL_CONCEPT_MIN: i32 = 2_000_000_000;
+
+/// The shipped subset's text of one of its files (for tests and `mapping check`).
+pub fn shipped_file(name: &str) -> Option<&'static str> {
+    SHIPPED
+        .iter()
+        .chain(REGISTRAR)
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, _, t)| *t)
+}
+
+fn embedded(files: &[(&str, &'static str, &'static str)]) -> Vec<AthenaFile> {
+    files
+        .iter()
+        .map(|(n, t, b)| AthenaFile {
+            name: n.to_string(),
+            table: t,
+            body: Body::Text(b),
+        })
+        .collect()
+}
+
+/// Athena files found in a directory, and the names of other files.
+fn find_files(dir: &Path) -> Result<(Vec<AthenaFile>, Vec<String>)> {
     let entries = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read vocabulary directory {}", dir.display()))?;
     let mut found = Vec::new();
@@ -60,11 +193,15 @@ fn find_files(dir: &Path) -> Result<Found> {
             .iter()
             .find(|(f, _)| f.eq_ignore_ascii_case(&name))
         {
-            Some((_, table)) => found.push((e.path(), *table)),
+            Some((_, table)) => found.push(AthenaFile {
+                name,
+                table,
+                body: Body::Path(e.path()),
+            }),
             None => ignored.push(name),
         }
     }
-    found.sort_by_key(|(_, t)| ATHENA_FILES.iter().position(|(_, x)| x == t));
+    found.sort_by_key(|f| ATHENA_FILES.iter().position(|(_, x)| *x == f.table));
     ignored.sort();
     if found.is_empty() {
         bail!(
@@ -75,42 +212,71 @@ fn find_files(dir: &Path) -> Result<Found> {
     Ok((found, ignored))
 }
 
-/// Load every Athena file found in `dir` in one transaction.
-pub fn load_dir(client: &mut postgres::Client, dir: &Path) -> Result<VocabReport> {
-    let (files, ignored) = find_files(dir)?;
-    let total_bytes: u64 = files
-        .iter()
-        .map(|(p, _)| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
-        .sum();
+/// Load a vocabulary in one transaction: every Athena file replaces its table, then
+/// registrar's own vocabulary is merged in.
+pub fn load(client: &mut postgres::Client, origin: Origin<'_>) -> Result<VocabReport> {
+    let (files, ignored) = match origin {
+        Origin::Dir(dir) => find_files(dir)?,
+        Origin::Shipped => (embedded(SHIPPED), Vec::new()),
+    };
+    let local = embedded(REGISTRAR);
+    let total_bytes: u64 = files.iter().chain(&local).map(AthenaFile::len).sum();
     let bar = progress::bytes_bar(total_bytes, "vocabulary");
     let mut tx = client.transaction()?;
     let mut tables = Vec::new();
-    for (path, table) in &files {
-        let rows = load_file(&mut tx, path, table, &bar)?;
+    for f in &files {
+        let rows = load_file(&mut tx, f, Replace::Table, &bar)?;
         tables.push(TableLoad {
-            file: path.file_name().unwrap().to_string_lossy().to_string(),
-            table: table.to_string(),
+            file: f.name.clone(),
+            table: f.table.to_string(),
             rows,
         });
+    }
+    let mut registrar_rows = 0;
+    for f in &local {
+        registrar_rows += load_file(&mut tx, f, Replace::Registrar, &bar)?;
     }
     tx.commit()
         .context("could not commit the vocabulary load")?;
     bar.finish_and_clear();
-    Ok(VocabReport { tables, ignored })
+    Ok(VocabReport {
+        tables,
+        ignored,
+        registrar_rows,
+    })
+}
+
+/// Load the shipped subset when the registry holds no concept yet (the demo and the tests);
+/// `None` when a vocabulary is loaded already.
+pub fn load_shipped_if_empty(client: &mut postgres::Client) -> Result<Option<VocabReport>> {
+    let any: bool = client
+        .query_one("SELECT EXISTS (SELECT 1 FROM cdm.concept)", &[])?
+        .get(0);
+    if any {
+        return Ok(None);
+    }
+    load(client, Origin::Shipped).map(Some)
+}
+
+/// What loading a file replaces.
+#[derive(Clone, Copy)]
+enum Replace {
+    /// The whole table (an Athena file is the table's full content).
+    Table,
+    /// registrar's own rows only (merged into any vocabulary).
+    Registrar,
 }
 
 fn load_file(
     tx: &mut postgres::Transaction<'_>,
-    path: &Path,
-    table: &str,
+    file: &AthenaFile,
+    replace: Replace,
     bar: &indicatif::ProgressBar,
 ) -> Result<u64> {
-    let fname = path.display().to_string();
+    let fname = file.name.as_str();
+    let table = file.table;
     let layout = TableLayout::read(tx, "cdm", table)?;
-    let mut reader = BufReader::with_capacity(
-        1 << 20,
-        File::open(path).with_context(|| format!("cannot open {fname}"))?,
-    );
+    let mut reader = file.reader()?;
     let mut line = String::new();
     if reader
         .read_line(&mut line)
@@ -140,7 +306,21 @@ fn load_file(
             );
         }
     }
-    tx.batch_execute(&format!("TRUNCATE {}", layout.qualified()))?;
+    match replace {
+        Replace::Table => tx.batch_execute(&format!("TRUNCATE {}", layout.qualified()))?,
+        Replace::Registrar => {
+            let filter = match table {
+                "concept" => format!("concept_id >= {LOCAL_CONCEPT_MIN}"),
+                "vocabulary" => "vocabulary_id = 'registrar'".to_string(),
+                "concept_ancestor" => format!("descendant_concept_id >= {LOCAL_CONCEPT_MIN}"),
+                other => bail!("registrar's vocabulary has no {other} file"),
+            };
+            tx.batch_execute(&format!(
+                "DELETE FROM {} WHERE {filter}",
+                layout.qualified()
+            ))?
+        }
+    }
     let mut writer = layout.copy_in(tx, &cols)?;
     let mut rows = 0u64;
     let mut values: Vec<Value> = Vec::with_capacity(cols.len());

@@ -240,6 +240,9 @@ pub fn import_hospital(
     key: &std::path::Path,
     src: &std::path::Path,
 ) -> Vec<(String, serde_json::Value)> {
+    // The vocabulary subset shipped with registrar, as the demo loads it.
+    let out = db.registrar(&["vocab", "load"]);
+    assert!(out.status.success(), "vocab load: {}", text(&out));
     let mut runs = Vec::new();
     let mut one = |kind: &str, mapping: &str, input: PathBuf| {
         let m = repo_file(&format!("mappings/hospital/{mapping}.toml"));

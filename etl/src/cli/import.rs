@@ -178,6 +178,11 @@ pub enum MappingCommand {
     /// every error with file and line. With --sample, also runs the mapping on the first rows
     /// of a file (nothing is written) and prints, per field, how many values parsed, were
     /// empty, nulled or failed, with the reasons, and which date formats match how many.
+    ///
+    /// It also says which research views each mapping feeds (by the concepts it writes, read
+    /// through research.concept_role), and warns when a fact concept can be 0, when a concept
+    /// is not in the loaded vocabulary, not standard, or of a domain its column does not
+    /// expect, and, for a mapping that feeds a view, which of its fact concepts no view reads.
     Check {
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -465,6 +470,22 @@ pub fn mapping_command(g: &GlobalOpts, cmd: MappingCommand) -> Result<ExitCode> 
                                 None => String::new(),
                             }
                         );
+                        let lint = crate::mapping::lint::run(&c, &mut client)?;
+                        if lint.feeds.is_empty() {
+                            println!("  feeds no research view");
+                        } else {
+                            println!(
+                                "  feeds research.{}",
+                                lint.feeds
+                                    .iter()
+                                    .map(String::as_str)
+                                    .collect::<Vec<_>>()
+                                    .join(", research.")
+                            );
+                        }
+                        for w in &lint.warnings {
+                            println!("  warning: {w}");
+                        }
                         if let Some(path) = &sample {
                             let limits = crate::import::read_limits(
                                 &mut client,

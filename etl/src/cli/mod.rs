@@ -234,14 +234,21 @@ pub enum DbCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum VocabCommand {
-    /// Load CONCEPT.csv, CONCEPT_RELATIONSHIP.csv, ... from an Athena download directory.
+    /// Load CONCEPT.csv, CONCEPT_RELATIONSHIP.csv, ... from an Athena download directory,
+    /// or, without a directory, the vocabulary subset shipped with registrar.
     ///
     /// Files are tab-delimited with a header row, as Athena ships them. Every file found
     /// replaces its table (binary COPY), all in one transaction: re-running with the same
     /// download is harmless, and a malformed line (reported with file and line) loads nothing.
+    /// registrar's own concepts (vocabulary `registrar`, ids >= 2000000000: the registry's
+    /// conventions that have no standard concept) are merged into whatever is loaded.
+    ///
+    /// The shipped subset holds the concepts registrar's mappings and research views use,
+    /// with their Maps-to and ancestor rows, each traceable to a public OHDSI source
+    /// (vocabulary/SOURCES.tsv). A registry loaded with a full Athena download works the same.
     Load {
-        /// The unzipped Athena download.
-        dir: PathBuf,
+        /// The unzipped Athena download (default: the subset shipped with registrar).
+        dir: Option<PathBuf>,
     },
 }
 
@@ -260,7 +267,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             db::migrate(&mut conn)?;
             let run_id = runs::start(&mut conn, "vocab load", None)?;
             let mut client = target.client()?;
-            match vocab::load_dir(&mut client, &dir) {
+            let origin = match &dir {
+                Some(d) => vocab::Origin::Dir(d),
+                None => vocab::Origin::Shipped,
+            };
+            match vocab::load(&mut client, origin) {
                 Ok(report) => {
                     let rows: i64 = report.tables.iter().map(|t| t.rows as i64).sum();
                     let counts = crate::ledger::UnitCounts {
@@ -278,6 +289,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                         for f in &report.ignored {
                             println!("{f:<28}    skipped: not an Athena vocabulary table");
                         }
+                        println!(
+                            "{:<28}    merged: {} rows of registrar's own vocabulary",
+                            "registrar", report.registrar_rows
+                        );
                     }
                     Ok(ExitCode::SUCCESS)
                 }

@@ -81,6 +81,13 @@ impl ConceptMap {
             .map(|v| v.get(col).copied().flatten())
     }
 
+    /// Every value of column `col` (each mapped code's concept, once per code).
+    pub fn values(&self, col: usize) -> impl Iterator<Item = Option<i32>> + '_ {
+        self.rows
+            .values()
+            .map(move |v| v.get(col).copied().flatten())
+    }
+
     pub fn len(&self) -> usize {
         self.rows.len()
     }

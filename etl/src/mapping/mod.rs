@@ -78,6 +78,7 @@ pub mod conceptmap;
 pub mod dates;
 pub mod eval;
 pub mod guard;
+pub mod lint;
 pub mod sample;
 
 use anyhow::{Context, Result};
