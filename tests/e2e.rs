@@ -7,6 +7,7 @@ mod support;
 mod cli;
 mod dicom;
 mod embedded;
+mod eras;
 mod faults;
 mod federation;
 mod fhir;

@@ -85,6 +85,29 @@ fn a_night_runs_every_source_reports_and_the_next_night_skips_unchanged_files() 
             "every {table} row lies in its person's observation period"
         );
     }
+    // Condition eras (tests/eras.rs checks the era logic): every mapped occurrence of a
+    // person is in exactly one era, and a person's eras of one condition are more than the
+    // 30-day persistence window apart.
+    let mapped = db.count(
+        "SELECT count(*) FROM cdm.condition_occurrence
+          WHERE condition_concept_id <> 0 AND person_id IN (SELECT person_id FROM cdm.person)",
+    );
+    assert!(mapped > 0);
+    assert_eq!(
+        db.count(
+            "SELECT coalesce(sum(condition_occurrence_count), 0)::int8 FROM cdm.condition_era"
+        ),
+        mapped
+    );
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM cdm.condition_era a JOIN cdm.condition_era b
+                 ON b.person_id = a.person_id AND b.condition_concept_id = a.condition_concept_id
+                AND b.condition_era_start_date > a.condition_era_start_date
+              WHERE b.condition_era_start_date <= a.condition_era_end_date + 30"
+        ),
+        0
+    );
 
     let out = nightly(&cfg);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));

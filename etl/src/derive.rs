@@ -1,5 +1,6 @@
 //! Tables derived from the loaded facts, rebuilt by the nightly after its sources: the
-//! `cdm_source` row OHDSI tools start from, and one `observation_period` per person.
+//! `cdm_source` row OHDSI tools start from, one `observation_period` per person, and the
+//! condition and drug eras.
 //!
 //! - `cdm.cdm_source`: one row naming the registry (the node id of `federation.policy`), the
 //!   CDM version (`v5.4`, concept 756265 "OMOP CDM Version 5.4.0", as OHDSI's ETL-Synthea
@@ -11,8 +12,36 @@
 //!   ETL-Synthea does: .../v540/insert_observation_period.sql). A person with no dated fact has
 //!   none. The dates are the registry's (shifted, when dates are shifted), so a period holds
 //!   its person's facts.
+//! - `cdm.condition_era`: OHDSI's standard era logic, as ETL-Synthea's
+//!   .../v540/insert_condition_era.sql (taken from ETL-CMS's create_CDMv5_condition_era.sql)
+//!   defines it. Per person and `condition_concept_id` (a standard concept; 0, "no standard
+//!   concept", makes no era: the filter the script's comment recommends, though ETL-Synthea's
+//!   copy has it commented out), an occurrence ends on `condition_end_date`, or the day after
+//!   its start when that is empty. Ends are padded by the 30-day persistence window, and an
+//!   era closes where every occurrence begun so far has reached its padded end (a start on the
+//!   day of a padded end continues the era): so occurrences at most 30 days apart are one era.
+//!   Its start is its first occurrence's start, its end the padded end minus the 30 days (the
+//!   era's latest end), `condition_occurrence_count` its occurrences.
+//! - `cdm.drug_era`: likewise, after .../v540/insert_drug_era.sql (ETL-CMS's
+//!   create_CDMv5_drug_era_non_stockpile.sql). Exposures are rolled up to their ingredients:
+//!   the `concept_ancestor` ancestors in vocabulary `RxNorm` of class `Ingredient` (one row per
+//!   ingredient of a combination drug); a `drug_concept_id` that is itself an RxNorm
+//!   Ingredient in `cdm.concept` is its own, even without the self row (`concept_ancestor`
+//!   from Athena has it; a trimmed one may not). Concept 0, no ingredient, or a negative
+//!   `days_supply` (the script skips those as a data-quality issue) make no era. An exposure
+//!   ends on `drug_exposure_end_date`, else start + `days_supply` (when not 0), else the day
+//!   after its start (CDM 5.4 requires the end date, so the others are a fallback).
+//!   Overlapping or touching exposures are first merged, without a window, into
+//!   sub-exposures; those are merged into eras with the 30-day window as above.
+//!   `drug_exposure_count` counts the exposures, `gap_days` is the era's length minus the
+//!   days its sub-exposures cover, floored at 0 (the script does not floor it; it is never
+//!   negative unless an exposure ends before it starts).
 //!
-//! Both are rebuilt whole in one transaction: they depend only on what is loaded, so a run
+//! Eras are built from the facts of persons in `cdm.person` only (as observation periods
+//! are), and numbered by person, concept and start, so a rebuild of the same facts gives the
+//! same rows.
+//!
+//! All are rebuilt whole in one transaction: they depend only on what is loaded, so a run
 //! killed half-way leaves the previous ones, and the next run rebuilds them.
 
 use anyhow::{Context, Result};
@@ -21,6 +50,9 @@ use anyhow::{Context, Result};
 pub const CDM_V54_CONCEPT: i32 = 756_265;
 /// Period type "Derived value" (see the module doc for the source).
 pub const DERIVED_VALUE_TYPE: i32 = 32_882;
+/// Days between two occurrences (or sub-exposures) that still make one era (OHDSI's
+/// persistence window; see the module doc for the source).
+pub const PERSISTENCE_WINDOW_DAYS: i32 = 30;
 
 /// The dated facts an observation period spans: (table, start column, end column).
 const DATED: &[(&str, &str, Option<&str>)] = &[
@@ -56,9 +88,113 @@ const DATED: &[(&str, &str, Option<&str>)] = &[
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct Derived {
     pub observation_periods: i64,
+    pub condition_eras: i64,
+    pub drug_eras: i64,
 }
 
-/// Rebuild `cdm_source` and `observation_period`.
+/// The dates on which eras close, over the intervals of the query `src` (columns
+/// `person_id, concept_id, s, e`, start and end dates), each end padded by `pad` days: walking
+/// each person's and concept's starts and padded ends by date (a start before an end of the
+/// same day), an era closes at the event after which as many intervals have ended as have
+/// begun. The padding is taken off again. Columns `person_id, concept_id, era_end`.
+fn era_closes(src: &str, pad: i32) -> String {
+    format!(
+        "SELECT person_id, concept_id, d - {pad} AS era_end
+           FROM (SELECT person_id, concept_id, d,
+                        sum(step) OVER (PARTITION BY person_id, concept_id
+                                        ORDER BY d, step DESC ROWS UNBOUNDED PRECEDING) AS open
+                   FROM (SELECT person_id, concept_id, s AS d, 1 AS step FROM {src}
+                         UNION ALL
+                         SELECT person_id, concept_id, e + {pad}, -1 FROM {src}) events) walk
+          WHERE open = 0"
+    )
+}
+
+/// `cdm.condition_era` from `cdm.condition_occurrence` (see the module doc).
+fn condition_era_sql() -> String {
+    let w = PERSISTENCE_WINDOW_DAYS;
+    format!(
+        "WITH occ AS (
+             SELECT condition_occurrence_id AS id, person_id, condition_concept_id AS concept_id,
+                    condition_start_date AS s,
+                    coalesce(condition_end_date, condition_start_date + 1) AS e
+               FROM cdm.condition_occurrence
+              WHERE condition_concept_id <> 0
+                AND person_id IN (SELECT person_id FROM cdm.person)),
+         closes AS ({closes}),
+         -- each occurrence belongs to the era that closes first on or after its start
+         placed AS (
+             SELECT o.id, o.person_id, o.concept_id, o.s, min(c.era_end) AS era_end
+               FROM occ o
+               JOIN closes c ON c.person_id = o.person_id AND c.concept_id = o.concept_id
+                            AND c.era_end >= o.s
+              GROUP BY o.id, o.person_id, o.concept_id, o.s)
+         INSERT INTO cdm.condition_era (condition_era_id, person_id, condition_concept_id,
+                condition_era_start_date, condition_era_end_date, condition_occurrence_count)
+         SELECT row_number() OVER (ORDER BY person_id, concept_id, min(s))::int, person_id,
+                concept_id, min(s), era_end, count(*)::int
+           FROM placed
+          GROUP BY person_id, concept_id, era_end",
+        closes = era_closes("occ", w),
+    )
+}
+
+/// `cdm.drug_era` from `cdm.drug_exposure`, rolled up to ingredients (see the module doc).
+fn drug_era_sql() -> String {
+    let w = PERSISTENCE_WINDOW_DAYS;
+    format!(
+        "WITH ingredient AS (
+             SELECT ca.descendant_concept_id AS drug, ca.ancestor_concept_id AS ingredient
+               FROM cdm.concept_ancestor ca
+               JOIN cdm.concept c ON c.concept_id = ca.ancestor_concept_id
+              WHERE c.vocabulary_id = 'RxNorm' AND c.concept_class_id = 'Ingredient'
+             UNION
+             SELECT concept_id, concept_id FROM cdm.concept
+              WHERE vocabulary_id = 'RxNorm' AND concept_class_id = 'Ingredient'),
+         exposure AS (
+             SELECT d.drug_exposure_id AS id, d.person_id, i.ingredient AS concept_id,
+                    d.drug_exposure_start_date AS s,
+                    coalesce(d.drug_exposure_end_date,
+                             nullif(d.drug_exposure_start_date + d.days_supply,
+                                    d.drug_exposure_start_date),
+                             d.drug_exposure_start_date + 1) AS e
+               FROM cdm.drug_exposure d
+               JOIN ingredient i ON i.drug = d.drug_concept_id
+              WHERE d.drug_concept_id <> 0 AND coalesce(d.days_supply, 0) >= 0
+                AND d.person_id IN (SELECT person_id FROM cdm.person)),
+         sub_closes AS ({sub_closes}),
+         placed AS (
+             SELECT x.id, x.person_id, x.concept_id, x.s, min(c.era_end) AS sub_end
+               FROM exposure x
+               JOIN sub_closes c ON c.person_id = x.person_id AND c.concept_id = x.concept_id
+                                AND c.era_end >= x.s
+              GROUP BY x.id, x.person_id, x.concept_id, x.s),
+         -- overlapping or touching exposures, merged without a window
+         sub AS (
+             SELECT person_id, concept_id, min(s) AS s, sub_end AS e, count(*) AS n,
+                    sub_end - min(s) AS exposed
+               FROM placed
+              GROUP BY person_id, concept_id, sub_end),
+         closes AS ({closes}),
+         sub_placed AS (
+             SELECT u.person_id, u.concept_id, u.s, u.n, u.exposed, min(c.era_end) AS era_end
+               FROM sub u
+               JOIN closes c ON c.person_id = u.person_id AND c.concept_id = u.concept_id
+                            AND c.era_end >= u.s
+              GROUP BY u.person_id, u.concept_id, u.s, u.n, u.exposed)
+         INSERT INTO cdm.drug_era (drug_era_id, person_id, drug_concept_id, drug_era_start_date,
+                drug_era_end_date, drug_exposure_count, gap_days)
+         SELECT row_number() OVER (ORDER BY person_id, concept_id, min(s))::int, person_id,
+                concept_id, min(s), era_end, sum(n)::int,
+                greatest((era_end - min(s)) - sum(exposed), 0)::int
+           FROM sub_placed
+          GROUP BY person_id, concept_id, era_end",
+        sub_closes = era_closes("exposure", 0),
+        closes = era_closes("sub", w),
+    )
+}
+
+/// Rebuild `cdm_source`, `observation_period`, `condition_era` and `drug_era`.
 pub fn rebuild(client: &mut postgres::Client) -> Result<Derived> {
     let mut tx = client.transaction()?;
     tx.batch_execute(&format!(
@@ -103,8 +239,18 @@ pub fn rebuild(client: &mut postgres::Client) -> Result<Derived> {
             &[],
         )
         .context("could not write cdm.observation_period")?;
+    tx.batch_execute("DELETE FROM cdm.condition_era")?;
+    let condition_eras = tx
+        .execute(&condition_era_sql(), &[])
+        .context("could not write cdm.condition_era")?;
+    tx.batch_execute("DELETE FROM cdm.drug_era")?;
+    let drug_eras = tx
+        .execute(&drug_era_sql(), &[])
+        .context("could not write cdm.drug_era")?;
     tx.commit()?;
     Ok(Derived {
         observation_periods: n as i64,
+        condition_eras: condition_eras as i64,
+        drug_eras: drug_eras as i64,
     })
 }
