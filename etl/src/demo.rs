@@ -42,6 +42,10 @@ const MAPPINGS: &[(&str, &str)] = &[
         include_str!("../../mappings/hospital/concept_maps/procedures.csv"),
     ),
     (
+        "mappings/hospital/concept_maps/death_causes.csv",
+        include_str!("../../mappings/hospital/concept_maps/death_causes.csv"),
+    ),
+    (
         "mappings/hospital/concept_maps/morphology.csv",
         include_str!("../../mappings/hospital/concept_maps/morphology.csv"),
     ),

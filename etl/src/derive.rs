@@ -8,7 +8,7 @@
 //!   dates and the loaded vocabulary's version (`vocabulary_id = 'None'`), or `none loaded`.
 //! - `cdm.observation_period`: per person, from the earliest to the latest date of any of
 //!   the person's facts (conditions, drugs, procedures, measurements, observations, visits,
-//!   specimens, images, episodes, death), with period type 32882 "Derived value" (as
+//!   specimens, images, episodes, death), with period type 32882 "Standard algorithm from EHR" (as
 //!   ETL-Synthea does: .../v540/insert_observation_period.sql). A person with no dated fact has
 //!   none. The dates are the registry's (shifted, when dates are shifted), so a period holds
 //!   its person's facts.
@@ -37,6 +37,16 @@
 //!   days its sub-exposures cover, floored at 0 (the script does not floor it; it is never
 //!   negative unless an exposure ends before it starts).
 //!
+//! - Oncology (OHDSI Oncology Working Group conventions): a tumour fact (a measurement whose
+//!   concept is a TNM, stage, grade, laterality or histology role of `research.concept_role`)
+//!   with no event link is linked to the person's first breast-cancer diagnosis
+//!   (`meas_event_field_concept_id` 1147127 `condition_occurrence.condition_occurrence_id`,
+//!   `measurement_event_id`), as are the ones whose linked diagnosis is gone; a link the source
+//!   gave is kept. Each diagnosis of `research.diagnosis` gets a "Disease First Occurrence"
+//!   episode (32528; type 32882), whose object is the diagnosis concept and whose
+//!   `episode_event` is the condition. These episodes change only when the diagnosis does
+//!   (the concept ids are cited in vocabulary/SOURCES.tsv).
+//!
 //! Eras are built from the facts of persons in `cdm.person` only (as observation periods
 //! are), and numbered by person, concept and start, so a rebuild of the same facts gives the
 //! same rows.
@@ -46,10 +56,19 @@
 
 use anyhow::{Context, Result};
 
+/// Episode "Disease First Occurrence" (OHDSI Oncology conventions).
+pub const DISEASE_FIRST_OCCURRENCE: i32 = 32_528;
+/// CDM field concept `condition_occurrence.condition_occurrence_id`.
+pub const FIELD_CONDITION_OCCURRENCE_ID: i32 = 1_147_127;
+/// The roles of `research.concept_role` whose measurements describe the tumour.
+const TUMOUR_ROLES: &str = "'clinical_t', 'clinical_n', 'clinical_m', 'clinical_stage', \
+    'pathological_t', 'pathological_n', 'pathological_m', 'pathological_stage', 't', 'n', 'm', \
+    'stage', 'grade', 'grade_measurement', 'laterality_of', 'histology_of'";
+
 /// OMOP CDM Version 5.4.0 (see the module doc for the source).
 pub const CDM_V54_CONCEPT: i32 = 756_265;
-/// Period type "Derived value" (see the module doc for the source).
-pub const DERIVED_VALUE_TYPE: i32 = 32_882;
+/// Period type "Standard algorithm from EHR" (see the module doc for the source).
+pub const PERIOD_TYPE_ALGORITHM: i32 = 32_882;
 /// Days between two occurrences (or sub-exposures) that still make one era (OHDSI's
 /// persistence window; see the module doc for the source).
 pub const PERSISTENCE_WINDOW_DAYS: i32 = 30;
@@ -90,6 +109,10 @@ pub struct Derived {
     pub observation_periods: i64,
     pub condition_eras: i64,
     pub drug_eras: i64,
+    /// Tumour facts newly linked to their diagnosis.
+    pub modifiers_linked: i64,
+    /// Disease First Occurrence episodes written (new or changed diagnoses).
+    pub first_occurrence_episodes: i64,
 }
 
 /// The dates on which eras close, over the intervals of the query `src` (columns
@@ -222,6 +245,77 @@ pub fn rebuild(client: &mut postgres::Client) -> Result<Derived> {
             None => format!("SELECT person_id, {start}, {start} FROM cdm.{t}"),
         })
         .collect();
+    // Fresh statistics for what was just loaded: the research views below (and a
+    // researcher's first query) are planned on them. The views' concept sets follow the
+    // vocabulary, however it was loaded.
+    tx.batch_execute(
+        "SELECT research.refresh_concept_sets();
+         ANALYZE cdm.person, cdm.condition_occurrence, cdm.measurement, cdm.observation,
+                 cdm.drug_exposure, cdm.procedure_occurrence, cdm.episode, cdm.episode_event,
+                 cdm.death",
+    )
+    .context("could not analyze the cdm tables")?;
+    let modifiers_linked = tx
+        .execute(
+            &format!(
+                "UPDATE cdm.measurement m
+                    SET meas_event_field_concept_id = {FIELD_CONDITION_OCCURRENCE_ID},
+                        measurement_event_id = d.condition_occurrence_id
+                   FROM research.diagnosis d, research.concept_set cs
+                  WHERE m.person_id = d.person_id AND cs.concept_id = m.measurement_concept_id
+                    AND cs.role IN ({TUMOUR_ROLES})
+                    AND (m.measurement_event_id IS NULL
+                         OR m.meas_event_field_concept_id = {FIELD_CONDITION_OCCURRENCE_ID}
+                            AND m.measurement_event_id <> d.condition_occurrence_id
+                            AND NOT EXISTS (SELECT 1 FROM cdm.condition_occurrence c
+                                             WHERE c.condition_occurrence_id = m.measurement_event_id))"
+            ),
+            &[],
+        )
+        .context("could not link tumour facts to their diagnosis")? as i64;
+    // First-occurrence episodes: drop the ones whose diagnosis is gone or changed, add the
+    // missing ones.
+    let stale = format!(
+        "SELECT e.episode_id FROM cdm.episode e
+           LEFT JOIN cdm.episode_event ee ON ee.episode_id = e.episode_id
+           LEFT JOIN research.diagnosis d ON d.person_id = e.person_id
+          WHERE e.episode_concept_id = {DISEASE_FIRST_OCCURRENCE}
+            AND e.episode_type_concept_id = {PERIOD_TYPE_ALGORITHM}
+            AND (d.person_id IS NULL OR ee.event_id IS DISTINCT FROM d.condition_occurrence_id
+                 OR e.episode_start_date <> d.diagnosis_date
+                 OR e.episode_object_concept_id <> d.diagnosis_concept_id)"
+    );
+    tx.batch_execute(&format!(
+        "CREATE TEMP TABLE stale_episode ON COMMIT DROP AS {stale};
+         DELETE FROM cdm.episode_event WHERE episode_id IN (SELECT episode_id FROM stale_episode);
+         DELETE FROM cdm.episode WHERE episode_id IN (SELECT episode_id FROM stale_episode);"
+    ))
+    .context("could not remove changed first-occurrence episodes")?;
+    let first_occurrence_episodes = tx
+        .execute(
+            &format!(
+                "WITH missing AS (
+                     SELECT d.* FROM research.diagnosis d
+                      WHERE NOT EXISTS (SELECT 1 FROM cdm.episode e
+                                         WHERE e.person_id = d.person_id
+                                           AND e.episode_concept_id = {DISEASE_FIRST_OCCURRENCE}
+                                           AND e.episode_type_concept_id = {PERIOD_TYPE_ALGORITHM})
+                 ), ins AS (
+                     INSERT INTO cdm.episode (episode_id, person_id, episode_concept_id,
+                            episode_start_date, episode_number, episode_object_concept_id,
+                            episode_type_concept_id)
+                     SELECT nextval('registry.seq_episode_id'), person_id, {DISEASE_FIRST_OCCURRENCE},
+                            diagnosis_date, 1, diagnosis_concept_id, {PERIOD_TYPE_ALGORITHM}
+                       FROM missing
+                     RETURNING episode_id, person_id
+                 )
+                 INSERT INTO cdm.episode_event (episode_id, event_id, episode_event_field_concept_id)
+                 SELECT ins.episode_id, m.condition_occurrence_id, {FIELD_CONDITION_OCCURRENCE_ID}
+                   FROM ins JOIN missing m USING (person_id)"
+            ),
+            &[],
+        )
+        .context("could not write first-occurrence episodes")? as i64;
     tx.batch_execute("DELETE FROM cdm.observation_period")?;
     let n = tx
         .execute(
@@ -230,7 +324,7 @@ pub fn rebuild(client: &mut postgres::Client) -> Result<Derived> {
                         observation_period_start_date, observation_period_end_date,
                         period_type_concept_id)
                  SELECT row_number() OVER (ORDER BY person_id)::int, person_id, min(s),
-                        greatest(max(e), max(s)), {DERIVED_VALUE_TYPE}
+                        greatest(max(e), max(s)), {PERIOD_TYPE_ALGORITHM}
                    FROM ({}) f
                   WHERE person_id IN (SELECT person_id FROM cdm.person)
                   GROUP BY person_id",
@@ -252,5 +346,7 @@ pub fn rebuild(client: &mut postgres::Client) -> Result<Derived> {
         observation_periods: n as i64,
         condition_eras: condition_eras as i64,
         drug_eras: drug_eras as i64,
+        modifiers_linked,
+        first_occurrence_episodes,
     })
 }

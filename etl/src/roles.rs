@@ -89,6 +89,7 @@ pub fn apply(client: &mut postgres::Client, opts: RoleOptions) -> Result<Vec<Str
         format!("GRANT EXECUTE ON FUNCTION {AUDIT_APPEND} TO {ETL}"),
         format!("GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA registry TO {ETL}"),
         format!("GRANT SELECT ON ALL TABLES IN SCHEMA research TO {ETL}"),
+        format!("GRANT EXECUTE ON FUNCTION research.refresh_concept_sets() TO {ETL}"),
         // Researcher: the curated views, nothing of registry, no writes.
         format!("REVOKE ALL ON ALL TABLES IN SCHEMA registry FROM {RESEARCHER}"),
         format!("REVOKE ALL ON SCHEMA registry FROM {RESEARCHER}"),

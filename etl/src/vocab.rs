@@ -236,6 +236,9 @@ pub fn load(client: &mut postgres::Client, origin: Origin<'_>) -> Result<VocabRe
     for f in &local {
         registrar_rows += load_file(&mut tx, f, Replace::Registrar, &bar)?;
     }
+    // The research views' concept sets follow concept_ancestor.
+    tx.batch_execute("SELECT research.refresh_concept_sets()")
+        .context("could not refresh research.concept_set")?;
     tx.commit()
         .context("could not commit the vocabulary load")?;
     bar.finish_and_clear();

@@ -6,8 +6,11 @@ DROP VIEW research.luminal_cohort, research.her2_positive_cohort, research.tnbc_
           research.receptor_status, research.subtype_rule, research.breast_cancer_patient,
           research.first_treatment, research.surgery, research.systemic_therapy,
           research.tumour_fact, research.diagnosis, research.radiotherapy,
-          research.rt_structure_set, research.concept_set;
+          research.rt_structure_set;
+DROP MATERIALIZED VIEW research.concept_set;
 DROP TABLE research.concept_role;
+DROP FUNCTION research.refresh_concept_set();
+DROP FUNCTION research.refresh_concept_sets();
 
 -- Subtype rules and cut-offs, in one place (St Gallen 2013 / ESMO surrogate definitions).
 CREATE VIEW research.subtype_rule AS

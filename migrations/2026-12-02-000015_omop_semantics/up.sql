@@ -19,7 +19,11 @@ CREATE TABLE research.concept_role (
 );
 COMMENT ON TABLE research.concept_role IS 'What the research views read: role, anchor concept (its descendants too) and the label a view returns for it.';
 
-CREATE VIEW research.concept_set AS
+-- A materialized view (a few hundred rows, indexed, with statistics): the views join it in
+-- every subquery, and a plain view's estimates make the planner recompute whole views in
+-- nested loops. It is refreshed when concept_role changes (trigger below) and by
+-- `registrar vocab load` (concept_ancestor).
+CREATE MATERIALIZED VIEW research.concept_set AS
 SELECT DISTINCT ON (role, concept_id) role, concept_id, label, anchor_concept_id, levels
   FROM (SELECT r.role, r.concept_id, r.label, r.concept_id AS anchor_concept_id, 0 AS levels
           FROM research.concept_role r
@@ -29,7 +33,26 @@ SELECT DISTINCT ON (role, concept_id) role, concept_id, label, anchor_concept_id
           JOIN cdm.concept_ancestor a ON a.ancestor_concept_id = r.concept_id
          WHERE a.descendant_concept_id <> r.concept_id) x
  ORDER BY role, concept_id, levels, anchor_concept_id;
-COMMENT ON VIEW research.concept_set IS 'research.concept_role expanded to descendants (cdm.concept_ancestor); the nearest anchor gives the label.';
+CREATE UNIQUE INDEX concept_set_role_concept ON research.concept_set (role, concept_id);
+CREATE INDEX concept_set_concept ON research.concept_set (concept_id);
+COMMENT ON MATERIALIZED VIEW research.concept_set IS 'research.concept_role expanded to descendants (cdm.concept_ancestor); the nearest anchor gives the label.';
+
+-- Refreshing takes the owner's rights: the nightly's role calls this function (granted by
+-- `registrar roles apply`), not REFRESH itself.
+CREATE FUNCTION research.refresh_concept_sets() RETURNS void LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    REFRESH MATERIALIZED VIEW research.concept_set;
+    ANALYZE research.concept_set;
+END $$;
+REVOKE ALL ON FUNCTION research.refresh_concept_sets() FROM PUBLIC;
+CREATE FUNCTION research.refresh_concept_set() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM research.refresh_concept_sets();
+    RETURN NULL;
+END $$;
+CREATE TRIGGER concept_role_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON research.concept_role FOR EACH STATEMENT EXECUTE FUNCTION research.refresh_concept_set();
 
 DROP VIEW research.luminal_cohort, research.her2_positive_cohort, research.tnbc_cohort,
           research.modeling_cohort, research.recurrence, research.pathologic_response,
@@ -257,11 +280,12 @@ SELECT t.person_id,
 COMMENT ON VIEW research.neoadjuvant_treatment IS 'Systemic antineoplastic therapy given between the breast cancer diagnosis and the first breast surgery.';
 
 CREATE VIEW research.pathologic_response AS
-WITH yp AS (
+WITH n AS MATERIALIZED (SELECT * FROM research.neoadjuvant_treatment),
+yp AS (
     -- pathological staging after the start of neoadjuvant therapy (ypTNM)
     SELECT DISTINCT ON (t.person_id, t.role) t.person_id, t.role, t.label
       FROM research.tumour_fact t
-      JOIN research.neoadjuvant_treatment n USING (person_id)
+      JOIN n USING (person_id)
      WHERE t.role IN ('pathological_t', 'pathological_n', 't', 'n') AND t.fact_date > n.start_date
      ORDER BY t.person_id, t.role, t.fact_date, t.fact_id
 ), y AS (
@@ -276,7 +300,7 @@ SELECT n.person_id, y.ypt, y.ypn,
             ELSE 'non-pCR' END AS response,
        CASE WHEN su.surgery_date IS NULL OR y.ypt IS NULL OR y.ypn IS NULL THEN NULL
             ELSE y.ypt IN ('T0', 'Tis') AND y.ypn = 'N0' END AS pcr
-  FROM research.neoadjuvant_treatment n
+  FROM n
   LEFT JOIN research.surgery su USING (person_id)
   LEFT JOIN y USING (person_id);
 COMMENT ON VIEW research.pathologic_response IS 'pCR = ypT0/Tis ypN0 (pathological TNM after the start of neoadjuvant therapy); non-pCR otherwise; unknown without surgery or ypTNM.';
@@ -346,8 +370,17 @@ SELECT p.person_id, p.procedure_occurrence_id, p.procedure_date AS start_date,
          ON by_date.person_id = p.person_id AND by_date.observation_date = p.procedure_date;
 COMMENT ON VIEW research.radiotherapy IS 'Radiotherapy courses: dates, target (whole_breast, chest_wall, boost, or radiotherapy when unstated), fractions and total dose in Gy.';
 
--- One modeling-ready row per patient and pillar: features and outcomes.
+-- One modeling-ready row per patient and pillar: features and outcomes. Each part is
+-- computed once (MATERIALIZED): a filter on the pillar would otherwise be estimated to keep
+-- one row and the planner would recompute whole views inside nested loops.
 CREATE VIEW research.modeling_cohort AS
+WITH b AS MATERIALIZED (SELECT * FROM research.breast_cancer_patient),
+     r AS MATERIALIZED (SELECT * FROM research.receptor_status),
+     st AS MATERIALIZED (SELECT * FROM research.subtype),
+     n AS MATERIALIZED (SELECT * FROM research.neoadjuvant_treatment),
+     s AS MATERIALIZED (SELECT * FROM research.surgery),
+     pr AS MATERIALIZED (SELECT * FROM research.pathologic_response),
+     rc AS MATERIALIZED (SELECT * FROM research.recurrence)
 SELECT b.person_id,
        CASE WHEN st.subtype IN ('luminal_a', 'luminal_b_her2neg', 'luminal_unknown') THEN 'luminal'
             WHEN st.subtype IN ('luminal_b_her2pos', 'her2_enriched') THEN 'her2_positive'
@@ -359,13 +392,13 @@ SELECT b.person_id,
        s.surgery_type,
        pr.pcr,
        rc.rfs_days, rc.rfs_event
-  FROM research.breast_cancer_patient b
-  LEFT JOIN research.receptor_status r USING (person_id)
-  LEFT JOIN research.subtype st USING (person_id)
-  LEFT JOIN research.neoadjuvant_treatment n USING (person_id)
-  LEFT JOIN research.surgery s USING (person_id)
-  LEFT JOIN research.pathologic_response pr USING (person_id)
-  LEFT JOIN research.recurrence rc USING (person_id);
+  FROM b
+  LEFT JOIN r USING (person_id)
+  LEFT JOIN st USING (person_id)
+  LEFT JOIN n USING (person_id)
+  LEFT JOIN s USING (person_id)
+  LEFT JOIN pr USING (person_id)
+  LEFT JOIN rc USING (person_id);
 
 CREATE VIEW research.luminal_cohort AS SELECT * FROM research.modeling_cohort WHERE pillar = 'luminal';
 CREATE VIEW research.her2_positive_cohort AS SELECT * FROM research.modeling_cohort WHERE pillar = 'her2_positive';
