@@ -111,7 +111,7 @@ pub fn expected_domain(table: &str, column: &str) -> Option<&'static str> {
         "condition_status_concept_id" => "Condition Status",
         "route_concept_id" => "Route",
         "visit_concept_id" => "Visit",
-        "condition_concept_id" | "cause_concept_id" => "Condition",
+        "condition_concept_id" => "Condition",
         "drug_concept_id" => "Drug",
         "procedure_concept_id" => "Procedure",
         "measurement_concept_id" => "Measurement",
@@ -253,6 +253,10 @@ pub fn run(c: &Compiled, client: &mut postgres::Client) -> Result<Lint> {
                     }
                 }
             }
+        }
+        // Only what a fact is (its concept) or holds (its value concept) feeds a view.
+        if !is_fact_column(&x.table, &x.column) && x.column != "value_as_concept_id" {
+            continue;
         }
         let views: BTreeSet<&str> = roles
             .get(&x.concept)
