@@ -46,6 +46,14 @@ BEGIN
     ANALYZE research.concept_set;
 END $$;
 REVOKE ALL ON FUNCTION research.refresh_concept_sets() FROM PUBLIC;
+-- A registry whose roles were applied before this migration: the nightly's role can refresh
+-- at once (`registrar roles apply` grants it too).
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'registrar_etl') THEN
+        GRANT EXECUTE ON FUNCTION research.refresh_concept_sets() TO registrar_etl;
+    END IF;
+END $$;
 CREATE FUNCTION research.refresh_concept_set() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM research.refresh_concept_sets();
