@@ -157,15 +157,6 @@ pub mod local {
 /// above for site-local concepts).
 pub const LOCAL_CONCEPT_MIN: i32 = 2_000_000_000;
 
-/// The shipped subset's text of one of its files (for tests and `mapping check`).
-pub fn shipped_file(name: &str) -> Option<&'static str> {
-    SHIPPED
-        .iter()
-        .chain(REGISTRAR)
-        .find(|(n, _, _)| *n == name)
-        .map(|(_, _, t)| *t)
-}
-
 fn embedded(files: &[(&str, &'static str, &'static str)]) -> Vec<AthenaFile> {
     files
         .iter()

@@ -101,7 +101,7 @@ pub struct Lint {
 }
 
 /// The domain a concept column expects (None: any domain).
-pub fn expected_domain(table: &str, column: &str) -> Option<&'static str> {
+pub fn expected_domain(column: &str) -> Option<&'static str> {
     Some(match column {
         c if c.ends_with("_type_concept_id") => "Type Concept",
         "unit_concept_id" | "dose_unit_concept_id" => "Unit",
@@ -120,10 +120,7 @@ pub fn expected_domain(table: &str, column: &str) -> Option<&'static str> {
         "episode_concept_id" => "Episode",
         "specimen_concept_id" => "Specimen",
         "anatomic_site_concept_id" => "Spec Anatomic Site",
-        _ => {
-            let _ = table;
-            return None;
-        }
+        _ => return None,
     })
 }
 
@@ -244,7 +241,7 @@ pub fn run(c: &Compiled, client: &mut postgres::Client) -> Result<Lint> {
                         x.concept
                     ));
                 }
-                if let Some(want) = expected_domain(&x.table, &x.column) {
+                if let Some(want) = expected_domain(&x.column) {
                     if domain != want {
                         lint.warnings.push(format!(
                             "{at}: concept {} ({name}) is in domain {domain}, the column expects {want}",
