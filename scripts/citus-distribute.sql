@@ -92,3 +92,16 @@ SELECT citus_add_local_table_to_metadata('cdm.episode_event');
 SELECT citus_add_local_table_to_metadata('cdm.fact_relationship');
 SELECT citus_add_local_table_to_metadata('cdm.note_nlp');
 SELECT citus_add_local_table_to_metadata('cdm.cost');
+
+-- 4. Research marts: hash-distributed by person_id and co-located with cdm.person, so a
+--    refresh (mart.refresh: each mart's rows from the same person's cdm rows and earlier marts)
+--    and a researcher's query run shard by shard. Every mart's key starts with person_id.
+--    The refresh scope is joined by every shard: a reference table. research.concept_set is a
+--    materialized view local to the coordinator (a few hundred rows), which Citus ships to the
+--    workers as an intermediate result when a refresh joins it.
+SELECT create_reference_table('mart.refresh_scope');
+SELECT create_distributed_table('mart.' || m, 'person_id', colocate_with => 'cdm.person')
+  FROM unnest(ARRAY['diagnosis', 'tumour_fact', 'systemic_therapy', 'surgery', 'first_treatment',
+                    'breast_cancer_patient', 'receptor_status', 'subtype', 'neoadjuvant_treatment',
+                    'pathologic_response', 'recurrence_event', 'recurrence', 'radiotherapy',
+                    'modeling_cohort', 'rt_structure_set']) AS m;

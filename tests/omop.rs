@@ -228,10 +228,14 @@ fn the_research_views_classify_a_cdm_written_by_another_etl() {
     assert!(out.status.success(), "{}", text(&out));
     let mut c = db.client();
     c.batch_execute(FOREIGN_CDM).unwrap();
-    // concept_ancestor was written behind registrar's back: refresh the views' concept sets,
-    // as `registrar vocab load` and the nightly do.
+    // cdm and concept_ancestor were written behind registrar's back: refresh the views'
+    // concept sets (as `registrar vocab load` and the nightly do) and rebuild the research
+    // marts, as a site whose cdm another ETL writes does after each load.
     c.batch_execute("SELECT research.refresh_concept_sets()")
         .unwrap();
+    let out = db.registrar(&["research", "refresh", "--full"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("(full rebuild)"), "{}", text(&out));
     let rows = c
         .query(
             "SELECT person_id, pillar, subtype, ct, cn, cm, clinical_stage, her2_status, neoadjuvant,
@@ -321,9 +325,14 @@ fn the_research_views_classify_a_cdm_written_by_another_etl() {
     let d = registrar_etl::derive::rebuild(&mut c).unwrap();
     assert_eq!((d.modifiers_linked, d.first_occurrence_episodes), (0, 0));
     assert_eq!(c.query_one(ids, &[]).unwrap().get::<_, String>(0), before);
-    // A changed diagnosis date moves its episode.
+    // A changed diagnosis date moves its episode (written behind registrar's back, so the
+    // marts are rebuilt first, as after any foreign write).
     c.batch_execute("UPDATE cdm.condition_occurrence SET condition_start_date = '2019-05-01' WHERE condition_occurrence_id = 41")
         .unwrap();
+    assert!(db
+        .registrar(&["research", "refresh", "--full"])
+        .status
+        .success());
     let d = registrar_etl::derive::rebuild(&mut c).unwrap();
     assert_eq!(d.first_occurrence_episodes, 1);
     assert_eq!(

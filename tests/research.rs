@@ -243,3 +243,173 @@ fn a_cohort_exports_as_csv_with_small_cell_warnings() {
         "NULLs are in the test"
     );
 }
+
+/// A digest of every research view's rows (optionally leaving one person out), by view.
+fn research_digest(c: &mut postgres::Client, without: Option<i32>) -> Vec<(String, i64, String)> {
+    let views: Vec<String> = c
+        .query(
+            "SELECT c.relname::text FROM pg_class c
+              WHERE c.relnamespace = 'research'::regnamespace AND c.relkind = 'v'
+                AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'person_id')
+              ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(views.len() >= 18, "{views:?}");
+    views
+        .into_iter()
+        .map(|v| {
+            let r = c
+                .query_one(
+                    &format!(
+                        "SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '')
+                           FROM research.{v} t WHERE t.person_id IS DISTINCT FROM $1"
+                    ),
+                    &[&without],
+                )
+                .unwrap();
+            (v, r.get(0), r.get(1))
+        })
+        .collect()
+}
+
+/// The marts follow the facts person by person: the first night recomputes everyone, a
+/// corrected record recomputes its person only, and what the increments built is exactly what
+/// a full rebuild builds.
+#[test]
+fn research_marts_refresh_the_changed_persons_and_match_a_full_rebuild() {
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().unwrap();
+    let src = synth(dir.path(), 60, 32, 0.0);
+    let key = new_key(dir.path(), "k");
+    assert!(db.registrar(&["vocab", "load"]).status.success());
+    let cfg = crate::support::nightly_config(&db, &dir.path().join("night"), &src, &key);
+    let first = crate::support::nightly(&cfg);
+    let report: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    let mut c = db.client();
+    let persons: i64 = c
+        .query_one(
+            "SELECT count(DISTINCT person_id) FROM registry.lineage",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(report["research_marts"]["persons"], persons, "{report}");
+    assert_eq!(report["research_marts"]["full_rebuild"], false);
+    let pending: i64 = c
+        .query_one("SELECT count(*) FROM registry.changed_person", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(pending, 0);
+    let night1 = research_digest(&mut c, None);
+    let cohort: i64 = c
+        .query_one("SELECT count(*) FROM research.modeling_cohort", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(cohort, 60);
+
+    // A full rebuild gives the same rows.
+    let out = db.registrar(&["--json", "research", "refresh", "--full"]);
+    assert!(out.status.success(), "{}", crate::support::text(&out));
+    let full: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(full["full_rebuild"], true);
+    assert_eq!(research_digest(&mut c, None), night1);
+
+    // A corrected ER result of one sample: that person, and only that person, changes.
+    let files = crate::support::his_files(&src, "pathology");
+    let newest = files.last().unwrap();
+    // windows-1252, `;`, CRLF: edit bytes as Latin-1 characters so the rest stays as it was
+    let text: String = std::fs::read(newest)
+        .unwrap()
+        .iter()
+        .map(|&b| b as char)
+        .collect();
+    let mut lines: Vec<String> = text.split("\r\n").map(String::from).collect();
+    let unquote = |s: &str| s.trim_matches('"').to_string();
+    let header: Vec<String> = lines[0].split(';').map(unquote).collect();
+    let col = |n: &str| header.iter().position(|h| h == n).unwrap();
+    let (code, value, patient) = (col("lab_code"), col("result"), col("patient_nr"));
+    let at = lines
+        .iter()
+        .position(|l| {
+            let f: Vec<String> = l.split(';').map(unquote).collect();
+            f.get(code).map(String::as_str) == Some("ER_PCT")
+                && f[value]
+                    .replace(',', ".")
+                    .parse::<f64>()
+                    .is_ok_and(|v| v >= 50.0)
+        })
+        .expect("an ER-positive result");
+    let mut f: Vec<String> = lines[at].split(';').map(String::from).collect();
+    f[value] = "0".into();
+    let patient_nr = unquote(&f[patient]);
+    lines[at] = f.join(";");
+    let bytes: Vec<u8> = lines.join("\r\n").chars().map(|c| c as u8).collect();
+    std::fs::write(newest, bytes).unwrap();
+    let keys = crate::support::registry_keys(&key);
+    let pseudonym = keys
+        .current
+        .person(IdentifierType::Mrn, &patient_nr)
+        .unwrap();
+    let person: i32 = c
+        .query_one(
+            "SELECT person_id FROM registry.person_map WHERE pseudonym = $1",
+            &[&pseudonym.as_str()],
+        )
+        .unwrap()
+        .get(0);
+    let before: Option<f64> = c
+        .query_one(
+            "SELECT er_pct::float8 FROM research.receptor_status WHERE person_id = $1",
+            &[&person],
+        )
+        .unwrap()
+        .get(0);
+    assert!(before.unwrap() >= 50.0);
+    let others_before = research_digest(&mut c, Some(person));
+
+    let second = crate::support::nightly(&cfg);
+    let report: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
+    assert_eq!(report["research_marts"]["persons"], 1, "{report}");
+    let after: Option<f64> = c
+        .query_one(
+            "SELECT er_pct::float8 FROM research.receptor_status WHERE person_id = $1",
+            &[&person],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(after, Some(0.0));
+    assert_eq!(
+        research_digest(&mut c, Some(person)),
+        others_before,
+        "only the corrected person's rows changed"
+    );
+    let night2 = research_digest(&mut c, None);
+    assert_ne!(night2, night1);
+    let out = db.registrar(&["research", "refresh", "--full"]);
+    assert!(out.status.success(), "{}", crate::support::text(&out));
+    assert_eq!(research_digest(&mut c, None), night2);
+
+    // Changing the roles rebuilds every person at once.
+    c.batch_execute(
+        "INSERT INTO research.concept_role (role, concept_id, label, description)
+         VALUES ('her2_ish', 2000000999, '', 'a site''s own ISH concept')",
+    )
+    .unwrap();
+    let (n, whole): (i64, bool) = {
+        let r = c
+            .query_one("SELECT persons, full_rebuild FROM mart.refresh_state", &[])
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert!(whole && n >= 60, "{n} {whole}");
+    let out = db.registrar(&["research", "status"]);
+    assert!(
+        crate::support::text(&out).contains("0 person(s) changed since"),
+        "{}",
+        crate::support::text(&out)
+    );
+}

@@ -240,6 +240,7 @@ fn a_leaky_function_sees_no_row_a_research_view_hides() {
                     image_feature_concept_id, image_feature_type_concept_id, alg_system)
              VALUES (1, 7, 2, {roi}, 32817, '{{\"kind\":\"rtstruct-roi\",\"roi_name\":\"CTV\"}}');
              ANALYZE cdm.image_occurrence, cdm.image_feature;
+             SELECT mart.refresh(true);
              CREATE FUNCTION public.leak(text) RETURNS boolean LANGUAGE plpgsql COST 0.0000001
                  AS $$ BEGIN RAISE NOTICE 'saw %', $1; RETURN true; END $$;
              GRANT EXECUTE ON FUNCTION public.leak(text) TO {res};",

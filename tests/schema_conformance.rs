@@ -167,29 +167,29 @@ fn catalog_snapshot(db: &TestDb) -> Vec<String> {
         SELECT 'col ' || table_schema || '.' || table_name || '.' || column_name || ' ' || data_type
                || coalesce('(' || character_maximum_length || ')', '') || ' ' || is_nullable
                || ' ' || coalesce(column_default, '')
-          FROM information_schema.columns WHERE table_schema IN ('cdm','registry','research')
+          FROM information_schema.columns WHERE table_schema IN ('cdm','registry','research','mart')
         UNION ALL
         SELECT 'idx ' || schemaname || '.' || indexname || ' ' || indexdef
-          FROM pg_indexes WHERE schemaname IN ('cdm','registry','research')
+          FROM pg_indexes WHERE schemaname IN ('cdm','registry','research','mart')
         UNION ALL
         SELECT 'con ' || n.nspname || '.' || conname || ' ' || pg_get_constraintdef(k.oid)
           FROM pg_constraint k JOIN pg_namespace n ON n.oid = k.connamespace
-         WHERE n.nspname IN ('cdm','registry','research')
+         WHERE n.nspname IN ('cdm','registry','research','mart')
         UNION ALL
         SELECT 'seq ' || sequence_schema || '.' || sequence_name || ' ' || data_type
-          FROM information_schema.sequences WHERE sequence_schema IN ('cdm','registry','research')
+          FROM information_schema.sequences WHERE sequence_schema IN ('cdm','registry','research','mart')
         UNION ALL
         SELECT 'trg ' || event_object_schema || '.' || trigger_name || ' ' || event_manipulation
-          FROM information_schema.triggers WHERE event_object_schema IN ('cdm','registry','research')
+          FROM information_schema.triggers WHERE event_object_schema IN ('cdm','registry','research','mart')
         UNION ALL
         SELECT 'fn ' || n.nspname || '.' || p.proname || ' ' || md5(p.prosrc)
           FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-         WHERE n.nspname IN ('cdm','registry','research')
+         WHERE n.nspname IN ('cdm','registry','research','mart')
         UNION ALL
         SELECT 'view ' || schemaname || '.' || viewname || ' ' || md5(definition)
-          FROM pg_views WHERE schemaname IN ('cdm','registry','research')
+          FROM pg_views WHERE schemaname IN ('cdm','registry','research','mart')
         UNION ALL
-        SELECT 'schema ' || nspname FROM pg_namespace WHERE nspname IN ('cdm','registry','research')
+        SELECT 'schema ' || nspname FROM pg_namespace WHERE nspname IN ('cdm','registry','research','mart')
         ORDER BY 1";
     c.query(q, &[]).unwrap().iter().map(|r| r.get(0)).collect()
 }

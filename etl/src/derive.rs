@@ -51,6 +51,10 @@
 //! are), and numbered by person, concept and start, so a rebuild of the same facts gives the
 //! same rows.
 //!
+//! The same transaction first refreshes the research marts of the persons whose facts
+//! changed ([`crate::marts`]): the episodes read the diagnosis mart, and researchers see the
+//! marts and the derived tables change together.
+//!
 //! All are rebuilt whole in one transaction: they depend only on what is loaded, so a run
 //! killed half-way leaves the previous ones, and the next run rebuilds them.
 
@@ -113,6 +117,8 @@ pub struct Derived {
     pub modifiers_linked: i64,
     /// Disease First Occurrence episodes written (new or changed diagnoses).
     pub first_occurrence_episodes: i64,
+    /// The research marts' refresh (the persons whose facts changed).
+    pub marts: crate::marts::Refreshed,
 }
 
 /// The dates on which eras close, over the intervals of the query `src` (columns
@@ -255,6 +261,9 @@ pub fn rebuild(client: &mut postgres::Client) -> Result<Derived> {
                  cdm.death",
     )
     .context("could not analyze the cdm tables")?;
+    // The research marts of the persons whose facts changed (the episodes below read the
+    // diagnosis mart), in this transaction: researchers see them change with the rest.
+    let marts = crate::marts::refresh(&mut tx, crate::marts::Scope::Changed)?;
     let modifiers_linked = tx
         .execute(
             &format!(
@@ -348,5 +357,6 @@ pub fn rebuild(client: &mut postgres::Client) -> Result<Derived> {
         drug_eras: drug_eras as i64,
         modifiers_linked,
         first_occurrence_episodes,
+        marts,
     })
 }

@@ -2,8 +2,9 @@
 //! writes it. Source files (`registry.source_file`) with their identity, series and status;
 //! records (`registry.record_set`: one set per unit, folded into a [`RecordIndex`]); lineage (every
 //! cdm row back to its file, record and person); rejects (rows, cells and whole files, with
-//! reasons); unmapped codes; FHIR watermarks; and the person map. Statuses are enums here and
-//! strings only in the database.
+//! reasons); unmapped codes; FHIR watermarks; the person map; and the persons whose cdm facts
+//! changed since the research marts were refreshed (`registry.changed_person`, written with
+//! every lineage write and delete). Statuses are enums here and strings only in the database.
 //!
 //! Nothing stored here identifies anyone: locators and record keys are keyed hashes, persons
 //! pseudonyms, and reasons never quote a value.
@@ -651,14 +652,18 @@ impl Ledger {
             "WITH gone AS (
                 DELETE FROM registry.lineage l USING unnest($1::int8[], $2::int8[]) AS u(f, r)
                  WHERE l.source_file_id = u.f AND l.source_row = u.r
-                RETURNING l.cdm_table, l.cdm_row_id)
-             SELECT cdm_table, array_agg(cdm_row_id) FROM gone GROUP BY 1",
+                RETURNING l.cdm_table, l.cdm_row_id, l.person_id)
+             SELECT cdm_table, array_agg(cdm_row_id),
+                    array_agg(DISTINCT person_id) FILTER (WHERE person_id IS NOT NULL)
+               FROM gone GROUP BY 1",
             &[&files, &rows],
         )?;
         let mut n = 0;
         for r in gone {
             let t: String = r.get(0);
             let ids: Vec<i64> = r.get(1);
+            let mut persons: Vec<i32> = r.get::<_, Option<Vec<i32>>>(2).unwrap_or_default();
+            mark_changed(tx, &mut persons)?;
             let key =
                 crate::mapping::check::id_column(&t).unwrap_or_else(|| "person_id".to_string());
             if t == "episode" {
@@ -701,6 +706,7 @@ impl Ledger {
                 Type::INT2,
             ],
         );
+        let mut persons = Vec::new();
         for r in rows {
             w.write(&[
                 &r.table,
@@ -711,9 +717,14 @@ impl Ledger {
                 &r.person_id,
                 &r.emit,
             ])?;
+            if let Some(p) = r.person_id {
+                if persons.last() != Some(&p) {
+                    persons.push(p);
+                }
+            }
         }
         w.finish().context("could not write the lineage")?;
-        Ok(())
+        mark_changed(tx, &mut persons)
     }
 
     /// Write reject records with binary COPY.
@@ -1140,6 +1151,22 @@ fn origin_of(file: Option<i64>, row: Option<i64>) -> Option<RowOrigin> {
     Some((file?, row?))
 }
 
+/// Note persons whose cdm facts changed, for the next research mart refresh
+/// (`registry.changed_person`, read by `mart.refresh`).
+fn mark_changed(tx: &mut impl GenericClient, persons: &mut Vec<i32>) -> Result<()> {
+    if persons.is_empty() {
+        return Ok(());
+    }
+    persons.sort_unstable();
+    persons.dedup();
+    tx.execute(
+        "INSERT INTO registry.changed_person SELECT unnest($1::int4[]) ON CONFLICT DO NOTHING",
+        &[&*persons],
+    )
+    .context("could not note the changed persons")?;
+    Ok(())
+}
+
 /// Delete the cdm rows whose lineage matches `filter` (SQL over registry.lineage with the
 /// parameters `params`, `$1`...), then that lineage; returns the cdm rows deleted.
 fn delete_by_lineage(
@@ -1155,6 +1182,14 @@ fn delete_by_lineage(
         .iter()
         .map(|r| r.get(0))
         .collect();
+    tx.execute(
+        &format!(
+            "INSERT INTO registry.changed_person
+             SELECT DISTINCT person_id FROM registry.lineage WHERE {filter} AND person_id IS NOT NULL
+             ON CONFLICT DO NOTHING"
+        ),
+        params,
+    )?;
     let table_param = format!("${}", params.len() + 1);
     let mut n = 0;
     for t in tables {

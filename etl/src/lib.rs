@@ -25,6 +25,7 @@ pub mod import;
 pub mod ledger;
 pub mod load;
 pub mod mapping;
+pub mod marts;
 pub mod nightly;
 pub mod pipeline;
 pub mod privacy;

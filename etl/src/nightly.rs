@@ -77,6 +77,11 @@ pub struct Report {
     pub cdm_rows: Vec<status::TableCount>,
     pub rejects: Vec<crate::ledger::RejectGroup>,
     pub unmapped: Vec<crate::ledger::Unmapped>,
+    /// The derived tables (observation periods, eras, oncology links and episodes), when
+    /// something was loaded.
+    pub derived: Option<crate::derive::Derived>,
+    /// The research marts' refresh: persons recomputed and its time.
+    pub research_marts: crate::marts::Refreshed,
     pub quality_failed: Vec<quality::Outcome>,
     pub quality_checks: usize,
     pub audit_head: Option<(i64, String)>,
@@ -209,9 +214,17 @@ pub fn run(cfg: &Config, db_opts: &db::DbOptions) -> Result<Report, crate::Error
         .query_one("SELECT NOT EXISTS (SELECT 1 FROM cdm.cdm_source)", &[])
         .map_err(|e| Setup(e.into()))?
         .get::<_, bool>(0);
-    if loaded || missing {
-        crate::derive::rebuild(&mut client).map_err(Setup)?;
-    }
+    let derived = if loaded || missing {
+        Some(crate::derive::rebuild(&mut client).map_err(Setup)?)
+    } else {
+        None
+    };
+    // The research marts of the persons whose facts changed (the derived tables refreshed
+    // them; otherwise a night's deletions, or an earlier run's leftovers, still count).
+    let marts = match &derived {
+        Some(d) => d.marts,
+        None => crate::marts::refresh(&mut client, crate::marts::Scope::Changed).map_err(Setup)?,
+    };
     let run_status = match exit_code {
         0 => RunStatus::Succeeded,
         1 => RunStatus::Partial,
@@ -229,6 +242,8 @@ pub fn run(cfg: &Config, db_opts: &db::DbOptions) -> Result<Report, crate::Error
             exit_code,
             sources,
             interrupted,
+            derived,
+            marts,
         },
     )
     .map_err(Setup)?;
@@ -244,6 +259,9 @@ struct Night {
     sources: Vec<SourceOutcome>,
     /// Runs that died before their report; this one reports what they did.
     interrupted: Vec<i64>,
+    /// The derived tables, when rebuilt tonight.
+    derived: Option<crate::derive::Derived>,
+    marts: crate::marts::Refreshed,
 }
 
 fn build_report(
@@ -258,6 +276,8 @@ fn build_report(
         exit_code,
         sources,
         interrupted,
+        derived,
+        marts,
     } = night;
     let st = status::collect(target)?;
     let mut runs = vec![run_id];
@@ -313,6 +333,8 @@ fn build_report(
         cdm_rows: st.cdm_rows,
         rejects,
         unmapped,
+        derived,
+        research_marts: marts,
         quality_failed,
         quality_checks,
         audit_head: audit.head.clone(),
@@ -447,6 +469,24 @@ td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;font-size:.9em}th{
         }
         o.push_str("</table>");
     }
+    o.push_str("<h2>Derived tables and research marts</h2>");
+    match &r.derived {
+        Some(d) => o.push_str(&format!(
+            "<p>Rebuilt from tonight's facts: {} observation periods, {} condition eras, {} drug eras; {} tumour facts linked to their diagnosis, {} first-occurrence episodes written.</p>",
+            d.observation_periods, d.condition_eras, d.drug_eras, d.modifiers_linked, d.first_occurrence_episodes
+        )),
+        None => o.push_str("<p>Nothing was loaded tonight: the derived tables are last night's.</p>"),
+    }
+    o.push_str(&format!(
+        "<p>Research marts: {} person(s) recomputed{} in {:.2} s.</p>",
+        r.research_marts.persons,
+        if r.research_marts.full_rebuild {
+            " (full rebuild)"
+        } else {
+            ""
+        },
+        r.research_marts.seconds
+    ));
     o.push_str("<h2>Rejects and skips by reason</h2>");
     if r.rejects.is_empty() {
         o.push_str("<p>None.</p>");

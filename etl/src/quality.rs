@@ -247,6 +247,17 @@ pub fn checks() -> Vec<Check> {
             denominator: format!("SELECT count(*) FROM cdm.{t}"),
         });
     }
+    // The research views read the marts: a person whose facts changed after the last refresh
+    // is seen by researchers as before.
+    v.push(Check {
+        id: "conformance.research_marts_current",
+        category: "conformance",
+        description: "persons whose facts changed since the research marts were refreshed (run `registrar research refresh`)",
+        severity: Severity::Warning,
+        threshold_pct: 0.0,
+        numerator: "SELECT CASE WHEN (SELECT refreshed_at IS NULL FROM mart.refresh_state) THEN (SELECT count(*) FROM cdm.person) ELSE (SELECT count(*) FROM registry.changed_person) END".into(),
+        denominator: "SELECT greatest((SELECT count(*) FROM cdm.person), (SELECT count(*) FROM registry.changed_person))".into(),
+    });
     v
 }
 

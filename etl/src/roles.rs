@@ -90,6 +90,13 @@ pub fn apply(client: &mut postgres::Client, opts: RoleOptions) -> Result<Vec<Str
         format!("GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA registry TO {ETL}"),
         format!("GRANT SELECT ON ALL TABLES IN SCHEMA research TO {ETL}"),
         format!("GRANT EXECUTE ON FUNCTION research.refresh_concept_sets() TO {ETL}"),
+        // The research marts: refreshed through one SECURITY DEFINER function; nobody else
+        // reads the mart schema (researchers read it through the research views).
+        format!("GRANT USAGE ON SCHEMA mart TO {ETL}"),
+        format!("GRANT EXECUTE ON FUNCTION mart.refresh(boolean) TO {ETL}"),
+        format!("GRANT SELECT ON mart.refresh_state TO {ETL}"),
+        format!("REVOKE ALL ON ALL TABLES IN SCHEMA mart FROM {RESEARCHER}, {AUDITOR}, {FEDERATION_DEFINER}, {FEDERATION}"),
+        format!("REVOKE ALL ON SCHEMA mart FROM {RESEARCHER}, {AUDITOR}, {FEDERATION_DEFINER}, {FEDERATION}"),
         // Researcher: the curated views, nothing of registry, no writes.
         format!("REVOKE ALL ON ALL TABLES IN SCHEMA registry FROM {RESEARCHER}"),
         format!("REVOKE ALL ON SCHEMA registry FROM {RESEARCHER}"),

@@ -42,6 +42,8 @@ pub struct VocabReport {
     pub ignored: Vec<String>,
     /// Rows of registrar's own vocabulary merged in.
     pub registrar_rows: u64,
+    /// The research marts, rebuilt for the new concept hierarchy.
+    pub marts: crate::marts::Refreshed,
 }
 
 /// Where the Athena files come from.
@@ -227,9 +229,11 @@ pub fn load(client: &mut postgres::Client, origin: Origin<'_>) -> Result<VocabRe
     for f in &local {
         registrar_rows += load_file(&mut tx, f, Replace::Registrar, &bar)?;
     }
-    // The research views' concept sets follow concept_ancestor.
+    // The research views' concept sets follow concept_ancestor, and so does every person's
+    // research marts.
     tx.batch_execute("SELECT research.refresh_concept_sets()")
         .context("could not refresh research.concept_set")?;
+    let marts = crate::marts::refresh(&mut tx, crate::marts::Scope::Full)?;
     tx.commit()
         .context("could not commit the vocabulary load")?;
     bar.finish_and_clear();
@@ -237,6 +241,7 @@ pub fn load(client: &mut postgres::Client, origin: Origin<'_>) -> Result<VocabRe
         tables,
         ignored,
         registrar_rows,
+        marts,
     })
 }
 

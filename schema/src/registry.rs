@@ -192,6 +192,13 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Persons whose cdm facts changed since the research marts were refreshed.
+    registry.changed_person (person_id) {
+        person_id -> Int4,
+    }
+}
+
 diesel::joinable!(source_file -> import_run (run_id));
 diesel::joinable!(reject -> import_run (run_id));
 diesel::joinable!(lineage -> source_file (source_file_id));
@@ -210,6 +217,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     plausibility,
     registry_key,
     audit_origin,
+    changed_person,
 );
 
 /// Every registry column, described through its diesel type (see [`crate::introspect`]).
@@ -269,5 +277,6 @@ pub fn columns() -> Vec<crate::introspect::ColumnInfo> {
     );
     v.extend(cols!(registry_key: key_id, domain, status, since));
     v.extend(cols!(audit_origin: singleton, origin));
+    v.extend(cols!(changed_person: person_id));
     v
 }

@@ -135,9 +135,11 @@ fn index(g: &GlobalOpts, args: IndexArgs) -> Result<ExitCode> {
         &outcome.unit.counts,
         outcome.unit.reason.as_deref(),
     )?;
+    let marts = crate::marts::refresh(&mut client, crate::marts::Scope::Changed)?;
     if g.json {
         let mut v = serde_json::to_value(&outcome)?;
         v["run_id"] = run_id.into();
+        v["research_marts"] = serde_json::to_value(marts)?;
         v["status"] = serde_json::to_value(outcome.unit.status)?;
         v["reason"] = serde_json::to_value(&outcome.unit.reason)?;
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -163,6 +165,9 @@ fn index(g: &GlobalOpts, args: IndexArgs) -> Result<ExitCode> {
         for f in &outcome.unreadable {
             println!("unreadable {f}");
         }
+    }
+    if !g.json {
+        println!("{marts}");
     }
     Ok(if problems > 0 {
         ExitCode::from(1)

@@ -314,6 +314,8 @@ fn run_import(
         SourceStatus::Ok => RunStatus::Succeeded,
     };
     runs::finish(&mut conn, run_id, status, &out.counts, out.error.as_deref())?;
+    // The research views follow at once: the marts of the persons this import changed.
+    let marts = crate::marts::refresh(&mut client, crate::marts::Scope::Changed)?;
     let is_files = matches!(source.kind, SourceKind::Files(_));
     if g.json {
         let mut v = serde_json::json!({
@@ -321,6 +323,7 @@ fn run_import(
             "status": status,
             "files": out.units,
             "source": &out,
+            "research_marts": marts,
         });
         if !is_files {
             v["mappings"] = serde_json::to_value(&out.fhir)?;
@@ -362,6 +365,7 @@ fn run_import(
         if c.rows_rejected > 0 || out.files_rejected > 0 || c.cells_nulled > 0 {
             println!("rejects: SELECT * FROM registry.reject WHERE run_id = {run_id};");
         }
+        println!("{marts}");
     }
     match out.status {
         SourceStatus::Ok => Ok(ExitCode::SUCCESS),

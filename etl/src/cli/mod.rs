@@ -113,6 +113,15 @@ pub enum Command {
     /// Export a research cohort (a view of schema `research`) for analysis tools.
     #[command(subcommand)]
     Cohort(CohortCommand),
+    /// The research marts: the tables behind the views of schema `research`.
+    ///
+    /// Every import command and the nightly recompute the marts of the persons whose facts
+    /// they changed, in one transaction (a researcher never sees half a refresh), and
+    /// `registrar vocab load` rebuilds them whole. Rebuild them yourself after writing cdm
+    /// without registrar (another ETL, a manual fix); changing research.concept_role rebuilds
+    /// them at once.
+    #[command(subcommand)]
+    Research(ResearchCommand),
     /// Create and maintain the PostgreSQL roles (ETL writer, researcher, auditor,
     /// federation).
     #[command(subcommand)]
@@ -190,6 +199,20 @@ pub enum CohortCommand {
 pub enum CohortFormat {
     Csv,
     Parquet,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ResearchCommand {
+    /// Recompute the marts of the persons whose facts changed since the last refresh, or of
+    /// every person with --full.
+    Refresh {
+        /// Recompute every person (after cdm was written by something else than registrar's
+        /// import path).
+        #[arg(long)]
+        full: bool,
+    },
+    /// When the marts were last refreshed, and how many persons changed since.
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -293,6 +316,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                             "{:<28}    merged: {} rows of registrar's own vocabulary",
                             "registrar", report.registrar_rows
                         );
+                        println!("{}", report.marts);
                     }
                     Ok(ExitCode::SUCCESS)
                 }
@@ -350,6 +374,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                                 println!("{:<24} passed over {p}", s.name);
                             }
                         }
+                        println!("{}", r.research_marts);
                         println!("report: {}", r.report_html.display());
                     }
                     Ok(ExitCode::from(r.exit_code))
@@ -400,6 +425,48 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                                 s.column, s.value, s.rows, crate::cohort::SMALL_CELL
                             );
                         }
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Research(cmd) => {
+            let target = g.db().resolve()?;
+            db::migrate(&mut target.diesel()?)?;
+            let mut client = target.client()?;
+            match cmd {
+                ResearchCommand::Refresh { full } => {
+                    let scope = if full {
+                        crate::marts::Scope::Full
+                    } else {
+                        crate::marts::Scope::Changed
+                    };
+                    let r = crate::marts::refresh(&mut client, scope)?;
+                    if g.json {
+                        println!("{}", serde_json::to_string_pretty(&r)?);
+                    } else {
+                        println!("{r}");
+                    }
+                }
+                ResearchCommand::Status => {
+                    let s = crate::marts::state(&mut client)?;
+                    if g.json {
+                        println!("{}", serde_json::to_string_pretty(&s)?);
+                    } else {
+                        match &s.refreshed_at {
+                            None => println!("research marts: never built"),
+                            Some(at) => println!(
+                                "research marts: refreshed {at} ({} person(s){}, {:.2} s); last full rebuild {}",
+                                s.last.persons,
+                                if s.last.full_rebuild { ", full rebuild" } else { "" },
+                                s.last.seconds,
+                                s.full_rebuild_at.as_deref().unwrap_or("never")
+                            ),
+                        }
+                        println!(
+                            "{} person(s) changed since (recomputed by the next import, nightly or `registrar research refresh`)",
+                            s.pending
+                        );
                     }
                 }
             }
