@@ -13,7 +13,7 @@ fn run_measured(db: &TestDb, args: &[&str], dir: &Path) -> (i32, String, String,
     let out_path = dir.join("measured.out");
     let err_path = dir.join("measured.err");
     let child = registrar_cmd()
-        .env("DATABASE_URL", db.url())
+        .env("DATABASE_URL", db.database_url_arg())
         .args(args)
         .stdout(std::fs::File::create(&out_path).unwrap())
         .stderr(std::fs::File::create(&err_path).unwrap())
