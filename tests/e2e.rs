@@ -16,6 +16,7 @@ mod identity;
 mod imaging;
 mod import;
 mod limits;
+mod mapping_language;
 mod nightly;
 mod omop;
 mod privacy;

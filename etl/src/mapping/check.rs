@@ -49,11 +49,33 @@ pub enum Src {
     IdOf(usize),
 }
 
+/// What a value that the field's value map and bins do not translate becomes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fallback {
+    /// The row is rejected (`value_not_mapped`), and the value counted as unmapped.
+    Reject,
+    /// The value goes on as it was.
+    Pass,
+    /// The cell becomes empty.
+    Null,
+    /// The value is replaced.
+    Value(String),
+}
+
+/// A numeric bin: `lo ..= hi` becomes `value`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bin {
+    pub lo: f64,
+    pub hi: f64,
+    pub value: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct CompiledExpr {
     pub src: Src,
     pub values: Option<HashMap<String, String>>,
-    pub otherwise: Option<String>,
+    pub bins: Vec<Bin>,
+    pub fallback: Fallback,
     /// (concept map index, column index)
     pub lookup: Option<(usize, usize)>,
     /// How dates are read, when the value becomes a date (a date column or `part`).
@@ -148,6 +170,56 @@ pub fn id_column(table: &str) -> Option<String> {
         "observation_period" => Some("observation_period_id".into()),
         t => Some(format!("{t}_id")),
     }
+}
+
+/// `[[low, high, value], ...]`: numbers (or `-inf`/`inf`) with low <= high, in ascending order
+/// without overlap.
+fn compile_bins(bins: &[toml::Value]) -> Result<Vec<Bin>, String> {
+    let num = |v: &toml::Value| match v {
+        toml::Value::Integer(i) => Some(*i as f64),
+        toml::Value::Float(f) if !f.is_nan() => Some(*f),
+        _ => None,
+    };
+    let mut out: Vec<Bin> = Vec::new();
+    for (i, b) in bins.iter().enumerate() {
+        let shape = || {
+            format!(
+                "bin {} must be [low, high, value] with numbers low <= high (`-inf`, `inf` for open ends)",
+                i + 1
+            )
+        };
+        let toml::Value::Array(a) = b else {
+            return Err(shape());
+        };
+        let [lo, hi, value] = a.as_slice() else {
+            return Err(shape());
+        };
+        let (Some(lo), Some(hi)) = (num(lo), num(hi)) else {
+            return Err(shape());
+        };
+        if lo > hi || matches!(value, toml::Value::Array(_) | toml::Value::Table(_)) {
+            return Err(shape());
+        }
+        if let Some(prev) = out.last() {
+            if lo <= prev.hi {
+                return Err(format!(
+                    "bin {} starts at {lo}, inside or before bin {} (up to {}): bins go up without overlap",
+                    i + 1,
+                    i,
+                    prev.hi
+                ));
+            }
+        }
+        out.push(Bin {
+            lo,
+            hi,
+            value: toml_text(value),
+        });
+    }
+    if out.is_empty() {
+        return Err("bins is empty".into());
+    }
+    Ok(out)
 }
 
 fn toml_text(v: &toml::Value) -> String {
@@ -320,6 +392,7 @@ pub fn compile(
                 && !x.free_text
                 && x.column.is_some()
                 && x.values.is_none()
+                && x.bins.is_none()
             {
                 errors.push(at(fline, format!("`{fname}` is a free-text column: copying a source column into it needs `free_text = true` (free text is dropped unless allowed)")));
             }
@@ -389,10 +462,42 @@ pub fn compile(
                     }
                 }
             };
-            if (x.values.is_some() || x.lookup.is_some()) && x.column.is_none() {
+            if (x.values.is_some() || x.bins.is_some() || x.lookup.is_some()) && x.column.is_none()
+            {
                 errors.push(at(
                     fline,
-                    format!("`{fname}`: values and lookup translate a column"),
+                    format!("`{fname}`: values, bins and lookup translate a column"),
+                ));
+            }
+            let bins = match &x.bins {
+                None => Vec::new(),
+                Some(b) => match compile_bins(b) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        errors.push(at(fline, format!("`{fname}`: {e}")));
+                        Vec::new()
+                    }
+                },
+            };
+            let fallback = match (&x.default, &x.otherwise) {
+                (Some(_), Some(_)) => {
+                    errors.push(at(
+                        fline,
+                        format!(
+                            "`{fname}`: default and otherwise say the same thing; keep default"
+                        ),
+                    ));
+                    Fallback::Reject
+                }
+                (Some(toml::Value::String(s)), None) if s == "pass" => Fallback::Pass,
+                (Some(toml::Value::String(s)), None) if s == "null" => Fallback::Null,
+                (Some(v), None) | (None, Some(v)) => Fallback::Value(toml_text(v)),
+                (None, None) => Fallback::Reject,
+            };
+            if fallback != Fallback::Reject && x.values.is_none() && x.bins.is_none() {
+                errors.push(at(
+                    fline,
+                    format!("`{fname}`: default applies to a value that values or bins do not translate; the field has neither"),
                 ));
             }
             let lookup = match &x.lookup {
@@ -485,7 +590,8 @@ pub fn compile(
                             .map(|(k, v)| (k.trim().to_lowercase(), toml_text(v)))
                             .collect()
                     }),
-                    otherwise: x.otherwise.as_ref().map(toml_text),
+                    bins,
+                    fallback,
                     lookup,
                     dates,
                     scale: x.scale,

@@ -5,7 +5,7 @@
 //! the true date, before the date shift. A refusal is a [`CellError`]: a reason code and a
 //! message naming the field, never the value.
 
-use super::check::{Compiled, CompiledExpr, Src};
+use super::check::{Compiled, CompiledExpr, Fallback, Src};
 use super::dates::{DateError, DateFormats};
 use super::Condition;
 use crate::load::copy::{parse_cell, ColumnDef, PgType, Value};
@@ -289,7 +289,10 @@ impl<'a> Evaluator<'a> {
                 let text = row.fields[i].trim();
                 // Text that could be stored (a text column, or an unmapped code kept for the
                 // data manager) must not hold the person's identifiers or names.
-                let stored = target.ty == PgType::Text || x.values.is_some() || x.lookup.is_some();
+                let stored = target.ty == PgType::Text
+                    || x.values.is_some()
+                    || !x.bins.is_empty()
+                    || x.lookup.is_some();
                 if stored && !text.is_empty() && self.guard.hits(row, text) {
                     return Err(CellError::new(
                         "identifier_in_text",
@@ -302,20 +305,35 @@ impl<'a> Evaluator<'a> {
                 text.to_string()
             }
         };
-        if let (Some(values), Src::Column(_)) = (&x.values, &x.src) {
-            if !text.is_empty() {
-                match values.get(&text.to_lowercase()) {
-                    Some(v) => text = v.clone(),
-                    None => match &x.otherwise {
-                        Some(o) => text = o.clone(),
-                        None => {
-                            self.note_unmapped(Lookup::ValueMap(x.field.clone()), &text);
-                            return Err(CellError::new(
-                                "value_not_mapped",
-                                format!("{}: the value is not in the field's value map", x.field),
-                            ));
-                        }
-                    },
+        let translates = x.values.is_some() || !x.bins.is_empty();
+        if translates && matches!(x.src, Src::Column(_)) && !text.is_empty() {
+            let mapped = x
+                .values
+                .as_ref()
+                .and_then(|values| values.get(&text.to_lowercase()))
+                .or_else(|| {
+                    let n = parse_number(&text, self.decimal_comma)?.to_f64()?;
+                    x.bins
+                        .iter()
+                        .find(|b| b.lo <= n && n <= b.hi)
+                        .map(|b| &b.value)
+                });
+            match (mapped, &x.fallback) {
+                (Some(v), _) => text = v.clone(),
+                (None, Fallback::Pass) => {}
+                (None, Fallback::Null) => text.clear(),
+                (None, Fallback::Value(v)) => text = v.clone(),
+                (None, Fallback::Reject) => {
+                    self.note_unmapped(Lookup::ValueMap(x.field.clone()), &text);
+                    let what = match (x.values.is_some(), x.bins.is_empty()) {
+                        (true, true) => "not in the field's value map",
+                        (false, _) => "in none of the field's bins",
+                        (true, false) => "neither in the field's value map nor in its bins",
+                    };
+                    return Err(CellError::new(
+                        "value_not_mapped",
+                        format!("{}: the value is {what}", x.field),
+                    ));
                 }
             }
         }

@@ -163,9 +163,11 @@ fn written(c: &Compiled) -> Vec<Written> {
                 (_, _, Some((mi, col))) => {
                     ids.extend(c.concept_maps[mi].values(col).map(|v| v.unwrap_or(0)));
                 }
-                (_, Some(values), None) => {
-                    ids.extend(values.values().filter_map(|v| v.parse::<i32>().ok()));
-                    if let Some(o) = &x.otherwise {
+                (_, values, None) if values.is_some() || !x.bins.is_empty() => {
+                    let values = values.iter().flat_map(|v| v.values());
+                    let bins = x.bins.iter().map(|b| &b.value);
+                    ids.extend(values.chain(bins).filter_map(|v| v.parse::<i32>().ok()));
+                    if let crate::mapping::check::Fallback::Value(o) = &x.fallback {
                         ids.extend(o.parse::<i32>().ok());
                     }
                 }

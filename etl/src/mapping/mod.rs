@@ -1,77 +1,22 @@
 //! Mapping files: how one source shape becomes OMOP rows, written by a data manager in TOML.
+//! `mappings/README.md` is the reference (every key, with an example); this module parses
+//! them ([`Mapping`]), `check` validates and compiles them against the catalog, `eval`
+//! evaluates a row, `dates` reads dates strictly, `conceptmap` loads concept maps, `guard` is
+//! the leak guard, `lint` the OMOP lint of `mapping check`, `sample` `mapping check --sample`.
 //!
-//! ```toml
-//! [source]
-//! name = "his-diagnoses"          # recorded with every file loaded through this mapping
-//! format = "csv"                  # csv | xlsx
-//! delimiter = ";"
-//! encoding = "windows-1252"       # utf-8 | windows-1252 | latin-1 | auto
-//! date_formats = ["%d/%m/%Y"]   # required when a field reads a date (see `dates`)
-//! decimal_comma = true
-//! series = "lab_*.csv"            # optional: dated re-exports, the newest replaces the older
-//!
-//! [record]                        # optional: rows are records (keyed hashes of these columns)
-//! key = ["patient_nr", "sample_date", "lab_code"]
-//! snapshot = false                # true: records missing from the newest file are deleted
-//!
-//! [limits]                        # optional: this source's plausibility limits
-//! min_birth_year = 1850
-//!
-//! [person]                        # who each row is about; pseudonymised, never stored
-//! identifiers = [{ column = "patient_nr", type = "mrn" }, { column = "niss", type = "niss" }]
-//!
-//! [concept_maps]                  # local code -> concept, source_to_concept_map style
-//! lab = "concept_maps/his_lab.csv"
-//!
-//! [[emit]]
-//! table = "measurement"
-//! when = { column = "lab_code", in = ["ER_PCT", "PR_PCT"] }
-//! [emit.fields]
-//! measurement_concept_id = { column = "lab_code", lookup = "lab" }
-//! measurement_date = { column = "sample_date" }
-//! value_as_number = { column = "result" }
-//! range_high = { column = "upper", on_error = "null" }   # a bad cell is nulled and recorded
-//! measurement_type_concept_id = { const = 32817 }
-//! measurement_source_value = { column = "lab_code" }
-//! ```
-//!
-//! A FHIR mapping (`format = "fhir"`) reads one resource type; its `[fhir]` section names the
-//! resource, turns paths into columns, and says which identifiers of the referenced Patient
-//! become columns (the `[person]` section then uses them like any other column):
-//!
-//! ```toml
-//! [source]
-//! name = "fhir-observation"
-//! format = "fhir"
-//!
-//! [fhir]
-//! resource = "Observation"
-//! subject = "subject.reference"    # default; a Patient mapping reads the resource itself
-//! patient_identifiers = [{ system = "https://h.example/fhir/NamingSystem/mrn", column = "mrn" }]
-//! [fhir.columns]                   # column = path (see registrar_fhir::path)
-//! code = "code.coding[system=https://h.example/fhir/CodeSystem/lab].code"
-//! value = "valueQuantity.value"
-//! date = "effectiveDateTime"
-//!
-//! [person]
-//! identifiers = [{ column = "mrn", type = "mrn" }]
-//! ```
-//!
-//! FHIR dates (`2024-05-01`, `2024-05-01T10:00:00+02:00`) are understood without
-//! `date_formats` (the pseudo-format `fhir`); a date-time keeps its local time; a partial
-//! date is refused for a day-precise column.
-//!
-//! Field expressions take their value from a `column`, a `const`, the source `row_number`, or
-//! the id of another emit of the same row (`id_of`), then optionally translate it through
-//! `values` (a value map) or `lookup` (a concept map). The target column's type decides how
-//! text is parsed: dates with `date_formats` (a whole cell in a declared format; workbook cells
-//! typed as dates are read as dates; `excel` reads day serial numbers), numbers strictly in
-//! the source's notation (with a decimal comma when asked). A constant date is `YYYY-MM-DD`.
-//! Each failing cell is recorded with its column and the field's line; `on_error = "null"`
-//! (optional columns) loads the row without the cell. Dates of a person are shifted by the
-//! person's keyed shift. There is no SQL in a mapping. `person_id`, the table's own id and `person_source_value` (the
-//! pseudonym) are filled in by registrar; any text target other than a `*_source_value` code
-//! must say `free_text = true`, so free text never reaches the registry by accident.
+//! A field takes its value from a `column`, a `const`, the source `row_number`, or the id of
+//! another emit of the same row (`id_of`), then optionally translates it through `values` (a
+//! value map), `bins` (numeric ranges) and `lookup` (a concept map); a value neither
+//! translates is rejected unless the field has a `default` (`"pass"`, `"null"` or a
+//! constant). The target column's type decides how text is parsed: dates with `date_formats`
+//! (a whole cell in a declared format; workbook cells typed as dates are read as dates;
+//! `excel` reads day serial numbers; FHIR dates without formats), numbers strictly in the
+//! source's notation (with a decimal comma when asked). Each failing cell is recorded with its
+//! column and the field's line; `on_error = "null"` (optional columns) loads the row without
+//! the cell. Dates of a person are shifted by the person's keyed shift. `person_id`, the
+//! table's own id and `person_source_value` (the pseudonym) are filled in by registrar; any
+//! text target other than a `*_source_value` code must say `free_text = true`, so free text
+//! never reaches the registry by accident.
 
 pub mod check;
 pub mod conceptmap;
@@ -314,7 +259,13 @@ pub struct Expr {
     pub id_of: Option<String>,
     /// Value map: source text (trimmed, case-insensitive) -> value.
     pub values: Option<BTreeMap<String, toml::Value>>,
-    /// Value used when the source value is not in `values` (else the row is rejected).
+    /// Numeric bins, `[[low, high, value], ...]`: a number from `low` to `high` (both
+    /// included; `-inf` and `inf` for open ends) becomes `value`. Tried after `values`.
+    pub bins: Option<Vec<toml::Value>>,
+    /// What a value that `values` and `bins` do not translate becomes: `"pass"` keeps it,
+    /// `"null"` empties the cell, anything else replaces it. Without one, the row is rejected.
+    pub default: Option<toml::Value>,
+    /// The older spelling of a constant `default`.
     pub otherwise: Option<toml::Value>,
     /// Concept map lookup (name from `[concept_maps]`).
     pub lookup: Option<String>,
