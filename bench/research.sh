@@ -5,8 +5,9 @@
 #   the pillar count, the full select and the per-person query on research.modeling_cohort;
 # then `registrar check`, `cohort export modeling_cohort --format parquet`, `federation
 # publish --force` (best of 3), and a nightly after 1% of the patients' ER results changed
-# (its research mart refresh against the whole night). Ends with a table and the growth
-# from each size to the next.
+# (its research mart refresh against the whole night). Up to OLD_MAX patients (default
+# 10000) the same three queries run on the views as they were before the marts, side by side.
+# Ends with a table and the growth from each size to the next.
 # Usage: bench/research.sh [SIZES...]   (default: 1000 10000 50000).
 # Needs PostgreSQL (DATABASE_URL or :5432).
 set -euo pipefail
@@ -58,6 +59,30 @@ for N in "${SIZES[@]}"; do
   pillar=$(q "SELECT pillar, count(*) FROM research.modeling_cohort GROUP BY 1")
   full=$(q "SELECT * FROM research.modeling_cohort")
   one=$(q "SELECT * FROM research.modeling_cohort WHERE person_id = $P")
+  # The peer: the views as they were before the marts (migration *_omop_semantics, kept in
+  # mart.superseded_view), computed from cdm on every query; up to OLD_MAX patients.
+  old_pillar=nan; old_full=nan; old_one=nan
+  if [ "$N" -le "${OLD_MAX:-10000}" ]; then
+    psql -q "$URL" <<'SQL'
+CREATE SCHEMA bench_old;
+DO $$
+DECLARE v record; d text; n text;
+BEGIN
+  FOR v IN SELECT * FROM mart.superseded_view ORDER BY ordinal LOOP
+    d := v.definition;
+    FOR n IN SELECT name FROM mart.superseded_view LOOP
+      d := regexp_replace(d, '\mresearch\.' || n || '\M', 'bench_old.' || n, 'g');
+    END LOOP;
+    EXECUTE format('CREATE VIEW bench_old.%I AS %s', v.name, d);
+  END LOOP;
+END $$;
+SQL
+    q3() { { echo '\o /dev/null'; echo '\timing on'; for _ in 1 2 3; do echo "$1;"; done; } \
+      | psql -X -q "$URL" 2>&1 | median_ms; }
+    old_pillar=$(q3 "SELECT pillar, count(*) FROM bench_old.modeling_cohort GROUP BY 1")
+    old_full=$(q3 "SELECT * FROM bench_old.modeling_cohort")
+    old_one=$(q3 "SELECT * FROM bench_old.modeling_cohort WHERE person_id = $P")
+  fi
   S=$(now); DATABASE_URL=$URL $BIN check --out "$D/check.txt" >/dev/null || true; E=$(now)
   check=$(echo "$E - $S" | bc)
   S=$(now); DATABASE_URL=$URL $BIN cohort export modeling_cohort --format parquet --out "$D/cohort.parquet" >/dev/null; E=$(now)
@@ -89,15 +114,17 @@ PY
   (cd "$D" && $BIN --json nightly --config registrar.toml > second.json) || true
   T3=$(now)
   second=$(echo "$T3 - $T2" | bc)
-  python3 - "$D" "$N" "$first" "$pillar" "$full" "$one" "$check" "$parquet" "$release" "$second" >> "$RESULTS" <<'PY'
+  python3 - "$D" "$N" "$first" "$pillar" "$full" "$one" "$check" "$parquet" "$release" "$second" \
+      "$old_pillar" "$old_full" "$old_one" >> "$RESULTS" <<'PY'
 import json, sys
-d, n, first, pillar, full, one, check, parquet, release, second = sys.argv[1:]
+d, n, first, pillar, full, one, check, parquet, release, second, op, of, oo = sys.argv[1:]
 r1 = json.load(open(f"{d}/first.json"))
 r2 = json.load(open(f"{d}/second.json"))
 m1, m2 = r1["research_marts"], r2["research_marts"]
 print("\t".join(map(str, [n, first, float(pillar) / 1000, float(full) / 1000, float(one), check,
                           parquet, release, second, m2["seconds"], m2["persons"], m1["seconds"],
-                          r1["exit_code"], r2["exit_code"]])))
+                          r1["exit_code"], r2["exit_code"],
+                          float(op) / 1000, float(of) / 1000, float(oo)])))
 PY
   psql -q "$SERVER" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)"
 done
@@ -108,7 +135,9 @@ rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 cols = [("first nightly", 1, "s"), ("pillar count", 2, "s"), ("full select", 3, "s"),
         ("per person", 4, "ms"), ("registrar check", 5, "s"), ("parquet export", 6, "s"),
         ("federation publish", 7, "s"), ("nightly, 1% changed", 8, "s"),
-        ("  its mart refresh", 9, "s")]
+        ("  its mart refresh", 9, "s"),
+        ("old views: pillar", 14, "s"), ("old views: full select", 15, "s"),
+        ("old views: per person", 16, "ms")]
 print(f"{'patients':<24}" + "".join(f"{r[0]:>12}" for r in rows)
       + "".join(f"{rows[i+1][0] + '/' + rows[i][0]:>14}" for i in range(len(rows) - 1)))
 for name, i, unit in cols:
@@ -117,6 +146,9 @@ for name, i, unit in cols:
     line += "".join(f"{(vals[k+1] / vals[k] if vals[k] else float('nan')):>13.1f}x" for k in range(len(vals) - 1))
     print(line)
 for r in rows:
+    if r[14] != "nan":
+        print(f"{r[0]} patients, old views / marts: pillar count {float(r[14]) / float(r[2]):.0f}x, "
+              f"full select {float(r[15]) / float(r[3]):.0f}x, per person {float(r[16]) / float(r[4]):.0f}x")
     print(f"{r[0]} patients: the 1% nightly recomputed {r[10]} persons; its mart refresh was "
           f"{float(r[9]) / float(r[8]):.1%} of the night (goal <= 10%); first-night refresh {float(r[11]):.2f} s; "
           f"exit codes {r[12]}, {r[13]}")
