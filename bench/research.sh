@@ -8,7 +8,7 @@
 # (its research mart refresh against the whole night). Up to OLD_MAX patients (default
 # 10000) the same three queries run on the views as they were before the marts, side by side.
 # Ends with a table and the growth from each size to the next.
-# Usage: bench/research.sh [SIZES...]   (default: 1000 10000 50000).
+# Usage: bench/research.sh [SIZES...]   (default: 1000 10000 50000; KEEP=1 keeps the databases).
 # Needs PostgreSQL (DATABASE_URL or :5432).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -126,7 +126,7 @@ print("\t".join(map(str, [n, first, float(pillar) / 1000, float(full) / 1000, fl
                           r1["exit_code"], r2["exit_code"],
                           float(op) / 1000, float(of) / 1000, float(oo)])))
 PY
-  psql -q "$SERVER" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)"
+  [ -n "${KEEP:-}" ] || psql -q "$SERVER" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)"
 done
 
 python3 - "$RESULTS" <<'PY'

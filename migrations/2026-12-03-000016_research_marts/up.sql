@@ -453,22 +453,57 @@ ALTER TABLE mart.rt_structure_set ADD PRIMARY KEY (person_id, image_feature_id);
 CREATE INDEX ON mart.modeling_cohort (pillar);
 
 -- ---- refresh ------------------------------------------------------------------------------
+-- Rebuild every mart for the persons of mart.refresh_scope, in dependency order (p_all: the
+-- scope is every person, so the marts are emptied first).
+CREATE FUNCTION mart.build(p_all boolean) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_name text;
+    v_big  boolean := p_all OR (SELECT count(*) FROM mart.refresh_scope) > 1000;
+BEGIN
+    FOREACH v_name IN ARRAY ARRAY['diagnosis', 'tumour_fact', 'systemic_therapy', 'surgery',
+        'first_treatment', 'breast_cancer_patient', 'receptor_status', 'subtype',
+        'neoadjuvant_treatment', 'pathologic_response', 'recurrence_event', 'recurrence',
+        'radiotherapy', 'modeling_cohort', 'rt_structure_set'] LOOP
+        IF p_all THEN
+            EXECUTE format('DELETE FROM mart.%I', v_name);
+        ELSE
+            EXECUTE format('DELETE FROM mart.%I t USING mart.refresh_scope s WHERE t.person_id = s.person_id', v_name);
+        END IF;
+        EXECUTE format('INSERT INTO mart.%I SELECT * FROM mart.%I', v_name, v_name || '_src');
+        -- the next mart's plan reads this one: give the planner its size
+        IF v_big THEN
+            EXECUTE format('ANALYZE mart.%I', v_name);
+        END IF;
+    END LOOP;
+END $$;
+
+-- The same for a scope of a few persons, by index only: every fact and mart row is reached
+-- through its person_id index from the scope, so the work follows the persons recomputed,
+-- not the size of the registry (a hash join would read whole tables for a few rows).
+CREATE FUNCTION mart.build_by_person() RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+    SET enable_seqscan = off SET enable_mergejoin = off AS $$
+BEGIN
+    PERFORM mart.build(false);
+END $$;
+
 -- Recompute the changed persons (registry.changed_person), or every person when p_full (or
--- when a rebuild is due: never built, the roles changed). In the caller's transaction; one
--- refresh at a time. Returns how many persons were recomputed and whether it was whole.
+-- when the marts were never built). In the caller's transaction; one refresh at a time.
+-- Returns how many persons were recomputed and whether it was whole.
 CREATE FUNCTION mart.refresh(p_full boolean) RETURNS TABLE (persons bigint, full_rebuild boolean)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_full  boolean := p_full;
     v_n     bigint;
-    v_name  text;
     v_start timestamptz := clock_timestamp();
 BEGIN
     LOCK TABLE mart.refresh_scope IN EXCLUSIVE MODE;
     IF NOT v_full THEN
         SELECT s.refreshed_at IS NULL INTO v_full FROM mart.refresh_state s;
     END IF;
-    DELETE FROM mart.refresh_scope;
+    -- (the scope's rows never outlive a refresh; TRUNCATE leaves no dead rows behind)
+    TRUNCATE mart.refresh_scope;
     IF v_full THEN
         -- every person with a fact any mart reads
         INSERT INTO mart.refresh_scope
@@ -483,30 +518,24 @@ BEGIN
         INSERT INTO mart.refresh_scope SELECT c.person_id FROM registry.changed_person c;
     END IF;
     GET DIAGNOSTICS v_n = ROW_COUNT;
-    IF v_n > 0 OR v_full THEN
+    IF v_full THEN
         ANALYZE mart.refresh_scope;
-        FOREACH v_name IN ARRAY ARRAY['diagnosis', 'tumour_fact', 'systemic_therapy', 'surgery',
-            'first_treatment', 'breast_cancer_patient', 'receptor_status', 'subtype',
-            'neoadjuvant_treatment', 'pathologic_response', 'recurrence_event', 'recurrence',
-            'radiotherapy', 'modeling_cohort', 'rt_structure_set'] LOOP
-            IF v_full THEN
-                EXECUTE format('DELETE FROM mart.%I', v_name);
-            ELSE
-                EXECUTE format('DELETE FROM mart.%I t USING mart.refresh_scope s WHERE t.person_id = s.person_id', v_name);
-            END IF;
-            EXECUTE format('INSERT INTO mart.%I SELECT * FROM mart.%I', v_name, v_name || '_src');
-            -- the next mart's plan reads this one: give the planner its size
-            IF v_full OR v_n > 1000 THEN
-                EXECUTE format('ANALYZE mart.%I', v_name);
-            END IF;
-        END LOOP;
+        PERFORM mart.build(true);
+    ELSIF v_n > 0 THEN
+        ANALYZE mart.refresh_scope;
+        -- a few persons among many: by index; a large share of the registry: whole tables
+        IF v_n * 20 < (SELECT count(*) FROM cdm.person) THEN
+            PERFORM mart.build_by_person();
+        ELSE
+            PERFORM mart.build(false);
+        END IF;
     END IF;
     IF v_full THEN
         DELETE FROM registry.changed_person;
     ELSE
         DELETE FROM registry.changed_person c USING mart.refresh_scope s WHERE c.person_id = s.person_id;
     END IF;
-    DELETE FROM mart.refresh_scope;
+    TRUNCATE mart.refresh_scope;
     UPDATE mart.refresh_state
        SET refreshed_at = now(),
            full_rebuild_at = CASE WHEN v_full THEN now() ELSE full_rebuild_at END,
@@ -514,6 +543,8 @@ BEGIN
            seconds = extract(epoch FROM clock_timestamp() - v_start);
     RETURN QUERY SELECT v_n, v_full;
 END $$;
+REVOKE ALL ON FUNCTION mart.build(boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION mart.build_by_person() FROM PUBLIC;
 REVOKE ALL ON FUNCTION mart.refresh(boolean) FROM PUBLIC;
 DO $$
 BEGIN
