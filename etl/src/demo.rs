@@ -316,7 +316,8 @@ pub fn run(opts: &DbOptions, json: bool) -> Result<ExitCode> {
         for t in &report.cdm_rows {
             println!("  cdm.{:<24} {:>10}", t.table, t.rows);
         }
-        println!("\nnightly report: {}", report.report_html.display());
+        println!("\n{}", report.research_marts);
+        println!("nightly report: {}", report.report_html.display());
         println!("configuration:  {}", cfg_path.display());
         let target = opts.resolve()?;
         println!("connect with:   psql \"{}\"", target.conninfo());
