@@ -1,8 +1,9 @@
 //! Concept maps: local codes -> OMOP concepts, in the style of OMOP's
 //! `source_to_concept_map`. A CSV (comma-separated, UTF-8) with at least the columns
 //! `source_code` and `target_concept_id`; optional `source_concept_id`, `source_vocabulary_id`,
-//! `source_code_description`, and any extra integer columns a mapping may select with
-//! `field` (e.g. `unit_concept_id`, `value_as_concept_id`). Codes match trimmed and
+//! `source_code_description`, and any extra columns a mapping may select with `field`:
+//! concept columns (named `*concept_id`, integers, e.g. `unit_concept_id`) and code columns
+//! (any other name, text, e.g. `target_code` holding an ICD-O-3 code). Codes match trimmed and
 //! case-insensitively.
 
 use anyhow::{bail, Context, Result};
@@ -15,6 +16,8 @@ pub struct ConceptMap {
     pub name: String,
     pub columns: Vec<String>,
     rows: HashMap<String, Vec<Option<i32>>>,
+    /// The text of every column, for code columns.
+    texts: HashMap<String, Vec<String>>,
 }
 
 impl ConceptMap {
@@ -39,6 +42,7 @@ impl ConceptMap {
             );
         }
         let mut rows = HashMap::new();
+        let mut texts = HashMap::new();
         for (i, rec) in rdr.records().enumerate() {
             let rec = rec.with_context(|| format!("{}: line {}", path.display(), i + 2))?;
             let code = rec.get(code_ix).unwrap_or("").to_uppercase();
@@ -54,6 +58,12 @@ impl ConceptMap {
                 };
                 vals.push(parsed);
             }
+            texts.insert(
+                code.clone(),
+                (0..headers.len())
+                    .map(|j| rec.get(j).unwrap_or("").to_string())
+                    .collect(),
+            );
             if rows.insert(code.clone(), vals).is_some() {
                 bail!(
                     "{}: line {}: source_code {code} appears twice",
@@ -66,12 +76,26 @@ impl ConceptMap {
             name: name.to_string(),
             columns: headers,
             rows,
+            texts,
         })
     }
 
     /// Index of a concept column, if the map has it.
     pub fn column(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|c| c == name)
+    }
+
+    /// Whether column `col` holds concept ids (else codes as text).
+    pub fn is_concept(&self, col: usize) -> bool {
+        self.columns[col].ends_with("concept_id")
+    }
+
+    /// The text of code column `col` for `code`: `None` when the code is not mapped,
+    /// `Some(None)` when its cell is empty.
+    pub fn get_text(&self, code: &str, col: usize) -> Option<Option<&str>> {
+        self.texts
+            .get(&code.trim().to_uppercase())
+            .map(|v| v.get(col).map(String::as_str).filter(|s| !s.is_empty()))
     }
 
     /// The value of column `col` for `code`: `None` when the code is not mapped.
