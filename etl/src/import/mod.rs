@@ -686,8 +686,21 @@ impl Reader<'_> {
         for (ei, e) in c.emits.iter().enumerate() {
             let e: &CompiledEmit = e;
             if let Some(w) = &e.when {
-                if !self.ev.condition_holds(&row, w) {
-                    continue;
+                match self.ev.condition_holds(&row, w) {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(err) => {
+                        failures.push(RejectRow {
+                            row: Some(number),
+                            column: err.column,
+                            field: Some(format!("{}.when", e.table)),
+                            mapping_line: Some(e.when_line as i32),
+                            code: err.code,
+                            reason: err.reason,
+                            outcome: RejectOutcome::RowRejected,
+                        });
+                        continue;
+                    }
                 }
             }
             if let Some(Some(owner)) = self.once[ei].as_ref().map(|s| s.get(&person.person_id)) {
@@ -715,7 +728,7 @@ impl Reader<'_> {
                         }
                         let rec = RejectRow {
                             row: Some(number),
-                            column: x.column().map(str::to_string),
+                            column: err.column.or_else(|| x.column().map(str::to_string)),
                             field: Some(x.field.clone()),
                             mapping_line: Some(x.line as i32),
                             code: err.code,

@@ -3,7 +3,8 @@
 
 use super::conceptmap::ConceptMap;
 use super::dates::DateFormats;
-use super::{Condition, Emit, Expr, LimitsSpec, Mapping, OnError};
+use super::expr::{self, Columns, Node, Program, Ty};
+use super::{Condition, Emit, Expr, LimitsSpec, Mapping, OnError, When};
 use crate::load::copy::{PgType, TableLayout, Value};
 use anyhow::Result;
 use registrar_anonymizer::pseudonym::IdentifierType;
@@ -47,6 +48,8 @@ pub enum Src {
     ConstText(String),
     RowNumber,
     IdOf(usize),
+    /// An expression (its columns are the mapping's [`Compiled::expr_columns`]).
+    Expr(Box<Program>),
 }
 
 /// What a value that the field's value map and bins do not translate becomes.
@@ -103,6 +106,119 @@ impl CompiledExpr {
             _ => None,
         }
     }
+
+    /// Every source column the value is read from.
+    pub fn reads<'a>(&'a self, columns: &'a Columns) -> Vec<&'a str> {
+        match &self.src {
+            Src::Column(c) => vec![c.as_str()],
+            Src::Expr(p) => p
+                .reads
+                .iter()
+                .map(|&i| columns.0[i as usize].as_str())
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// `file:line:column` of a position in an expression written as a one-line string in the
+/// mapping (`span` is the string's, quotes included); `file:line` and the position in the
+/// expression otherwise.
+fn expr_at(mapping: &Mapping, span: std::ops::Range<usize>, text: &str, pos: usize) -> String {
+    let file = mapping.path.display();
+    let raw = mapping.text.get(span.clone()).unwrap_or("");
+    let plain = raw.len() == text.len() + 2 && raw.get(1..raw.len() - 1) == Some(text);
+    if plain {
+        let at = span.start + 1 + pos.min(text.len());
+        let line_start = mapping.text[..at].rfind('\n').map_or(0, |i| i + 1);
+        let col = mapping.text[line_start..at].chars().count() + 1;
+        format!("{file}:{}:{col}", mapping.line(at))
+    } else {
+        let ch = text[..pos.min(text.len())].chars().count() + 1;
+        format!(
+            "{file}:{} (character {ch} of the expression)",
+            mapping.line(span.start)
+        )
+    }
+}
+
+/// `@name` in an expression: the value of another field of the same emit, compiled in
+/// place. A field that translates its value (values, bins, lookup, scale, part) cannot be
+/// referred to; a field that refers back to itself is refused.
+#[allow(clippy::too_many_arguments)]
+fn field_ref(
+    fields: &std::collections::BTreeMap<String, toml::Spanned<Expr>>,
+    name: &str,
+    columns: &mut Columns,
+    source_dates: Option<&DateFormats>,
+    pivot: Option<i32>,
+    stack: &mut Vec<String>,
+) -> Result<(Node, Ty), String> {
+    if stack.iter().any(|s| s == name) {
+        return Err(format!(
+            "`@{name}` refers back to itself (through {})",
+            stack.join(", @")
+        ));
+    }
+    let Some(f) = fields.get(name) else {
+        return Err(format!("this emit has no field `{name}`"));
+    };
+    let x = f.get_ref();
+    if x.values.is_some()
+        || x.bins.is_some()
+        || x.lookup.is_some()
+        || x.scale.is_some()
+        || x.offset.is_some()
+        || x.part.is_some()
+    {
+        return Err(format!(
+            "`@{name}` translates its value (values, bins, lookup, scale, offset or part): refer to its column, or compute it here"
+        ));
+    }
+    if let Some(text) = &x.expr {
+        let own;
+        let dates = match &x.date_formats {
+            Some(f) => {
+                own = DateFormats::compile(f, pivot)
+                    .map_err(|e| format!("`@{name}`: date_formats: {e}"))?;
+                Some(&own)
+            }
+            None => source_dates,
+        };
+        stack.push(name.to_string());
+        let r = {
+            let mut resolve =
+                |n: &str, c: &mut Columns| field_ref(fields, n, c, source_dates, pivot, stack);
+            let mut env = expr::Env {
+                columns,
+                dates,
+                pivot,
+                field: &mut resolve,
+            };
+            expr::compile(text.get_ref(), None, &mut env)
+        };
+        stack.pop();
+        return r
+            .map(|p| (p.node, p.ty))
+            .map_err(|e| format!("in `@{name}`: {}", e.msg));
+    }
+    if let Some(c) = &x.column {
+        return Ok((Node::Col(columns.intern(c)), Ty::Text));
+    }
+    if x.row_number {
+        return Ok((Node::RowNumber, Ty::Number));
+    }
+    match &x.constant {
+        Some(toml::Value::Integer(i)) => Ok((Node::Lit(expr::Lit::Num((*i).into())), Ty::Number)),
+        Some(toml::Value::Float(f)) => rust_decimal::Decimal::try_from(*f)
+            .map(|d| (Node::Lit(expr::Lit::Num(d)), Ty::Number))
+            .map_err(|_| format!("`@{name}` is not a finite number")),
+        Some(toml::Value::Boolean(b)) => Ok((Node::Lit(expr::Lit::Bool(*b)), Ty::Bool)),
+        Some(other) => Ok((Node::Lit(expr::Lit::Text(toml_text(other))), Ty::Text)),
+        None => Err(format!(
+            "`@{name}` is the id of another emit: refer to it with id_of"
+        )),
+    }
 }
 
 /// `[record]`, compiled.
@@ -112,11 +228,34 @@ pub struct CompiledRecord {
     pub snapshot: bool,
 }
 
+/// An emit's condition, compiled.
+#[derive(Debug, Clone)]
+pub enum CompiledWhen {
+    Table(Condition),
+    Expr(Box<Program>),
+}
+
+impl CompiledWhen {
+    /// The source columns the condition reads (names in `columns` for an expression).
+    pub fn reads<'a>(&'a self, columns: &'a Columns) -> Vec<&'a str> {
+        match self {
+            CompiledWhen::Table(c) => vec![c.column.as_str()],
+            CompiledWhen::Expr(p) => p
+                .reads
+                .iter()
+                .map(|&i| columns.0[i as usize].as_str())
+                .collect(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct CompiledEmit {
     pub table: String,
     pub layout: usize,
-    pub when: Option<Condition>,
+    pub when: Option<CompiledWhen>,
+    /// Line of the emit's `when`.
+    pub when_line: usize,
     pub once_per_person: bool,
     /// (layout column index, expression)
     pub fields: Vec<(usize, CompiledExpr)>,
@@ -145,6 +284,8 @@ pub struct Compiled {
     /// `[person] names`: columns holding the person's names, read only by the leak guard
     /// (see [`super::guard`]), never stored.
     pub name_columns: Vec<String>,
+    /// The source columns the mapping's expressions read ([`Src::Expr`], [`CompiledWhen`]).
+    pub expr_columns: Columns,
 }
 
 impl Compiled {
@@ -328,6 +469,8 @@ pub fn compile(
         .iter()
         .filter_map(|i| i.get_ref().column.as_deref())
         .collect();
+    let pivot = spec.source.pivot_year;
+    let mut expr_columns = Columns::default();
     let mut layouts: Vec<TableLayout> = Vec::new();
     let mut emits = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();
@@ -372,12 +515,15 @@ pub fn compile(
             .flatten()
             .collect();
         let mut fields = Vec::new();
+        // Columns with a field, compiled or refused (a refused one is not also "missing").
+        let mut written: Vec<usize> = Vec::new();
         for (fname, expr) in &e.fields {
             let fline = mapping.line(expr.span().start);
             let Some(ci) = layout.index_of(fname) else {
                 errors.push(at(fline, format!("cdm.{table} has no column `{fname}`")));
                 continue;
             };
+            written.push(ci);
             if auto.contains(&ci) && table != "episode_event" {
                 errors.push(at(
                     fline,
@@ -390,7 +536,7 @@ pub fn compile(
             if col.ty == PgType::Text
                 && !fname.ends_with("_source_value")
                 && !x.free_text
-                && x.column.is_some()
+                && (x.column.is_some() || x.expr.is_some())
                 && x.values.is_none()
                 && x.bins.is_none()
             {
@@ -398,6 +544,7 @@ pub fn compile(
             }
             let sources = [
                 x.column.is_some(),
+                x.expr.is_some(),
                 x.constant.is_some(),
                 x.row_number,
                 x.id_of.is_some(),
@@ -408,7 +555,9 @@ pub fn compile(
             if sources != 1 {
                 errors.push(at(
                     fline,
-                    format!("`{fname}` needs exactly one of column, const, row_number, id_of"),
+                    format!(
+                        "`{fname}` needs exactly one of column, expr, const, row_number, id_of"
+                    ),
                 ));
                 continue;
             }
@@ -436,6 +585,93 @@ pub fn compile(
             }
             let src = if let Some(c) = &x.column {
                 Src::Column(c.clone())
+            } else if let Some(t) = &x.expr {
+                let translates = x.values.is_some() || x.bins.is_some() || x.lookup.is_some();
+                let want = if translates {
+                    None
+                } else if x.part.is_some() {
+                    Some(Ty::Date)
+                } else {
+                    match col.ty {
+                        PgType::Date | PgType::Timestamp => Some(Ty::Date),
+                        PgType::Int4 | PgType::Int8 | PgType::Numeric => Some(Ty::Number),
+                        PgType::Text => None,
+                    }
+                };
+                let own;
+                let dates = match &x.date_formats {
+                    Some(f) => match DateFormats::compile(f, pivot) {
+                        Ok(d) => {
+                            own = d;
+                            Some(&own)
+                        }
+                        Err(_) => None, // reported with the field's dates below
+                    },
+                    None => source_dates.as_ref(),
+                };
+                let compiled = {
+                    let mut stack = vec![fname.clone()];
+                    let mut resolve = |n: &str, c: &mut Columns| {
+                        field_ref(&e.fields, n, c, source_dates.as_ref(), pivot, &mut stack)
+                    };
+                    let mut env = expr::Env {
+                        columns: &mut expr_columns,
+                        dates,
+                        pivot,
+                        field: &mut resolve,
+                    };
+                    expr::compile(t.get_ref(), want, &mut env)
+                };
+                let mut p = match compiled {
+                    Ok(p) => p,
+                    Err(er) => {
+                        errors.push(format!(
+                            "{}: `{fname}`: {}",
+                            expr_at(&mapping, t.span(), t.get_ref(), er.pos),
+                            er.msg
+                        ));
+                        continue;
+                    }
+                };
+                if want.is_none() {
+                    match p.ty {
+                        Ty::Text | Ty::Null => {}
+                        Ty::Number => {
+                            p.node = Node::F1(expr::F1::NumText, Box::new(p.node));
+                            p.ty = Ty::Text;
+                        }
+                        other => {
+                            errors.push(at(
+                                fline,
+                                format!(
+                                    "`{fname}`: the expression gives {}, but {} text",
+                                    other.name(),
+                                    if translates {
+                                        "values, bins and lookup translate"
+                                    } else {
+                                        "the column holds"
+                                    }
+                                ),
+                            ));
+                            continue;
+                        }
+                    }
+                }
+                let mut refused = false;
+                for &ri in &p.reads {
+                    let c = &expr_columns.0[ri as usize];
+                    if spec.person.names.contains(c) {
+                        errors.push(at(fline, format!("`{fname}` reads `{c}`, a name column ([person] names): names never reach the registry; they only serve the leak guard")));
+                        refused = true;
+                    } else if identifier_columns.contains(&c.as_str()) {
+                        errors.push(at(fline, format!("`{fname}` reads `{c}`, a column that identifies the person ([person]): it would reach the registry in clear; identifiers are only pseudonymised")));
+                        refused = true;
+                    }
+                }
+                if refused {
+                    continue;
+                }
+                Src::Expr(Box::new(p))
             } else if let Some(v) = &x.constant {
                 match v {
                     toml::Value::Integer(i) if col.ty == PgType::Int4 => match i32::try_from(*i) {
@@ -462,11 +698,13 @@ pub fn compile(
                     }
                 }
             };
-            if (x.values.is_some() || x.bins.is_some() || x.lookup.is_some()) && x.column.is_none()
+            if (x.values.is_some() || x.bins.is_some() || x.lookup.is_some())
+                && x.column.is_none()
+                && x.expr.is_none()
             {
                 errors.push(at(
                     fline,
-                    format!("`{fname}`: values, bins and lookup translate a column"),
+                    format!("`{fname}`: values, bins and lookup translate a column or an expr"),
                 ));
             }
             let bins = match &x.bins {
@@ -549,7 +787,7 @@ pub fn compile(
                     }
                     Some(iso.clone())
                 }
-                (Src::Column(_), true) => match &x.date_formats {
+                (Src::Column(_) | Src::Expr(_), true) => match &x.date_formats {
                     Some(f) => match DateFormats::compile(f, spec.source.pivot_year) {
                         Ok(d) => Some(d),
                         Err(e) => {
@@ -558,6 +796,7 @@ pub fn compile(
                         }
                     },
                     None if source_dates.is_some() => source_dates.clone(),
+                    None if x.expr.is_some() => None,
                     None => {
                         errors.push(at(
                             fline,
@@ -609,7 +848,7 @@ pub fn compile(
             ));
         }
         for (ci, c) in layout.columns.iter().enumerate() {
-            if c.not_null && !auto.contains(&ci) && !fields.iter().any(|(f, _)| *f == ci) {
+            if c.not_null && !auto.contains(&ci) && !written.contains(&ci) {
                 errors.push(at(
                     line,
                     format!(
@@ -622,10 +861,45 @@ pub fn compile(
         if let Some(n) = &e.name {
             names.insert(n.clone(), ei);
         }
+        let when = match &e.when {
+            None => None,
+            Some(w) => match w.get_ref() {
+                When::Table(c) => Some(CompiledWhen::Table(c.clone())),
+                When::Expr(t) => {
+                    let mut resolve = |n: &str, _: &mut Columns| -> Result<(Node, Ty), String> {
+                        Err(format!(
+                            "`@{n}`: a condition reads the row's columns, not an emit's fields"
+                        ))
+                    };
+                    let mut env = expr::Env {
+                        columns: &mut expr_columns,
+                        dates: source_dates.as_ref(),
+                        pivot,
+                        field: &mut resolve,
+                    };
+                    match expr::compile(t, Some(Ty::Bool), &mut env) {
+                        Ok(p) => Some(CompiledWhen::Expr(Box::new(p))),
+                        Err(er) => {
+                            errors.push(format!(
+                                "{}: emit into cdm.{table}: when: {}",
+                                expr_at(&mapping, w.span(), t, er.pos),
+                                er.msg
+                            ));
+                            None
+                        }
+                    }
+                }
+            },
+        };
+        let when_line = e
+            .when
+            .as_ref()
+            .map_or(line, |w| mapping.line(w.span().start));
         emits.push(CompiledEmit {
             table,
             layout: li,
-            when: e.when.clone(),
+            when,
+            when_line,
             once_per_person: e.once_per_person
                 || matches!(e.table.get_ref().as_str(), "person" | "death"),
             fields,
@@ -686,15 +960,17 @@ pub fn compile(
             }
             for e in &emits {
                 for (_, x) in &e.fields {
-                    if let Src::Column(c) = &x.src {
-                        if !header.contains(c) {
+                    for c in x.reads(&expr_columns) {
+                        if !header.iter().any(|h| h == c) {
                             missing.push(c);
                         }
                     }
                 }
                 if let Some(w) = &e.when {
-                    if !header.contains(&w.column) {
-                        missing.push(&w.column);
+                    for c in w.reads(&expr_columns) {
+                        if !header.iter().any(|h| h == c) {
+                            missing.push(c);
+                        }
                     }
                 }
             }
@@ -767,6 +1043,7 @@ pub fn compile(
         Ok(Compiled {
             limits: spec.limits.clone(),
             name_columns: spec.person.names.clone(),
+            expr_columns,
             mapping,
             identifiers,
             emits,
@@ -799,10 +1076,12 @@ pub fn check_header(c: &Compiled, header: &[String]) -> Vec<String> {
     }
     for e in &c.emits {
         if let Some(w) = &e.when {
-            need(&w.column);
+            for col in w.reads(&c.expr_columns) {
+                need(col);
+            }
         }
         for (_, x) in &e.fields {
-            if let Src::Column(col) = &x.src {
+            for col in x.reads(&c.expr_columns) {
                 need(col);
             }
         }
@@ -826,12 +1105,10 @@ pub fn referenced_columns(c: &Compiled) -> std::collections::BTreeSet<&str> {
     s.extend(c.name_columns.iter().map(String::as_str));
     for e in &c.emits {
         if let Some(w) = &e.when {
-            s.insert(w.column.as_str());
+            s.extend(w.reads(&c.expr_columns));
         }
         for (_, x) in &e.fields {
-            if let Some(col) = x.column() {
-                s.insert(col);
-            }
+            s.extend(x.reads(&c.expr_columns));
         }
     }
     if let Some(r) = &c.record {

@@ -5,9 +5,9 @@
 //! the true date, before the date shift. A refusal is a [`CellError`]: a reason code and a
 //! message naming the field, never the value.
 
-use super::check::{Compiled, CompiledExpr, Fallback, Src};
+use super::check::{Compiled, CompiledExpr, CompiledWhen, Fallback, Src};
 use super::dates::{DateError, DateFormats};
-use super::Condition;
+use super::expr::{self, V};
 use crate::load::copy::{parse_cell, ColumnDef, PgType, Value};
 use crate::sources::SourceRow;
 use chrono::{Datelike, NaiveDate, NaiveDateTime};
@@ -56,6 +56,8 @@ impl Limits {
 pub struct CellError {
     pub code: &'static str,
     pub reason: String,
+    /// The source column whose cell failed, when an expression reading several says which.
+    pub column: Option<String>,
 }
 
 impl CellError {
@@ -63,6 +65,7 @@ impl CellError {
         Self {
             code,
             reason: reason.into(),
+            column: None,
         }
     }
 }
@@ -102,6 +105,8 @@ fn typed_dates() -> &'static DateFormats {
 pub struct Evaluator<'a> {
     c: &'a Compiled,
     cols: HashMap<&'a str, usize>,
+    /// Header index of each expression column ([`Compiled::expr_columns`]).
+    expr_slots: Vec<Option<usize>>,
     limits: Limits,
     decimal_comma: bool,
     /// Values a concept map or value map did not know, with counts.
@@ -120,10 +125,17 @@ impl<'a> Evaluator<'a> {
             .enumerate()
             .map(|(i, h)| (h.as_str(), i))
             .collect();
+        let expr_slots = c
+            .expr_columns
+            .0
+            .iter()
+            .map(|n| cols.get(n.as_str()).copied())
+            .collect();
         Self {
             c,
             guard: super::guard::Guard::new(c, &cols),
             cols,
+            expr_slots,
             limits: limits.with(&c.limits),
             decimal_comma: c.mapping.spec.source.decimal_comma,
             unmapped: BTreeMap::new(),
@@ -150,28 +162,61 @@ impl<'a> Evaluator<'a> {
             .unwrap_or("")
     }
 
-    /// Whether an emit's condition holds for a row.
-    pub fn condition_holds(&self, row: &SourceRow, c: &Condition) -> bool {
+    fn expr_row<'r, 's>(&'s self, row: &'r SourceRow) -> expr::Row<'r, 's>
+    where
+        'r: 's,
+    {
+        expr::Row {
+            cells: &row.fields,
+            slots: &self.expr_slots,
+            names: &self.c.expr_columns.0,
+            number: row.number,
+            cell_errors: &row.cell_errors,
+            typed_dates: &row.typed_dates,
+            decimal_comma: self.decimal_comma,
+        }
+    }
+
+    fn expr_error(&self, e: expr::EvalError, what: &str) -> CellError {
+        CellError {
+            code: e.code,
+            reason: format!("{what}: {}", e.reason),
+            column: e.column.map(|i| self.c.expr_columns.0[i as usize].clone()),
+        }
+    }
+
+    /// Whether an emit's condition holds for a row (an expression that is null does not); an
+    /// expression that cannot be evaluated (a cell that is not a number, say) is an error.
+    pub fn condition_holds(&self, row: &SourceRow, w: &CompiledWhen) -> Result<bool, CellError> {
+        let c = match w {
+            CompiledWhen::Table(c) => c,
+            CompiledWhen::Expr(p) => {
+                return match p.eval(&self.expr_row(row)) {
+                    Ok(v) => Ok(v == V::Bool(true)),
+                    Err(e) => Err(self.expr_error(e, "the emit's condition")),
+                }
+            }
+        };
         let v = self.raw(row, &c.column).trim();
         if c.not_empty && v.is_empty() {
-            return false;
+            return Ok(false);
         }
         if let Some(e) = &c.equals {
             if !v.eq_ignore_ascii_case(e) {
-                return false;
+                return Ok(false);
             }
         }
         if let Some(list) = &c.one_of {
             if !list.iter().any(|x| x.eq_ignore_ascii_case(v)) {
-                return false;
+                return Ok(false);
             }
         }
         if let Some(list) = &c.not_in {
             if list.iter().any(|x| x.eq_ignore_ascii_case(v)) {
-                return false;
+                return Ok(false);
             }
         }
-        true
+        Ok(true)
     }
 
     fn note_unmapped(&mut self, at: Lookup, code: &str) {
@@ -261,6 +306,10 @@ impl<'a> Evaluator<'a> {
         ids: &[Option<i32>],
         shift: i32,
     ) -> Result<Value, CellError> {
+        let translates = x.values.is_some() || !x.bins.is_empty() || x.lookup.is_some();
+        // Text that could be stored (a text column, or an unmapped code kept for the data
+        // manager) must not hold the person's identifiers or names.
+        let stored = target.ty == PgType::Text || translates;
         let mut text: String = match &x.src {
             Src::Const(v) => return Ok(v.clone()),
             Src::IdOf(i) => {
@@ -273,6 +322,27 @@ impl<'a> Evaluator<'a> {
             }
             Src::RowNumber => row.number.to_string(),
             Src::ConstText(s) => s.clone(),
+            Src::Expr(p) => match p.eval(&self.expr_row(row)) {
+                Err(e) => return Err(self.expr_error(e, &x.field)),
+                Ok(V::Null) => String::new(),
+                Ok(V::Text(t)) => {
+                    if stored && self.guard.hits(row, &t) {
+                        return Err(self.leak(x));
+                    }
+                    t.into_owned()
+                }
+                Ok(V::Num(n)) if !translates && target.ty != PgType::Text => {
+                    return self.number_value(n, target, x)
+                }
+                Ok(V::Num(n)) => n.normalize().to_string(),
+                Ok(V::Date(d)) => return self.date_value(d, target, x, shift),
+                Ok(V::Bool(_)) => {
+                    return Err(CellError::new(
+                        "unparseable",
+                        format!("{}: true or false cannot fill a column", x.field),
+                    ))
+                }
+            },
             Src::Column(c) => {
                 let Some(i) = self.index(c) else {
                     return Err(CellError::new(
@@ -287,26 +357,14 @@ impl<'a> Evaluator<'a> {
                     ));
                 }
                 let text = row.fields[i].trim();
-                // Text that could be stored (a text column, or an unmapped code kept for the
-                // data manager) must not hold the person's identifiers or names.
-                let stored = target.ty == PgType::Text
-                    || x.values.is_some()
-                    || !x.bins.is_empty()
-                    || x.lookup.is_some();
                 if stored && !text.is_empty() && self.guard.hits(row, text) {
-                    return Err(CellError::new(
-                        "identifier_in_text",
-                        format!(
-                            "{}: the value holds an identifier or a name of the person (not stored)",
-                            x.field
-                        ),
-                    ));
+                    return Err(self.leak(x));
                 }
                 text.to_string()
             }
         };
-        let translates = x.values.is_some() || !x.bins.is_empty();
-        if translates && matches!(x.src, Src::Column(_)) && !text.is_empty() {
+        let read = matches!(x.src, Src::Column(_) | Src::Expr(_));
+        if (x.values.is_some() || !x.bins.is_empty()) && read && !text.is_empty() {
             let mapped = x
                 .values
                 .as_ref()
@@ -337,15 +395,25 @@ impl<'a> Evaluator<'a> {
                 }
             }
         }
-        if let (Some((mi, ci)), Src::Column(_)) = (x.lookup, &x.src) {
+        if let (Some((mi, ci)), true) = (x.lookup, read) {
             if !text.is_empty() {
                 let map = &self.c.concept_maps[mi];
-                match map.get(&text, ci) {
-                    Some(v) => text = v.map(|i| i.to_string()).unwrap_or_default(),
-                    None => {
-                        let zero = map.columns[ci] == "target_concept_id";
-                        self.note_unmapped(Lookup::ConceptMap(mi), &text);
-                        text = if zero { "0".into() } else { String::new() };
+                if !map.is_concept(ci) {
+                    match map.get_text(&text, ci) {
+                        Some(v) => text = v.unwrap_or_default().to_string(),
+                        None => {
+                            self.note_unmapped(Lookup::ConceptMap(mi), &text);
+                            text.clear();
+                        }
+                    }
+                } else {
+                    match map.get(&text, ci) {
+                        Some(v) => text = v.map(|i| i.to_string()).unwrap_or_default(),
+                        None => {
+                            let zero = map.columns[ci] == "target_concept_id";
+                            self.note_unmapped(Lookup::ConceptMap(mi), &text);
+                            text = if zero { "0".into() } else { String::new() };
+                        }
                     }
                 }
             }
@@ -359,79 +427,31 @@ impl<'a> Evaluator<'a> {
             }
             return Ok(Value::Null);
         }
-        let bad = |what: &str| CellError::new("unparseable", format!("{}: not {what}", x.field));
-        if let Some(part) = &x.part {
-            let d = self.parse_date(row, &text, x)?.date();
-            self.check_date(d, x)?;
-            let d = checked_shift_date(d, shift).ok_or_else(|| bad("a shiftable date"))?;
-            self.dates_shifted += (shift != 0) as i64;
-            let n = match part.as_str() {
-                "year" => d.year(),
-                "month" => d.month() as i32,
-                _ => d.day() as i32,
-            };
-            return Ok(Value::Int4(n));
+        if x.part.is_some() {
+            let d = self.parse_date(row, &text, x)?;
+            return self.date_value(d, target, x, shift);
         }
         match target.ty {
-            PgType::Date => {
-                let d = self.parse_date(row, &text, x)?.date();
-                self.check_date(d, x)?;
-                self.dates_shifted += (shift != 0) as i64;
-                checked_shift_date(d, shift)
-                    .map(Value::Date)
-                    .ok_or_else(|| bad("a shiftable date"))
-            }
-            PgType::Timestamp => {
+            PgType::Date | PgType::Timestamp => {
                 let d = self.parse_date(row, &text, x)?;
-                self.check_date(d.date(), x)?;
-                self.dates_shifted += (shift != 0) as i64;
-                checked_shift_datetime(d, shift)
-                    .map(Value::Timestamp)
-                    .ok_or_else(|| bad("a shiftable date/time"))
+                self.date_value(d, target, x, shift)
             }
             PgType::Int4 | PgType::Int8 | PgType::Numeric => {
-                let mut n = parse_number(&text, self.decimal_comma).ok_or_else(|| {
-                    bad(if self.decimal_comma {
-                        "a number (decimal comma)"
-                    } else {
-                        "a number"
-                    })
+                let n = parse_number(&text, self.decimal_comma).ok_or_else(|| {
+                    CellError::new(
+                        "unparseable",
+                        format!(
+                            "{}: not {}",
+                            x.field,
+                            if self.decimal_comma {
+                                "a number (decimal comma)"
+                            } else {
+                                "a number"
+                            }
+                        ),
+                    )
                 })?;
-                if x.scale.is_some() || x.offset.is_some() {
-                    let f = n.to_f64().ok_or_else(|| bad("a number"))? * x.scale.unwrap_or(1.0)
-                        + x.offset.unwrap_or(0.0);
-                    n = Decimal::from_f64(f).ok_or_else(|| bad("a finite number"))?;
-                }
-                let v = match target.ty {
-                    PgType::Numeric => Value::Numeric(n.normalize()),
-                    PgType::Int4 => {
-                        if n.fract() != Decimal::ZERO {
-                            return Err(bad("a whole number"));
-                        }
-                        Value::Int4(n.to_i32().ok_or_else(|| bad("a 32-bit integer"))?)
-                    }
-                    _ => Value::Int8(n.to_i64().ok_or_else(|| bad("an integer"))?),
-                };
-                if x.birth && x.field.ends_with(".year_of_birth") {
-                    if let Value::Int4(y) = v {
-                        if y < self.limits.min_birth_year {
-                            return Err(CellError::new(
-                                "implausible_birth",
-                                format!(
-                                    "{}: a birth before {} (the plausibility limit)",
-                                    x.field, self.limits.min_birth_year
-                                ),
-                            ));
-                        }
-                        if y > self.limits.today.year() {
-                            return Err(CellError::new(
-                                "date_in_future",
-                                format!("{}: a year of birth in the future", x.field),
-                            ));
-                        }
-                    }
-                }
-                Ok(v)
+                self.number_value(n, target, x)
             }
             PgType::Text => {
                 if x.code && !super::guard::code_like(&text) {
@@ -447,6 +467,99 @@ impl<'a> Evaluator<'a> {
                 parse_cell(target, &text).map_err(|e| CellError::new("too_long", e))
             }
         }
+    }
+
+    fn leak(&self, x: &CompiledExpr) -> CellError {
+        CellError::new(
+            "identifier_in_text",
+            format!(
+                "{}: the value holds an identifier or a name of the person (not stored)",
+                x.field
+            ),
+        )
+    }
+
+    /// A date (before the shift) into the target: the plausibility limits, the person's
+    /// shift, then the column's type or the field's `part`.
+    fn date_value(
+        &mut self,
+        d: NaiveDateTime,
+        target: &ColumnDef,
+        x: &CompiledExpr,
+        shift: i32,
+    ) -> Result<Value, CellError> {
+        let bad = |what: &str| CellError::new("unparseable", format!("{}: not {what}", x.field));
+        self.check_date(d.date(), x)?;
+        self.dates_shifted += (shift != 0) as i64;
+        if let Some(part) = &x.part {
+            let d = checked_shift_date(d.date(), shift).ok_or_else(|| bad("a shiftable date"))?;
+            return Ok(Value::Int4(match part.as_str() {
+                "year" => d.year(),
+                "month" => d.month() as i32,
+                _ => d.day() as i32,
+            }));
+        }
+        match target.ty {
+            PgType::Date => checked_shift_date(d.date(), shift)
+                .map(Value::Date)
+                .ok_or_else(|| bad("a shiftable date")),
+            PgType::Timestamp => checked_shift_datetime(d, shift)
+                .map(Value::Timestamp)
+                .ok_or_else(|| bad("a shiftable date/time")),
+            _ => Err(bad("a value for this column (a date was given)")),
+        }
+    }
+
+    /// A number into the target: `scale` and `offset`, the column's type, and the birth-year
+    /// limits for a year of birth.
+    fn number_value(
+        &self,
+        mut n: Decimal,
+        target: &ColumnDef,
+        x: &CompiledExpr,
+    ) -> Result<Value, CellError> {
+        let bad = |what: &str| CellError::new("unparseable", format!("{}: not {what}", x.field));
+        if x.scale.is_some() || x.offset.is_some() {
+            let f = n.to_f64().ok_or_else(|| bad("a number"))? * x.scale.unwrap_or(1.0)
+                + x.offset.unwrap_or(0.0);
+            n = Decimal::from_f64(f).ok_or_else(|| bad("a finite number"))?;
+        }
+        let v = match target.ty {
+            PgType::Numeric => Value::Numeric(n.normalize()),
+            PgType::Int4 => {
+                if n.fract() != Decimal::ZERO {
+                    return Err(bad("a whole number"));
+                }
+                Value::Int4(n.to_i32().ok_or_else(|| bad("a 32-bit integer"))?)
+            }
+            PgType::Int8 => {
+                if n.fract() != Decimal::ZERO {
+                    return Err(bad("a whole number"));
+                }
+                Value::Int8(n.to_i64().ok_or_else(|| bad("an integer"))?)
+            }
+            _ => return Err(bad("a value for this column (a number was given)")),
+        };
+        if x.birth && x.field.ends_with(".year_of_birth") {
+            if let Value::Int4(y) = v {
+                if y < self.limits.min_birth_year {
+                    return Err(CellError::new(
+                        "implausible_birth",
+                        format!(
+                            "{}: a birth before {} (the plausibility limit)",
+                            x.field, self.limits.min_birth_year
+                        ),
+                    ));
+                }
+                if y > self.limits.today.year() {
+                    return Err(CellError::new(
+                        "date_in_future",
+                        format!("{}: a year of birth in the future", x.field),
+                    ));
+                }
+            }
+        }
+        Ok(v)
     }
 }
 

@@ -172,6 +172,7 @@ fn written(c: &Compiled) -> Vec<Written> {
                     }
                 }
                 (Src::Const(Value::Int4(i)), None, None) => ids.push(*i),
+                (Src::Expr(p), None, None) => ids.extend(p.literal_results()),
                 _ => {}
             }
             ids.sort_unstable();

@@ -1,11 +1,13 @@
 //! Mapping files: how one source shape becomes OMOP rows, written by a data manager in TOML.
 //! `mappings/README.md` is the reference (every key, with an example); this module parses
 //! them ([`Mapping`]), `check` validates and compiles them against the catalog, `eval`
-//! evaluates a row, `dates` reads dates strictly, `conceptmap` loads concept maps, `guard` is
-//! the leak guard, `lint` the OMOP lint of `mapping check`, `sample` `mapping check --sample`.
+//! evaluates a row, `expr` compiles and evaluates expressions, `dates` reads dates strictly,
+//! `conceptmap` loads concept maps, `guard` is the leak guard, `lint` the OMOP lint of
+//! `mapping check`, `sample` `mapping check --sample`.
 //!
-//! A field takes its value from a `column`, a `const`, the source `row_number`, or the id of
-//! another emit of the same row (`id_of`), then optionally translates it through `values` (a
+//! A field takes its value from a `column`, an `expr` (an expression over the row's columns
+//! and the emit's other fields, see [`expr`]), a `const`, the source `row_number`, or the id
+//! of another emit of the same row (`id_of`), then optionally translates it through `values` (a
 //! value map), `bins` (numeric ranges) and `lookup` (a concept map); a value neither
 //! translates is rejected unless the field has a `default` (`"pass"`, `"null"` or a
 //! constant). The target column's type decides how text is parsed: dates with `date_formats`
@@ -22,6 +24,7 @@ pub mod check;
 pub mod conceptmap;
 pub mod dates;
 pub mod eval;
+pub mod expr;
 pub mod guard;
 pub mod lint;
 pub mod sample;
@@ -217,11 +220,42 @@ pub struct Emit {
     pub table: Spanned<String>,
     /// Name other emits of the same row use in `id_of`.
     pub name: Option<String>,
-    pub when: Option<Condition>,
+    /// Emit only when this holds: an expression (`when = "er == 'pos' and pct != ''"`) or a
+    /// test of one column (`when = { column = "x", not_empty = true }`).
+    pub when: Option<Spanned<When>>,
     /// Emit at most one row per person and source file (person, death).
     #[serde(default)]
     pub once_per_person: bool,
     pub fields: BTreeMap<String, Spanned<Expr>>,
+}
+
+/// An emit's condition: an expression (see [`expr`]) or a table testing one column.
+#[derive(Debug, Clone)]
+pub enum When {
+    Expr(String),
+    Table(Condition),
+}
+
+impl<'de> Deserialize<'de> for When {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = When;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(
+                    "an expression in quotes, or a table with column and not_empty, equals, in or not_in",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<When, E> {
+                Ok(When::Expr(v.to_string()))
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, m: M) -> Result<When, M::Error> {
+                Condition::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(When::Table)
+            }
+        }
+        d.deserialize_any(Visit)
+    }
 }
 
 /// Emit only when the condition holds.
@@ -251,6 +285,8 @@ pub enum OnError {
 #[serde(deny_unknown_fields)]
 pub struct Expr {
     pub column: Option<String>,
+    /// An expression over the row's columns and the emit's other fields (see [`expr`]).
+    pub expr: Option<Spanned<String>>,
     #[serde(rename = "const")]
     pub constant: Option<toml::Value>,
     #[serde(default)]

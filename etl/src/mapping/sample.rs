@@ -39,6 +39,9 @@ pub struct SampleReport {
     /// Rows the reader refused (ragged rows, ...), by reason code.
     pub bad_rows: BTreeMap<String, u64>,
     pub fields: Vec<FieldReport>,
+    /// Emit conditions that could not be evaluated on a row (the row is rejected):
+    /// `cdm.table (line N)` -> code -> (rows, reason).
+    pub conditions: BTreeMap<String, BTreeMap<String, (u64, String)>>,
     /// Columns with dates that parse only with day and month swapped: (column, count).
     pub day_month_order: Vec<(String, i64)>,
 }
@@ -64,7 +67,7 @@ pub fn run(c: &Compiled, path: &Path, rows: usize, limits: Limits) -> Result<Sam
             index.insert((ei, fi), fields.len());
             fields.push(FieldReport {
                 field: x.field.clone(),
-                column: x.column().map(str::to_string),
+                column: Some(x.reads(&c.expr_columns).join("`, `")).filter(|s| !s.is_empty()),
                 line: x.line,
                 evaluated: 0,
                 parsed: 0,
@@ -89,6 +92,7 @@ pub fn run(c: &Compiled, path: &Path, rows: usize, limits: Limits) -> Result<Sam
     let mut report = SampleReport {
         rows_read: 0,
         bad_rows: BTreeMap::new(),
+        conditions: BTreeMap::new(),
         fields: Vec::new(),
         day_month_order: Vec::new(),
     };
@@ -109,8 +113,19 @@ pub fn run(c: &Compiled, path: &Path, rows: usize, limits: Limits) -> Result<Sam
         };
         for (ei, e) in c.emits.iter().enumerate() {
             if let Some(w) = &e.when {
-                if !ev.condition_holds(&row, w) {
-                    continue;
+                match ev.condition_holds(&row, w) {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(err) => {
+                        let r = report
+                            .conditions
+                            .entry(format!("cdm.{} (line {})", e.table, e.when_line))
+                            .or_default()
+                            .entry(err.code.to_string())
+                            .or_insert((0, err.reason.clone()));
+                        r.0 += 1;
+                        continue;
+                    }
                 }
             }
             let layout = &c.layouts[e.layout];
@@ -185,6 +200,13 @@ pub fn render(r: &SampleReport) -> String {
         }
         for (code, (n, reason)) in &f.reasons {
             s.push_str(&format!("      {n} x {code}: {reason}\n"));
+        }
+    }
+    for (emit, codes) in &r.conditions {
+        for (code, (n, reason)) in codes {
+            s.push_str(&format!(
+                "  when of the emit into {emit}: {n} row(s) rejected, {code}: {reason}\n"
+            ));
         }
     }
     for (c, n) in &r.day_month_order {
