@@ -413,3 +413,157 @@ fn research_marts_refresh_the_changed_persons_and_match_a_full_rebuild() {
         crate::support::text(&out)
     );
 }
+
+/// The cBioPortal clinical file and the Rotterdam-style trial CSV that `registrar synth`
+/// writes (ages, years and months instead of dates; `NA` among numbers) load through the
+/// shipped mappings alone, and the research views built from them agree with the truth:
+/// subtype, clinical T and N, grade, neoadjuvant therapy, pCR, and the RFS event and days.
+#[test]
+fn cbioportal_and_trial_exports_reach_the_research_views_through_mappings_alone() {
+    use crate::support::import_json;
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().unwrap();
+    let src = synth(dir.path(), 300, 41, 0.0);
+    let key = new_key(dir.path(), "k");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../mappings");
+    let truth: Vec<serde_json::Value> = std::fs::read_to_string(src.join("truth.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let in_trial = truth.iter().filter(|t| !t["trial_pid"].is_null()).count();
+    for (mapping, file, rows) in [
+        (
+            "cbioportal/data_clinical_patient.toml",
+            "cbioportal/data_clinical_patient.txt",
+            300,
+        ),
+        ("trial/rotterdam.toml", "trial/rotterdam.csv", in_trial),
+    ] {
+        let (code, v, t) = import_json(
+            &db,
+            &key,
+            "csv",
+            &root.join(mapping),
+            &[&src.join(file)],
+            &[],
+        );
+        assert_eq!(code, Some(0), "{mapping}: {t}");
+        let f = &v["files"][0];
+        assert_eq!(
+            f["rows_loaded"].as_u64(),
+            Some(rows as u64),
+            "{mapping}: {t}"
+        );
+    }
+    assert!(in_trial > 100, "{in_trial} trial patients");
+
+    let keys = crate::support::registry_keys(&key);
+    let mut c = db.client();
+    let ids: HashMap<String, i32> = c
+        .query("SELECT pseudonym, person_id FROM registry.person_map", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let rows = |c: &mut postgres::Client, sql: &str| -> HashMap<i32, postgres::Row> {
+        c.query(sql, &[])
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.get::<_, i32>("person_id"), r))
+            .collect()
+    };
+    let bcp = rows(&mut c, "SELECT * FROM research.breast_cancer_patient");
+    let sub = rows(&mut c, "SELECT * FROM research.subtype");
+    let model = rows(&mut c, "SELECT * FROM research.modeling_cohort");
+    let neo = rows(&mut c, "SELECT * FROM research.neoadjuvant_treatment");
+    let rec = rows(&mut c, "SELECT * FROM research.recurrence");
+    assert_eq!(bcp.len(), 300 + in_trial);
+    let person = |id: &str| {
+        let p = keys
+            .current
+            .person(IdentifierType::StudySubject, id)
+            .unwrap();
+        ids[p.as_str()]
+    };
+    let mut compared = HashMap::<&str, usize>::new();
+    for t in &truth {
+        let cbio = person(&format!(
+            "cbio-brca:{}",
+            t["cbio_patient_id"].as_str().unwrap()
+        ));
+        let trial = t["trial_pid"]
+            .as_u64()
+            .map(|pid| person(&format!("rotterdam-style:{pid}")));
+        let who = t["cbio_patient_id"].as_str().unwrap();
+        for (id, source) in [(Some(cbio), "cbioportal"), (trial, "trial")] {
+            let Some(id) = id else { continue };
+            let b = &bcp[&id];
+            assert_eq!(
+                sub[&id].get::<_, String>("subtype"),
+                t["subtype"].as_str().unwrap(),
+                "{who} ({source}): subtype"
+            );
+            assert_eq!(
+                b.get::<_, Option<i32>>("grade"),
+                t["grade"].as_i64().map(|g| g as i32),
+                "{who} ({source}): grade"
+            );
+            *compared.entry(source).or_default() += 1;
+            let Some(r) = rec.get(&id) else {
+                assert!(
+                    t["surgery_date"].is_null(),
+                    "{who} ({source}): no recurrence row"
+                );
+                continue;
+            };
+            assert_eq!(
+                r.get::<_, bool>("rfs_event"),
+                t["rfs_event"].as_bool().unwrap(),
+                "{who} ({source}): RFS event"
+            );
+            if t["rfs_event"].as_bool().unwrap() {
+                assert_eq!(
+                    r.get::<_, Option<i32>>("rfs_days").map(i64::from),
+                    t["rfs_days"].as_i64(),
+                    "{who} ({source}): RFS days"
+                );
+                *compared.entry("rfs_event").or_default() += 1;
+            }
+        }
+        let b = &bcp[&cbio];
+        assert_eq!(
+            b.get::<_, Option<String>>("ct").as_deref(),
+            t["ctnm"]["t"].as_str(),
+            "{who}"
+        );
+        assert_eq!(
+            b.get::<_, Option<String>>("cn").as_deref(),
+            t["ctnm"]["n"].as_str(),
+            "{who}"
+        );
+        let age = b.get::<_, Option<i32>>("age_at_diagnosis").unwrap() as i64;
+        assert!(
+            (age - t["age_at_diagnosis"].as_i64().unwrap()).abs() <= 1,
+            "{who}: age {age}"
+        );
+        assert_eq!(
+            neo.contains_key(&cbio),
+            t["neoadjuvant"].as_bool().unwrap(),
+            "{who}: neoadjuvant"
+        );
+        assert_eq!(
+            model[&cbio].get::<_, Option<bool>>("pcr"),
+            t["pcr"].as_bool(),
+            "{who}: pCR"
+        );
+        if !t["pcr"].is_null() {
+            *compared.entry("pcr").or_default() += 1;
+        }
+    }
+    // Enough of each kind compared for the test to mean something.
+    assert_eq!(compared["cbioportal"], 300);
+    assert_eq!(compared["trial"], in_trial);
+    assert!(compared["pcr"] >= 20, "{compared:?}");
+    assert!(compared["rfs_event"] >= 20, "{compared:?}");
+}

@@ -37,7 +37,12 @@
 //!   study ids a pseudonymiser must remove. UIDs are `2.25.` UUID-derived and deterministic;
 //!   the planning CT's study and series UIDs are those of the FHIR ImagingStudy. `--no-dicom`
 //!   skips them.
-//! - `truth.jsonl`: one JSON object per patient: identifiers, subtype and receptor values,
+//! - `cbioportal/data_clinical_patient.txt` and `trial/rotterdam.csv`: the same cohort in two
+//!   published formats registrar did not invent (see [`exports`]): a cBioPortal clinical
+//!   patient file (ages, the year of diagnosis, days and months since diagnosis, `NA` among
+//!   numbers) and a Rotterdam-style trial CSV (year of surgery, age, months from surgery).
+//! - `truth.jsonl`: one JSON object per patient: identifiers (with the cBioPortal patient id
+//!   and the trial subject number), subtype and receptor values,
 //!   dates, treatment flags, pCR, recurrence, RFS, death, study enrolments, whether a study
 //!   comment names someone (`has_name_in_comment`, `comment_names`), rows written per file, and
 //!   every fault injected into that patient's rows (`dirt`: file, 1-based data row, kind,
@@ -110,6 +115,7 @@ pub mod codes;
 mod cohort;
 mod dicom;
 mod dirt;
+pub mod exports;
 mod fhir;
 mod his;
 mod names;
@@ -337,6 +343,7 @@ pub fn generate(opts: &SynthOptions, progress: &dyn Fn(u64)) -> Result<SynthRepo
     )?;
     let mut fhir = fhir::Fhir::create(out, seed, &opts.institution, &slug, plan)?;
     let mut study = study::Study::create(&opts.institution)?;
+    let mut exports = exports::Exports::create(out)?;
     let mut dicom = if opts.dicom {
         Some(dicom::Dicom::create(
             out,
@@ -377,6 +384,7 @@ pub fn generate(opts: &SynthOptions, progress: &dyn Fn(u64)) -> Result<SynthRepo
         his.write_patient(&p, &mut dirt)?;
         fhir.write_patient(&p, &mut dirt)?;
         let enrolled = study.write_patient(&p)?;
+        let trial_pid = exports.write_patient(&p)?;
         let dicom_truth = match dicom.as_mut() {
             Some(d) => d.write_patient(&p, i + 1)?,
             None => None,
@@ -394,7 +402,7 @@ pub fn generate(opts: &SynthOptions, progress: &dyn Fn(u64)) -> Result<SynthRepo
             }
         }
         tally.text_dates += enrolled.iter().filter(|e| e.randomisation_as_text).count() as u64;
-        let t = truth::patient_truth(
+        let mut t = truth::patient_truth(
             &p,
             fhir::patient_id(seed, number),
             enrolled,
@@ -402,6 +410,7 @@ pub fn generate(opts: &SynthOptions, progress: &dyn Fn(u64)) -> Result<SynthRepo
             dirt.events,
             dicom_truth,
         );
+        t.trial_pid = trial_pid;
         line.clear();
         serde_json::to_writer(&mut line, &t)?;
         line.push(b'\n');
@@ -524,6 +533,18 @@ pub fn generate(opts: &SynthOptions, progress: &dyn Fn(u64)) -> Result<SynthRepo
     files.push((PathBuf::from("fhir/manifest.json"), 1));
     let subjects = study.subjects;
     study.finish(out)?;
+    let (cbio_rows, trial_rows) = exports.finish()?;
+    for (path, rows) in [
+        (exports::CBIO_PATIENTS, cbio_rows),
+        (exports::TRIAL, trial_rows),
+    ] {
+        files.push((PathBuf::from(path), rows));
+        summary_files.insert(
+            path.to_string(),
+            json!({"rows": rows, "dirty": 0, "dirt": DirtCounts::default(),
+                   "declared_encoding": "utf-8", "actual_encoding": "utf-8"}),
+        );
+    }
     let enrolled: u64 = subjects.iter().sum();
     files.push((PathBuf::from("study/study_nurse.xlsx"), enrolled));
     summary_files.insert(

@@ -47,6 +47,10 @@ pub(crate) struct RecurrenceTruth {
 #[derive(Serialize)]
 pub(crate) struct PatientTruth<'a> {
     patient_number: u64,
+    /// The cBioPortal export's patient id (`SYN-nnnnnn`).
+    cbio_patient_id: String,
+    /// The patient's subject number in the trial export, if the patient is in it.
+    pub(crate) trial_pid: Option<u64>,
     patient_nr: &'a str,
     fhir_patient_id: String,
     sex: &'static str,
@@ -125,6 +129,8 @@ pub(crate) fn patient_truth<'a>(
     }
     PatientTruth {
         patient_number: p.number,
+        cbio_patient_id: format!("SYN-{:06}", p.number),
+        trial_pid: None,
         patient_nr: &p.mrn,
         fhir_patient_id,
         sex: if p.sex == Sex::Female { "F" } else { "M" },

@@ -588,6 +588,8 @@ pub enum Node {
     Add(Unit, Box<Node>, Box<Node>),
     DaysBetween(Box<Node>, Box<Node>),
     MinMax(bool, Vec<Node>),
+    /// `reject('why')`: the row is rejected with the mapping's reason.
+    Reject(String),
 }
 
 /// A compiled expression: its tree, its type, and the source columns it reads.
@@ -643,7 +645,7 @@ fn collect_reads(n: &Node, out: &mut Vec<u32>) {
 fn walk(n: &Node, f: &mut dyn FnMut(&Node)) {
     f(n);
     match n {
-        Node::Col(_) | Node::Lit(_) | Node::RowNumber => {}
+        Node::Col(_) | Node::Lit(_) | Node::RowNumber | Node::Reject(_) => {}
         Node::ToNumber(x)
         | Node::ToDate(x, _)
         | Node::Neg(x)
@@ -1111,6 +1113,14 @@ fn call(name: &str, args: &[A], pos: usize, env: &mut Env) -> Result<(Node, Ty),
             arity(0, 0)?;
             (Node::RowNumber, Ty::Number)
         }
+        "reject" => {
+            arity(1, 1)?;
+            let why = lit_text(&args[0], "the reason")?;
+            if why.trim().is_empty() || why.chars().count() > 200 {
+                return err(args[0].pos, "the reason is 1 to 200 characters");
+            }
+            (Node::Reject(why), Ty::Null)
+        }
         _ => {
             return err(
                 pos,
@@ -1476,6 +1486,7 @@ fn eval<'r>(n: &Node, row: &Row<'r, '_>) -> Result<V<'r>, EvalError> {
             (V::Date(a), V::Date(b)) => V::Num(Decimal::from((b.date() - a.date()).num_days())),
             _ => V::Null,
         },
+        Node::Reject(why) => return fail("rejected_by_mapping", why.clone()),
         Node::MinMax(max, xs) => {
             let mut best: Option<V> = None;
             for x in xs {
@@ -1678,6 +1689,11 @@ mod tests {
             Ok(date("2020-01-31"))
         );
         assert_eq!(run("row_number() * 2", &h, &row), Ok(num("14")));
+        let e = run("if(months > 12, reject('too late'), months)", &h, &row).unwrap_err();
+        assert_eq!(
+            (e.code, e.reason.as_str()),
+            ("rejected_by_mapping", "too late")
+        );
         let e = run("add_months(code, 1)", &h, &row).unwrap_err();
         assert_eq!(e.code, "date_format", "{e:?}");
     }
