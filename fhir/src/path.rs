@@ -5,7 +5,9 @@
 //!
 //! - `[N]`: the N-th item (0-based) of a list;
 //! - `[name=value]`: only the items whose `name` is `value` (compared as text; the value
-//!   may contain dots and slashes, e.g. `coding[system=http://loinc.org]`).
+//!   may contain dots and slashes, e.g. `coding[system=http://loinc.org]`). The name may be a
+//!   path itself, searched through lists like the path: `component[code.coding.code=85337-4]`
+//!   is the component whose code has the coding 85337-4.
 //!
 //! The result is the first scalar reached (text, number or boolean, as text), or nothing.
 //! Alternatives separated by ` | ` are tried in order (`effectivePeriod.start |
@@ -20,7 +22,8 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Filter {
     Index(usize),
-    Equals(String, String),
+    /// (the dot-separated path of the tested element, the value)
+    Equals(Vec<String>, String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,10 +91,15 @@ impl Path {
                 let close = r.find(']').ok_or_else(|| err("a `[` without `]`".into()))?;
                 let inner = &r[..close];
                 filter = Some(match inner.split_once('=') {
-                    Some((k, v)) if valid_name(k.trim()) => {
-                        Filter::Equals(k.trim().to_string(), v.trim().to_string())
+                    Some((k, v)) if k.trim().split('.').all(valid_name) => Filter::Equals(
+                        k.trim().split('.').map(str::to_string).collect(),
+                        v.trim().to_string(),
+                    ),
+                    Some(_) => {
+                        return Err(err(format!(
+                            "`[{inner}]`: expected [name=value] (the name may be a dotted path)"
+                        )))
                     }
-                    Some(_) => return Err(err(format!("`[{inner}]`: expected [name=value]"))),
                     None => Filter::Index(inner.trim().parse().map_err(|_| {
                         err(format!("`[{inner}]`: expected an index or [name=value]"))
                     })?),
@@ -131,9 +139,20 @@ fn walk(steps: &[Step], v: &Value, i: usize) -> Option<String> {
         Some(Filter::Index(n)) => items.get(*n).and_then(|x| walk(steps, x, i + 1)),
         Some(Filter::Equals(k, want)) => items
             .into_iter()
-            .filter(|x| x.get(k).and_then(scalar).as_deref() == Some(want.as_str()))
+            .filter(|x| reaches(x, k, want))
             .find_map(|x| walk(steps, x, i + 1)),
         None => items.into_iter().find_map(|x| walk(steps, x, i + 1)),
+    }
+}
+
+/// Whether some scalar reached from `v` along `keys` (searching lists) is `want`.
+fn reaches(v: &Value, keys: &[String], want: &str) -> bool {
+    match v {
+        Value::Array(a) => a.iter().any(|x| reaches(x, keys, want)),
+        _ => match keys.split_first() {
+            None => scalar(v).as_deref() == Some(want),
+            Some((k, rest)) => v.get(k).is_some_and(|c| reaches(c, rest, want)),
+        },
     }
 }
 
@@ -198,6 +217,36 @@ mod tests {
         );
         assert_eq!(get("code", &obs), None, "an object is not a value");
         assert_eq!(get("component[5].valueQuantity.value", &obs), None);
+    }
+
+    #[test]
+    fn a_component_is_chosen_by_its_code() {
+        // The shape of the FHIR specification's blood-pressure example (observation-example-
+        // bloodpressure): the value of each component is found by the component's code, not
+        // by its position.
+        let bp = json!({
+            "resourceType": "Observation",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+            "component": [
+                {"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"},
+                                     {"system": "http://snomed.info/sct", "code": "271649006"}]},
+                 "valueQuantity": {"value": 107, "unit": "mmHg"}},
+                {"code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]},
+                 "valueQuantity": {"value": 60, "unit": "mmHg"}}
+            ]
+        });
+        let at = |code: &str| {
+            get(
+                &format!("component[code.coding.code={code}].valueQuantity.value"),
+                &bp,
+            )
+        };
+        assert_eq!(at("8462-4").as_deref(), Some("60"));
+        assert_eq!(at("8480-6").as_deref(), Some("107"));
+        // any coding of the component's code counts
+        assert_eq!(at("271649006").as_deref(), Some("107"));
+        assert_eq!(at("9999-9"), None);
+        assert!(Path::parse("component[code..code=1].value").is_err());
     }
 
     #[test]
