@@ -52,6 +52,6 @@ rows = int(sys.argv[1])
 cols, expr = zip(*[map(float, l.split("\t")) for l in open(sys.argv[2]) if l.strip()])
 for name, f in (("best", min), ("median", statistics.median)):
     c, e = f(cols), f(expr)
-    print(f"[{name}] columns {c:.2f} s ({rows/c:,.0f} rows/s), expressions {e:.2f} s: +{e/c-1:.1%} (goal <= 10%)")
+    print(f"[{name}] columns {c:.2f} s ({rows/c:,.0f} rows/s), expressions {e:.2f} s: {e/c-1:+.1%} (goal <= +10%)")
 PY
 psql -q "$SERVER" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)"

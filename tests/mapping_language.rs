@@ -445,3 +445,185 @@ condition_source_value = { expr = "upper(split(histo, '-', 1))", lookup = "histo
     let t = text(&out);
     assert!(t.contains("XYZ"), "{t}");
 }
+
+#[test]
+fn declared_identifier_types_pseudonymise_like_built_in_ones() {
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().unwrap();
+    let k = new_key(dir.path(), "k");
+    let run = |args: &[&str]| {
+        let out = db.registrar(args);
+        (out.status.success(), text(&out))
+    };
+    let (ok, t) = run(&[
+        "identifiers",
+        "declare",
+        "us-ssn",
+        "--normalise",
+        "digits",
+        "--length",
+        "9",
+        "--description",
+        "US social security number",
+    ]);
+    assert!(ok, "{t}");
+    let (ok, t) = run(&[
+        "identifiers",
+        "declare",
+        "ca-sin",
+        "--normalise",
+        "digits",
+        "--length",
+        "9",
+        "--check-digit",
+        "luhn",
+    ]);
+    assert!(ok, "{t}");
+    // The same rules again change nothing; other rules under the name are refused, and so
+    // is a check digit on text, a built-in name, or an unknown normalisation.
+    assert!(
+        run(&[
+            "identifiers",
+            "declare",
+            "us-ssn",
+            "--normalise",
+            "digits",
+            "--length",
+            "9"
+        ])
+        .0
+    );
+    for (args, want) in [
+        (
+            vec!["us-ssn", "--normalise", "trim", "--length", "9"],
+            "already declared with other rules",
+        ),
+        (
+            vec![
+                "x-id",
+                "--normalise",
+                "upper",
+                "--length",
+                "9",
+                "--check-digit",
+                "luhn",
+            ],
+            "needs `digits`",
+        ),
+        (
+            vec!["mrn", "--normalise", "upper", "--length", "9"],
+            "built-in",
+        ),
+        (
+            vec!["x-id", "--normalise", "soundex", "--length", "9"],
+            "unknown normalisation",
+        ),
+    ] {
+        let mut a = vec!["identifiers", "declare"];
+        a.extend(args);
+        let (ok, t) = run(&a);
+        assert!(!ok && t.contains(want), "{want}: {t}");
+    }
+    let (ok, t) = run(&["identifiers", "list"]);
+    assert!(
+        ok && t.contains("us-ssn (digits, 9 characters): US social security number"),
+        "{t}"
+    );
+    assert!(
+        t.contains("ca-sin (digits, 9 characters, luhn check)"),
+        "{t}"
+    );
+    // Rows are never changed once declared.
+    let mut c = db.client();
+    assert!(c
+        .execute(
+            "UPDATE registry.identifier_type SET normalisation = 'trim'",
+            &[]
+        )
+        .is_err());
+
+    let m = write(
+        &dir.path().join("ssn.toml"),
+        r#"
+[source]
+name = "us-site"
+format = "csv"
+date_formats = ["%Y-%m-%d"]
+
+[person]
+identifiers = [{ column = "ssn", type = "us-ssn" }, { column = "sin", type = "ca-sin" }]
+
+[[emit]]
+table = "condition_occurrence"
+[emit.fields]
+condition_concept_id = { const = 4112853 }
+condition_start_date = { column = "date" }
+condition_type_concept_id = { const = 32879 }
+"#,
+    );
+    let f = write(
+        &dir.path().join("ssn.csv"),
+        "ssn,sin,date\n\
+         123-45-6789,,2020-01-05\n\
+         123456789,046 454 286,2021-01-05\n\
+         12345,,2020-01-05\n\
+         ,046 454 287,2020-01-05\n",
+    );
+    let (code, v, t) = import_json(&db, &k, "csv", &m, &[&f], &[]);
+    assert_eq!(code, Some(1), "{t}");
+    let file = &v["files"][0];
+    assert_eq!(
+        (file["rows_loaded"].as_i64(), file["rows_rejected"].as_i64()),
+        (Some(2), Some(2)),
+        "{t}"
+    );
+    // Both spellings of one SSN are one person; the SIN joins them.
+    assert_eq!(
+        db.count("SELECT count(DISTINCT person_id) FROM cdm.condition_occurrence"),
+        1
+    );
+    let reasons: Vec<String> = c
+        .query(
+            "SELECT reason FROM registry.reject ORDER BY row_number",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        reasons[0].contains("not a valid us-ssn (length)"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].contains("not a valid ca-sin (check digit)"),
+        "{reasons:?}"
+    );
+    assert!(
+        !reasons
+            .iter()
+            .any(|r| r.contains("12345") || r.contains("046")),
+        "{reasons:?}"
+    );
+    // The person map says which type each pseudonym is of.
+    let types: Vec<String> = c
+        .query(
+            "SELECT identifier_type FROM registry.person_map ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(types, vec!["ca-sin", "us-ssn"]);
+    // An undeclared type is named with the ones the registry knows.
+    let bad = write(
+        &dir.path().join("bad.toml"),
+        &std::fs::read_to_string(&m)
+            .unwrap()
+            .replace("\"ca-sin\"", "\"uk-nhs\""),
+    );
+    let (ok, t) = run(&["mapping", "check", bad.to_str().unwrap()]);
+    assert!(!ok, "{t}");
+    assert!(t.contains("unknown identifier type `uk-nhs` (the registry knows niss, mrn, study-subject, ca-sin, us-ssn"), "{t}");
+}

@@ -25,9 +25,10 @@ pub const MAX_MRN_CHARS: usize = 64;
 /// Purposes that [`Pseudonymiser::keyed_hash`] refuses, because other methods use them.
 pub const RESERVED_PURPOSES: [&str; 3] = ["person", "uid", "dateshift"];
 
-/// The kind of a direct identifier of a person.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+/// The kind of a direct identifier of a person. Each is a pseudonym domain of its own (its
+/// name is part of the hash): the same digits as an MRN and as a declared type are two
+/// pseudonyms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum IdentifierType {
     /// Belgian national number (NISS / INSZ / rijksregisternummer, or a BIS number): 11
     /// digits with a mod-97 check.
@@ -37,6 +38,192 @@ pub enum IdentifierType {
     /// A study-subject id. The caller passes a study-qualified value (e.g. `"STUDY-A/0042"`):
     /// the study is not part of this type.
     StudySubject,
+    /// A type a registry declared ([`declare`]): a US social security number, another
+    /// country's national id.
+    Declared(&'static DeclaredType),
+}
+
+/// How a declared identifier is normalised before it is hashed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Normalisation {
+    /// Trimmed; the case is kept.
+    Trim,
+    /// Trimmed and upper-cased.
+    Upper,
+    /// The digits only: ASCII whitespace, `.`, `-` and `/` are separators and dropped, any
+    /// other character is refused.
+    Digits,
+    /// Letters and digits only, upper-cased: the same separators are dropped, any other
+    /// character is refused.
+    AlnumUpper,
+}
+
+impl Normalisation {
+    /// The names used in configuration.
+    pub const ALL: [(&'static str, Normalisation); 4] = [
+        ("trim", Normalisation::Trim),
+        ("upper", Normalisation::Upper),
+        ("digits", Normalisation::Digits),
+        ("alnum-upper", Normalisation::AlnumUpper),
+    ];
+
+    /// The name used in configuration.
+    pub fn as_str(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, n)| *n == self)
+            .map_or("", |(s, _)| s)
+    }
+}
+
+/// A check-digit algorithm of a declared identifier (over its normalised digits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CheckDigit {
+    /// The last digit is the Luhn check of the others (e.g. a Canadian SIN).
+    Luhn,
+    /// The last two digits are `97 - (n mod 97)` of the others, `n` the number they form
+    /// (the Belgian NISS rule without its 2000 variant).
+    Mod97,
+}
+
+impl CheckDigit {
+    /// The names used in configuration.
+    pub const ALL: [(&'static str, CheckDigit); 2] =
+        [("luhn", CheckDigit::Luhn), ("mod97", CheckDigit::Mod97)];
+
+    /// The name used in configuration.
+    pub fn as_str(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, n)| *n == self)
+            .map_or("", |(s, _)| s)
+    }
+
+    fn holds(self, digits: &[u8]) -> bool {
+        match self {
+            CheckDigit::Luhn => {
+                let sum: u32 = digits
+                    .iter()
+                    .rev()
+                    .enumerate()
+                    .map(|(i, &d)| {
+                        let d = u32::from(d - b'0');
+                        if i % 2 == 1 {
+                            let x = d * 2;
+                            if x > 9 {
+                                x - 9
+                            } else {
+                                x
+                            }
+                        } else {
+                            d
+                        }
+                    })
+                    .sum();
+                digits.len() >= 2 && sum.is_multiple_of(10)
+            }
+            CheckDigit::Mod97 => {
+                if digits.len() < 3 {
+                    return false;
+                }
+                let (body, check) = digits.split_at(digits.len() - 2);
+                let rem = body
+                    .iter()
+                    .fold(0u64, |acc, &d| (acc * 10 + u64::from(d - b'0')) % 97);
+                let check = u64::from(check[0] - b'0') * 10 + u64::from(check[1] - b'0');
+                check == 97 - rem
+            }
+        }
+    }
+}
+
+/// An identifier type a registry declared: its name (the pseudonym domain), how it is
+/// normalised, its length after normalisation, and an optional check digit. Its rules never
+/// change once declared: they decide its pseudonyms.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeclaredType {
+    /// The name mappings use (`type = "us-ssn"`), and the pseudonym domain.
+    pub name: String,
+    /// How a value is normalised.
+    pub normalisation: Normalisation,
+    /// The fewest characters after normalisation.
+    pub min_len: u16,
+    /// The most characters after normalisation.
+    pub max_len: u16,
+    /// The check digit, if the identifier has one.
+    pub check: Option<CheckDigit>,
+}
+
+/// Why a declaration is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[allow(missing_docs)]
+pub enum DeclareError {
+    #[error("`{0}` is not a name for an identifier type (2 to 32 lower-case letters, digits and `-`, starting with a letter)")]
+    BadName(String),
+    #[error("`{0}` is a built-in identifier type")]
+    BuiltIn(String),
+    #[error("`{0}` is already declared with other rules; a type's rules never change (they decide its pseudonyms): declare a new name")]
+    Redeclared(String),
+    #[error("the length must be between 1 and {MAX_MRN_CHARS} characters, the shortest first")]
+    BadLength,
+    #[error("a check digit needs `digits` normalisation")]
+    CheckNeedsDigits,
+}
+
+static DECLARED: std::sync::RwLock<Vec<&'static DeclaredType>> = std::sync::RwLock::new(Vec::new());
+
+/// Make a declared type known to this process (parsing, [`IdentifierType::ALL`] aside). The
+/// same declaration twice gives the same type; another with the same name is refused.
+pub fn declare(t: DeclaredType) -> Result<IdentifierType, DeclareError> {
+    let name_ok = (2..=32).contains(&t.name.len())
+        && t.name.starts_with(|c: char| c.is_ascii_lowercase())
+        && t.name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !name_ok {
+        return Err(DeclareError::BadName(t.name));
+    }
+    if IdentifierType::ALL.iter().any(|b| b.as_str() == t.name) {
+        return Err(DeclareError::BuiltIn(t.name));
+    }
+    if t.min_len == 0 || t.min_len > t.max_len || usize::from(t.max_len) > MAX_MRN_CHARS {
+        return Err(DeclareError::BadLength);
+    }
+    if t.check.is_some() && t.normalisation != Normalisation::Digits {
+        return Err(DeclareError::CheckNeedsDigits);
+    }
+    let mut all = DECLARED.write().unwrap_or_else(|e| e.into_inner());
+    if let Some(d) = all.iter().find(|d| d.name == t.name) {
+        return if **d == t {
+            Ok(IdentifierType::Declared(d))
+        } else {
+            Err(DeclareError::Redeclared(t.name))
+        };
+    }
+    let leaked: &'static DeclaredType = Box::leak(Box::new(t));
+    all.push(leaked);
+    Ok(IdentifierType::Declared(leaked))
+}
+
+/// The types declared in this process, by name.
+pub fn declared() -> Vec<IdentifierType> {
+    let all = DECLARED.read().unwrap_or_else(|e| e.into_inner());
+    let mut v: Vec<IdentifierType> = all.iter().map(|d| IdentifierType::Declared(d)).collect();
+    v.sort();
+    v
+}
+
+impl Serialize for IdentifierType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for IdentifierType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 impl IdentifierType {
@@ -47,12 +234,14 @@ impl IdentifierType {
         IdentifierType::StudySubject,
     ];
 
-    /// `"niss"`, `"mrn"` or `"study-subject"`: the name used in text, serde and the hash.
+    /// `"niss"`, `"mrn"`, `"study-subject"` or a declared name: the name used in text, serde
+    /// and the hash.
     pub fn as_str(self) -> &'static str {
         match self {
             IdentifierType::Niss => "niss",
             IdentifierType::Mrn => "mrn",
             IdentifierType::StudySubject => "study-subject",
+            IdentifierType::Declared(d) => d.name.as_str(),
         }
     }
 }
@@ -66,7 +255,7 @@ impl fmt::Display for IdentifierType {
 /// The error of parsing an unknown [`IdentifierType`] name (the text is not repeated, in
 /// case a misplaced identifier was passed as a type).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown identifier type (expected niss, mrn or study-subject)")]
+#[error("unknown identifier type (expected niss, mrn, study-subject or a type declared with `registrar identifiers declare`)")]
 pub struct ParseIdentifierTypeError;
 
 impl FromStr for IdentifierType {
@@ -75,6 +264,7 @@ impl FromStr for IdentifierType {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         IdentifierType::ALL
             .into_iter()
+            .chain(declared())
             .find(|t| t.as_str() == s)
             .ok_or(ParseIdentifierTypeError)
     }
@@ -102,6 +292,14 @@ pub enum NormaliseError {
     /// The study-subject id is empty after trimming.
     #[error("not a valid study-subject id (empty)")]
     EmptyStudySubject,
+    /// Not a valid identifier of a declared type.
+    #[error("not a valid {name} ({reason})")]
+    Declared {
+        /// The type's name.
+        name: &'static str,
+        /// `"unexpected character"`, `"length"` or `"check digit"`.
+        reason: &'static str,
+    },
 }
 
 /// An identifier after normalisation; borrowed where normalisation changed nothing.
@@ -164,7 +362,52 @@ fn normalise_inner(ty: IdentifierType, raw: &str) -> Result<Normalised<'_>, Norm
             }
             Ok(Normalised::Text(Cow::Borrowed(t)))
         }
+        IdentifierType::Declared(d) => normalise_declared(d, raw).map(Normalised::Text),
     }
+}
+
+fn normalise_declared<'a>(
+    d: &'static DeclaredType,
+    raw: &'a str,
+) -> Result<Cow<'a, str>, NormaliseError> {
+    let bad = |reason| NormaliseError::Declared {
+        name: d.name.as_str(),
+        reason,
+    };
+    let t = raw.trim();
+    let separator = |c: char| c.is_ascii_whitespace() || matches!(c, '.' | '-' | '/');
+    let out: Cow<'a, str> = match d.normalisation {
+        Normalisation::Trim => Cow::Borrowed(t),
+        Normalisation::Upper => {
+            if t.chars().any(char::is_lowercase) {
+                Cow::Owned(t.to_uppercase())
+            } else {
+                Cow::Borrowed(t)
+            }
+        }
+        Normalisation::Digits | Normalisation::AlnumUpper => {
+            let digits_only = d.normalisation == Normalisation::Digits;
+            let mut s = String::with_capacity(t.len());
+            for c in t.chars() {
+                if c.is_ascii_digit() || (!digits_only && c.is_ascii_alphabetic()) {
+                    s.push(c.to_ascii_uppercase());
+                } else if !separator(c) {
+                    return Err(bad("unexpected character"));
+                }
+            }
+            Cow::Owned(s)
+        }
+    };
+    let n = out.chars().count();
+    if n < usize::from(d.min_len) || n > usize::from(d.max_len) {
+        return Err(bad("length"));
+    }
+    if let Some(check) = d.check {
+        if !check.holds(out.as_bytes()) {
+            return Err(bad("check digit"));
+        }
+    }
+    Ok(out)
 }
 
 /// Whether `raw` is a Belgian national register number (NISS) with valid check digits, in
@@ -600,6 +843,73 @@ mod tests {
         assert_eq!(
             normalise(IdentifierType::StudySubject, "\t"),
             Err(NormaliseError::EmptyStudySubject)
+        );
+    }
+
+    #[test]
+    fn declared_types_normalise_check_and_are_their_own_domain() {
+        let ssn = declare(DeclaredType {
+            name: "test-ssn".into(),
+            normalisation: Normalisation::Digits,
+            min_len: 9,
+            max_len: 9,
+            check: None,
+        })
+        .unwrap();
+        let sin = declare(DeclaredType {
+            name: "test-sin".into(),
+            normalisation: Normalisation::Digits,
+            min_len: 9,
+            max_len: 9,
+            check: Some(CheckDigit::Luhn),
+        })
+        .unwrap();
+        assert_eq!("test-ssn".parse::<IdentifierType>(), Ok(ssn));
+        assert_eq!(normalise(ssn, " 123-45-6789 ").as_deref(), Ok("123456789"));
+        let e = normalise(ssn, "12345").unwrap_err();
+        assert_eq!(e.to_string(), "not a valid test-ssn (length)");
+        assert!(normalise(ssn, "123-45-678x").is_err());
+        // 046 454 286 is the Luhn-valid example SIN of the Canadian government
+        assert_eq!(normalise(sin, "046 454 286").as_deref(), Ok("046454286"));
+        assert_eq!(
+            normalise(sin, "046 454 287").unwrap_err().to_string(),
+            "not a valid test-sin (check digit)"
+        );
+        // the same declaration again is the same type; other rules under the name are refused
+        let again = declare(DeclaredType {
+            name: "test-ssn".into(),
+            normalisation: Normalisation::Digits,
+            min_len: 9,
+            max_len: 9,
+            check: None,
+        });
+        assert_eq!(again, Ok(ssn));
+        let other = declare(DeclaredType {
+            name: "test-ssn".into(),
+            normalisation: Normalisation::Trim,
+            min_len: 9,
+            max_len: 9,
+            check: None,
+        });
+        assert!(matches!(other, Err(DeclareError::Redeclared(_))));
+        assert!(matches!(
+            declare(DeclaredType {
+                name: "mrn".into(),
+                normalisation: Normalisation::Trim,
+                min_len: 1,
+                max_len: 9,
+                check: None
+            }),
+            Err(DeclareError::BuiltIn(_))
+        ));
+        // mod 97: 12345678 -> 97 - 12345678 mod 97 = 97 - 3 = 94
+        assert!(CheckDigit::Mod97.holds(b"1234567894"));
+        assert!(!CheckDigit::Mod97.holds(b"1234567895"));
+        // a declared type is a pseudonym domain of its own
+        let p = pseudonymiser("d");
+        assert_ne!(
+            p.person(ssn, "123456789").unwrap(),
+            p.person(IdentifierType::Mrn, "123456789").unwrap()
         );
     }
 

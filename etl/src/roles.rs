@@ -107,7 +107,7 @@ pub fn apply(client: &mut postgres::Client, opts: RoleOptions) -> Result<Vec<Str
         // Auditor: the audit log and the run ledger.
         format!("REVOKE ALL ON ALL TABLES IN SCHEMA registry FROM {AUDITOR}"),
         format!("GRANT USAGE ON SCHEMA registry TO {AUDITOR}"),
-        format!("GRANT SELECT ON registry.audit_log, registry.import_run, registry.source_file, registry.audit_origin TO {AUDITOR}"),
+        format!("GRANT SELECT ON registry.audit_log, registry.import_run, registry.source_file, registry.audit_origin, registry.identifier_type TO {AUDITOR}"),
         // The privacy officer's checkpoints are audited too (under the officer's own login).
         format!("GRANT EXECUTE ON FUNCTION {AUDIT_APPEND} TO {AUDITOR}"),
         // Federation: the definer owns the SECURITY DEFINER functions, which serve the

@@ -199,6 +199,19 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Identifier types the registry declared (`registrar identifiers declare`).
+    registry.identifier_type (name) {
+        name -> Text,
+        normalisation -> Text,
+        min_length -> Int4,
+        max_length -> Int4,
+        check_digit -> Nullable<Text>,
+        description -> Text,
+        declared_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(source_file -> import_run (run_id));
 diesel::joinable!(reject -> import_run (run_id));
 diesel::joinable!(lineage -> source_file (source_file_id));
@@ -218,6 +231,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     registry_key,
     audit_origin,
     changed_person,
+    identifier_type,
 );
 
 /// Every registry column, described through its diesel type (see [`crate::introspect`]).
@@ -278,5 +292,9 @@ pub fn columns() -> Vec<crate::introspect::ColumnInfo> {
     v.extend(cols!(registry_key: key_id, domain, status, since));
     v.extend(cols!(audit_origin: singleton, origin));
     v.extend(cols!(changed_person: person_id));
+    v.extend(
+        cols!(identifier_type: name, normalisation, min_length, max_length, check_digit,
+        description, declared_at),
+    );
     v
 }

@@ -152,6 +152,40 @@ pub enum Command {
     /// cell; `registrar check` flags ages above --max-age-years (default 120). A mapping can
     /// override the year limits for its own source (`[limits]`). Changes are audited.
     Limits(LimitsArgs),
+    /// The registry's identifier types: the built-in NISS, MRN and study-subject ids, and
+    /// the ones it declares (a US social security number, another country's national id).
+    ///
+    /// A declared type is used in a mapping like a built-in one (`type = "us-ssn"`) and is a
+    /// pseudonym domain of its own. Its rules (normalisation, length, check digit) decide its
+    /// pseudonyms, so they never change once declared; declarations are audited.
+    #[command(subcommand)]
+    Identifiers(IdentifiersCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IdentifiersCommand {
+    /// List the identifier types: built-in and declared, with their rules.
+    List,
+    /// Declare an identifier type (declaring the same rules again changes nothing).
+    Declare {
+        /// The name mappings use (2 to 32 lower-case letters, digits and `-`).
+        name: String,
+        /// How a value is normalised before it is hashed: `trim` (case kept), `upper`,
+        /// `digits` (separators ` .-/` dropped, anything else refused) or `alnum-upper`
+        /// (letters and digits, upper-cased, the same separators dropped).
+        #[arg(long, value_name = "HOW")]
+        normalise: String,
+        /// The length after normalisation: `9`, or a range `6-12`.
+        #[arg(long, value_name = "N|MIN-MAX")]
+        length: String,
+        /// A check digit over the digits: `luhn` (last digit) or `mod97` (last two digits
+        /// are 97 - the rest mod 97). Needs `--normalise digits`.
+        #[arg(long, value_name = "ALGORITHM")]
+        check_digit: Option<String>,
+        /// What the identifier is, for the privacy officer.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -522,7 +556,89 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Pseudonym(cmd) => privacy::pseudonym_command(g, cmd),
         Command::Audit(cmd) => privacy::audit_command(g, cmd),
         Command::Limits(args) => limits_command(g, &args),
+        Command::Identifiers(cmd) => identifiers_command(g, cmd),
     }
+}
+
+fn identifiers_command(g: &GlobalOpts, cmd: IdentifiersCommand) -> Result<ExitCode> {
+    use crate::privacy::identifiers;
+    let target = g.db().resolve()?;
+    db::migrate(&mut target.diesel()?)?;
+    let mut client = target.client()?;
+    if let IdentifiersCommand::Declare {
+        name,
+        normalise,
+        length,
+        check_digit,
+        description,
+    } = cmd
+    {
+        let (min, max) = match length.split_once('-') {
+            Some((a, b)) => (a.trim().parse::<i32>(), b.trim().parse::<i32>()),
+            None => (length.trim().parse::<i32>(), length.trim().parse::<i32>()),
+        };
+        let (Ok(min_length), Ok(max_length)) = (min, max) else {
+            bail!("--length is a number of characters (`9`) or a range (`6-12`)");
+        };
+        let mut tx = client.transaction()?;
+        let new = identifiers::add(
+            &mut tx,
+            &identifiers::Declaration {
+                name: name.clone(),
+                normalisation: normalise,
+                min_length,
+                max_length,
+                check_digit,
+                description,
+            },
+        )?;
+        tx.commit()?;
+        if !g.json {
+            println!(
+                "{name}: {}",
+                if new {
+                    "declared"
+                } else {
+                    "already declared with these rules"
+                }
+            );
+        }
+    }
+    let declared = identifiers::list(&mut client)?;
+    if g.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "built_in": registrar_anonymizer::pseudonym::IdentifierType::ALL,
+                "declared": declared,
+            }))?
+        );
+    } else {
+        println!(
+            "built in: niss (11 digits, mod-97 check), mrn (upper-cased), study-subject (trimmed)"
+        );
+        for d in &declared {
+            let len = if d.min_length == d.max_length {
+                format!("{}", d.min_length)
+            } else {
+                format!("{}-{}", d.min_length, d.max_length)
+            };
+            println!(
+                "declared: {} ({}, {len} characters{}){}",
+                d.name,
+                d.normalisation,
+                d.check_digit
+                    .map(|c| format!(", {c} check"))
+                    .unwrap_or_default(),
+                if d.description.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", d.description)
+                }
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn limits_command(g: &GlobalOpts, a: &LimitsArgs) -> Result<ExitCode> {

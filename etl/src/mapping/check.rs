@@ -405,6 +405,14 @@ pub fn compile(
         }
     }
 
+    // The registry's declared identifier types, beside the built-in ones.
+    let declared = match crate::privacy::identifiers::load(db) {
+        Ok(d) => d,
+        Err(e) => {
+            errors.push(format!("{file}: the declared identifier types: {e:#}"));
+            Vec::new()
+        }
+    };
     let mut identifiers = Vec::new();
     if spec.person.identifiers.is_empty() {
         errors.push(format!("{file}: [person] needs at least one identifier"));
@@ -415,11 +423,17 @@ pub fn compile(
         let id_type = match i.id_type.parse::<IdentifierType>() {
             Ok(t) => t,
             Err(_) => {
+                let names: Vec<&str> = IdentifierType::ALL
+                    .iter()
+                    .chain(&declared)
+                    .map(|t| t.as_str())
+                    .collect();
                 errors.push(at(
                     line,
                     format!(
-                        "unknown identifier type `{}` (niss, mrn or study-subject)",
-                        i.id_type
+                        "unknown identifier type `{}` (the registry knows {}; declare another with `registrar identifiers declare`)",
+                        i.id_type,
+                        names.join(", ")
                     ),
                 ));
                 continue;

@@ -3,6 +3,7 @@
 //! recomputation. The keyed computations themselves live in `registrar-anonymizer`.
 
 pub mod audit;
+pub mod identifiers;
 pub mod keys;
 pub mod persons;
 pub mod report;

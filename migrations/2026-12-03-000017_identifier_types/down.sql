@@ -1,0 +1,2 @@
+DROP TABLE registry.identifier_type;
+DROP FUNCTION registry.identifier_type_frozen();
