@@ -4,6 +4,33 @@ use crate::support::{import_hospital, new_key, synth, TestDb};
 use registrar_anonymizer::pseudonym::IdentifierType;
 use std::collections::HashMap;
 
+/// Pseudonym -> person_id, from the person map.
+fn person_ids(c: &mut postgres::Client) -> HashMap<String, i32> {
+    c.query("SELECT pseudonym, person_id FROM registry.person_map", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// A research view's rows by person_id.
+fn by_person(c: &mut postgres::Client, sql: &str) -> HashMap<i32, postgres::Row> {
+    c.query(sql, &[])
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.get::<_, i32>("person_id"), r))
+        .collect()
+}
+
+/// The synthetic generator's truth file, one value per patient.
+fn truth_of(src: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(src.join("truth.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 #[test]
 fn research_views_agree_with_the_truth_file() {
     let db = TestDb::new();
@@ -13,30 +40,14 @@ fn research_views_agree_with_the_truth_file() {
     import_hospital(&db, &key, &src);
     let keys = crate::support::registry_keys(&key);
     let mut c = db.client();
-    let ids: HashMap<String, i32> = c
-        .query("SELECT pseudonym, person_id FROM registry.person_map", &[])
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    let rows = |c: &mut postgres::Client, sql: &str| -> HashMap<i32, postgres::Row> {
-        c.query(sql, &[])
-            .unwrap()
-            .into_iter()
-            .map(|r| (r.get::<_, i32>("person_id"), r))
-            .collect()
-    };
-    let bcp = rows(&mut c, "SELECT * FROM research.breast_cancer_patient");
-    let sub = rows(&mut c, "SELECT * FROM research.subtype");
-    let model = rows(&mut c, "SELECT * FROM research.modeling_cohort");
-    let neo = rows(&mut c, "SELECT * FROM research.neoadjuvant_treatment");
-    let rec = rows(&mut c, "SELECT * FROM research.recurrence");
+    let ids = person_ids(&mut c);
+    let bcp = by_person(&mut c, "SELECT * FROM research.breast_cancer_patient");
+    let sub = by_person(&mut c, "SELECT * FROM research.subtype");
+    let model = by_person(&mut c, "SELECT * FROM research.modeling_cohort");
+    let neo = by_person(&mut c, "SELECT * FROM research.neoadjuvant_treatment");
+    let rec = by_person(&mut c, "SELECT * FROM research.recurrence");
     assert_eq!(bcp.len(), 250);
-    let truth: Vec<serde_json::Value> = std::fs::read_to_string(src.join("truth.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let truth = truth_of(&src);
     let mut compared = HashMap::<&str, usize>::new();
     for t in &truth {
         let p = keys
@@ -426,11 +437,7 @@ fn cbioportal_and_trial_exports_reach_the_research_views_through_mappings_alone(
     let src = synth(dir.path(), 300, 41, 0.0);
     let key = new_key(dir.path(), "k");
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../mappings");
-    let truth: Vec<serde_json::Value> = std::fs::read_to_string(src.join("truth.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let truth = truth_of(&src);
     let in_trial = truth.iter().filter(|t| !t["trial_pid"].is_null()).count();
     for (mapping, file, rows) in [
         (
@@ -460,24 +467,12 @@ fn cbioportal_and_trial_exports_reach_the_research_views_through_mappings_alone(
 
     let keys = crate::support::registry_keys(&key);
     let mut c = db.client();
-    let ids: HashMap<String, i32> = c
-        .query("SELECT pseudonym, person_id FROM registry.person_map", &[])
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    let rows = |c: &mut postgres::Client, sql: &str| -> HashMap<i32, postgres::Row> {
-        c.query(sql, &[])
-            .unwrap()
-            .into_iter()
-            .map(|r| (r.get::<_, i32>("person_id"), r))
-            .collect()
-    };
-    let bcp = rows(&mut c, "SELECT * FROM research.breast_cancer_patient");
-    let sub = rows(&mut c, "SELECT * FROM research.subtype");
-    let model = rows(&mut c, "SELECT * FROM research.modeling_cohort");
-    let neo = rows(&mut c, "SELECT * FROM research.neoadjuvant_treatment");
-    let rec = rows(&mut c, "SELECT * FROM research.recurrence");
+    let ids = person_ids(&mut c);
+    let bcp = by_person(&mut c, "SELECT * FROM research.breast_cancer_patient");
+    let sub = by_person(&mut c, "SELECT * FROM research.subtype");
+    let model = by_person(&mut c, "SELECT * FROM research.modeling_cohort");
+    let neo = by_person(&mut c, "SELECT * FROM research.neoadjuvant_treatment");
+    let rec = by_person(&mut c, "SELECT * FROM research.recurrence");
     assert_eq!(bcp.len(), 300 + in_trial);
     let person = |id: &str| {
         let p = keys

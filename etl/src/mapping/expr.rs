@@ -1208,18 +1208,19 @@ fn cmp_values(a: &V, b: &V) -> Option<std::cmp::Ordering> {
 
 impl Program {
     /// Evaluate on a row.
-    pub fn eval<'r>(&self, row: &Row<'r, '_>) -> Result<V<'r>, EvalError> {
+    /// Text the expression writes out is borrowed from the program, text it reads from the row.
+    pub fn eval<'r>(&'r self, row: &Row<'r, '_>) -> Result<V<'r>, EvalError> {
         eval(&self.node, row)
     }
 }
 
-fn eval<'r>(n: &Node, row: &Row<'r, '_>) -> Result<V<'r>, EvalError> {
+fn eval<'r>(n: &'r Node, row: &Row<'r, '_>) -> Result<V<'r>, EvalError> {
     Ok(match n {
         Node::Lit(l) => match l {
             Lit::Null => V::Null,
             Lit::Bool(b) => V::Bool(*b),
             Lit::Num(n) => V::Num(*n),
-            Lit::Text(s) => text_of(Cow::Owned(s.clone())),
+            Lit::Text(s) => text_of(Cow::Borrowed(s)),
         },
         Node::Col(c) => {
             let name = &row.names[*c as usize];
