@@ -1284,3 +1284,310 @@ fn dicom_large_images_match_the_in_memory_path() {
         assert!(res.dataset.get(Tag(0xFFFC, 0xFFFC)).is_none());
     }
 }
+
+/// A bare Implicit VR Little Endian data set: the identifying elements a CT needs, and a
+/// Referenced Series Sequence nested `depth` deep (undefined lengths throughout).
+fn nested_file(depth: usize, sop: &str) -> Vec<u8> {
+    fn el(out: &mut Vec<u8>, g: u16, e: u16, v: &[u8]) {
+        let mut v = v.to_vec();
+        if v.len() % 2 == 1 {
+            v.push(0);
+        }
+        out.extend(g.to_le_bytes());
+        out.extend(e.to_le_bytes());
+        out.extend((v.len() as u32).to_le_bytes());
+        out.extend(v);
+    }
+    let mut out = Vec::new();
+    el(&mut out, 0x0008, 0x0016, CT_CLASS.as_bytes());
+    el(&mut out, 0x0008, 0x0018, sop.as_bytes());
+    for _ in 0..depth {
+        out.extend([0x08, 0x00, 0x15, 0x11, 0xFF, 0xFF, 0xFF, 0xFF]);
+        out.extend([0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+    }
+    for _ in 0..depth {
+        out.extend([0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0]);
+        out.extend([0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+    }
+    el(&mut out, 0x0010, 0x0020, b"MRN-DEEP");
+    el(&mut out, 0x0020, 0x000D, b"1.2.3.4.5");
+    el(&mut out, 0x0020, 0x000E, b"1.2.3.4.5.6");
+    out
+}
+
+/// The audit entries of the DICOM runs of a registry: (action, detail).
+fn dicom_audit(db: &crate::support::TestDb) -> Vec<(String, serde_json::Value)> {
+    db.client()
+        .query(
+            "SELECT action, detail FROM registry.audit_log WHERE action LIKE 'dicom %' ORDER BY seq",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let d: String = r.get(1);
+            (r.get(0), serde_json::from_str(&d).unwrap())
+        })
+        .collect()
+}
+
+/// Issue 19, case 1: a sequence nested 1,500 deep (93 KB) used to overflow the stack and
+/// abort the whole run (exit 134, outputs without records, no summary). Now such a file is
+/// quarantined `too_deep`, a file beyond the profile's size bounds `too_large`, and every
+/// other file of the tree is pseudonymised; the records, the summary and the audit entries
+/// (one before the first file, one after the last) account for every file.
+#[test]
+fn dicom_pathological_files_are_quarantined_and_the_run_goes_on() {
+    let db = crate::support::TestDb::new();
+    let dir = tempfile::tempdir().unwrap();
+    let key = new_key(dir.path(), "k");
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::write(input.join("deep.dcm"), nested_file(1500, "1.2.3.4.5.6.7")).unwrap();
+    // Deep but legal (40 levels) passes.
+    std::fs::write(input.join("legal.dcm"), nested_file(40, "1.2.3.4.5.6.8")).unwrap();
+    // A header of 60,000 elements, beyond a profile's max-elements of 50,000.
+    let mut many = nested_file(1, "1.2.3.4.5.6.9");
+    for i in 0..60_000u32 {
+        // Private elements of one block (removed anyway): 12 bytes each.
+        many.extend(0x0009u16.to_le_bytes());
+        many.extend(((0x1000 + (i % 0xF000)) as u16).to_le_bytes());
+        many.extend(2u32.to_le_bytes());
+        many.extend(b"AB");
+    }
+    std::fs::write(input.join("many.dcm"), many).unwrap();
+    let base = read(&data("CT_small.dcm")).dataset;
+    for i in 0..30 {
+        let mut o = base.clone();
+        put(
+            &mut o,
+            SOP_INSTANCE,
+            VR::UI,
+            &format!("1.2.826.0.1.3680043.99.{i}"),
+        );
+        write_input(&input, &format!("ct{i:02}.dcm"), o, parse::EXPLICIT_VR_LE);
+    }
+    let profile = dir.path().join("profile.toml");
+    std::fs::write(&profile, "[limits]\nmax-elements = 50000\n").unwrap();
+    let records = dir.path().join("records.jsonl");
+    let out = dir.path().join("out");
+    let o = registrar_cmd()
+        .arg("--database-url")
+        .arg(db.database_url_arg())
+        .args(["--json", "--key-file"])
+        .arg(&key)
+        .args(["dicom", "pseudonymise", "--jobs", "2", "--in"])
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .arg("--profile")
+        .arg(&profile)
+        .arg("--records")
+        .arg(&records)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "quarantined files: exit 1: {}",
+        text(&o)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["files"], 33, "{v}");
+    assert_eq!(v["pseudonymised"], 31, "{v}");
+    assert_eq!(v["quarantined"], 2, "{v}");
+    let recs: Vec<serde_json::Value> = std::fs::read_to_string(&records)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(recs.len(), 33);
+    let mut reasons: Vec<&str> = recs
+        .iter()
+        .filter(|r| r["status"] == "quarantined")
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    reasons.sort();
+    assert_eq!(reasons, ["too_deep", "too_large"]);
+    // Every output has its record, and every pseudonymised record its output.
+    let written: std::collections::BTreeSet<String> = outputs(&out)
+        .into_keys()
+        .filter(|k| k.ends_with(".dcm"))
+        .collect();
+    let recorded: std::collections::BTreeSet<String> = recs
+        .iter()
+        .filter(|r| r["status"] == "pseudonymised")
+        .map(|r| r["output"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(written, recorded);
+    let audit = dicom_audit(&db);
+    let actions: Vec<&str> = audit.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(actions, ["dicom run started", "dicom file pseudonymised"]);
+    assert_eq!(audit[0].1["limits"]["max-elements"], 50000);
+    assert_eq!(audit[1].1["files"], 33);
+    assert_eq!(audit[1].1["complete"], true);
+}
+
+/// Issue 19, case 7: symbolic links that lead nowhere, loop, or lead to a folder are
+/// reported as skipped with their reason (a link to a file is read).
+#[test]
+fn dicom_symbolic_links_are_accounted_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = new_key(dir.path(), "k");
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(input.join("sub")).unwrap();
+    std::fs::copy(data("CT_small.dcm"), dir.path().join("elsewhere.dcm")).unwrap();
+    let link =
+        |target: &Path, name: &str| std::os::unix::fs::symlink(target, input.join(name)).unwrap();
+    link(&dir.path().join("elsewhere.dcm"), "to_file.dcm");
+    link(&dir.path().join("missing.dcm"), "dangling.dcm");
+    link(&input.join("loop_b"), "loop_a");
+    link(&input.join("loop_a"), "loop_b");
+    link(&input.join("sub"), "to_dir");
+    let records = dir.path().join("records.jsonl");
+    let out = dir.path().join("out");
+    let o = run(
+        &key,
+        &input,
+        &out,
+        &["--records", records.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let mut reasons: Vec<String> = std::fs::read_to_string(&records)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["status"].as_str().unwrap(),
+                r["reason"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        [
+            "pseudonymised ",
+            "skipped dangling_symlink",
+            "skipped symlink_loop",
+            "skipped symlink_loop",
+            "skipped symlink_to_directory",
+        ]
+    );
+    assert!(
+        text(&o).contains("5 files: 1 pseudonymised, 4 skipped"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// Issue 19, cases 2 and 5: attributes table E.1-1 does not list leave only if the allow-list
+/// (generated from the standard's module tables) says they carry no identity. Alternative-
+/// calendar birth and death dates, a scheduled step's comments, retired order numbers, an HL7
+/// structured name, a document title, and an undefined public tag holding the name are
+/// removed and counted; the time zone offset becomes +0000; a date written under a wrong VR
+/// (Instance Creation Date as LO) is shifted like any date.
+#[test]
+fn dicom_unlisted_attributes_are_removed_and_dates_are_found_by_tag() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = new_key(dir.path(), "k");
+    let input = dir.path().join("in");
+    let mut o = read(&data("CT_small.dcm")).dataset;
+    let pid = get(&o, PATIENT_ID);
+    put(&mut o, Tag(0x0010, 0x0033), VR::LO, "1383^1^7");
+    put(&mut o, Tag(0x0010, 0x0034), VR::LO, "1444^3^2");
+    put(
+        &mut o,
+        Tag(0x0040, 0x0400),
+        VR::LT,
+        "Mr Jansen, room 12, call wife 0470123456",
+    );
+    put(&mut o, Tag(0x0040, 0x1006), VR::SH, "ORD-PJ-7781");
+    put(&mut o, Tag(0x0040, 0x1007), VR::SH, "FIL-PJ-7782");
+    put(
+        &mut o,
+        Tag(0x0040, 0xE001),
+        VR::ST,
+        "HL7^JANSEN^PIETER^19620315",
+    );
+    put(
+        &mut o,
+        Tag(0x0042, 0x0010),
+        VR::ST,
+        "Letter for JANSEN PIETER",
+    );
+    put(&mut o, Tag(0x0010, 0x0011), VR::LO, "JANSENPIETER");
+    put(&mut o, Tag(0x0008, 0x0201), VR::SH, "+0100");
+    o.remove_element(Tag(0x0008, 0x0012));
+    put(&mut o, Tag(0x0008, 0x0012), VR::LO, "20200115");
+    write_input(&input, "ct.dcm", o, parse::EXPLICIT_VR_LE);
+    let records = dir.path().join("records.jsonl");
+    let out = dir.path().join("out");
+    run_ok(
+        &key,
+        &input,
+        &out,
+        &["--records", records.to_str().unwrap()],
+    );
+    let (_, bytes, parsed) = only_output(&out);
+    assert_absent(
+        &bytes,
+        &[
+            "JANSEN",
+            "Jansen",
+            "0470123456",
+            "ORD-PJ",
+            "FIL-PJ",
+            "1383^1^7",
+            "1444^3^2",
+            "+0100",
+        ],
+    );
+    let ds = &parsed.dataset;
+    for t in [
+        (0x0010, 0x0033),
+        (0x0010, 0x0034),
+        (0x0040, 0x0400),
+        (0x0040, 0x1006),
+        (0x0040, 0x1007),
+        (0x0040, 0xE001),
+        (0x0042, 0x0010),
+        (0x0010, 0x0011),
+    ] {
+        assert!(
+            ds.get(Tag(t.0, t.1)).is_none(),
+            "({:04X},{:04X}) kept",
+            t.0,
+            t.1
+        );
+    }
+    assert_eq!(get(ds, Tag(0x0008, 0x0201)), "+0000");
+    let p = pseudonymiser(&key);
+    assert_eq!(get(ds, Tag(0x0008, 0x0012)), shift(&p, &pid, "20200115"));
+    // What the allow-list keeps is still there.
+    for t in [
+        (0x0028, 0x0010),
+        (0x0028, 0x0030),
+        (0x0020, 0x0032),
+        (0x0018, 0x0050),
+    ] {
+        assert!(
+            ds.get(Tag(t.0, t.1)).is_some(),
+            "({:04X},{:04X}) removed",
+            t.0,
+            t.1
+        );
+    }
+    let rec: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&records).unwrap().trim()).unwrap();
+    let counts = &rec["counts"];
+    assert!(counts["not_allowed"].as_u64().unwrap() >= 6, "{counts}");
+    assert!(
+        counts["not_allowed"].as_u64().unwrap() + counts["undefined_removed"].as_u64().unwrap()
+            >= 8,
+        "{counts}"
+    );
+    assert_eq!(counts["timezones_cleaned"], 1, "{counts}");
+}

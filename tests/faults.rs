@@ -258,50 +258,30 @@ fn a_run_killed_before_its_report_is_reported_by_the_next() {
     assert!(html.contains("Interrupted runs"));
 }
 
+/// A file that cannot be read (here: a link to a file whose every read fails with EIO,
+/// `/proc/self/mem`; in the field a file without read permission, or still being copied) is
+/// quarantined as `read_error`, not copied, and not recorded as done: once readable, the next
+/// incremental run pseudonymises it.
 #[test]
 fn a_dicom_file_that_could_not_be_read_is_tried_again() {
-    // Permissions mean nothing to root: the run is made as `nobody`.
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 || !Path::new("/usr/bin/setpriv").exists() {
-        eprintln!("needs root and setpriv to run the pseudonymiser as another user; skipped");
-        return;
-    }
-    use std::os::unix::fs::{chown, PermissionsExt};
-    let dir = tempfile::Builder::new()
-        .prefix("reg-faults")
-        .tempdir_in("/tmp")
-        .unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let db = TestDb::new();
+    let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in");
     std::fs::create_dir_all(&input).unwrap();
     let f = input.join("ct.dcm");
-    std::fs::copy(
-        crate::support::repo_file("tests/data/dicom/CT_small.dcm"),
-        &f,
-    )
-    .unwrap();
+    std::os::unix::fs::symlink("/proc/self/mem", &f).unwrap();
     let out_dir = dir.path().join("out");
-    std::fs::create_dir_all(&out_dir).unwrap();
-    // The quarantine lies beside the output (prepared by the operator, like the output).
-    let quarantine = dir.path().join("out.quarantine");
-    std::fs::create_dir_all(&quarantine).unwrap();
     let key = new_key(dir.path(), "k");
-    for p in [&key, &out_dir, &quarantine] {
-        chown(p, Some(65534), Some(65534)).unwrap();
-    }
-    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o000)).unwrap();
     let run = || {
-        let out = std::process::Command::new("/usr/bin/setpriv")
-            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
-            .arg(env!("CARGO_BIN_EXE_registrar"))
+        let out = registrar_cmd()
+            .arg("--database-url")
+            .arg(db.database_url_arg())
             .args(["--json", "--key-file"])
             .arg(&key)
             .args(["dicom", "pseudonymise", "--incremental", "--in"])
             .arg(&input)
             .arg("--out")
             .arg(&out_dir)
-            .env_remove("DATABASE_URL")
-            .env("REGISTRAR_DATA_DIR", dir.path().join("no-db"))
             .output()
             .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
@@ -309,8 +289,28 @@ fn a_dicom_file_that_could_not_be_read_is_tried_again() {
     };
     let (out, v) = run();
     assert_eq!(v["quarantined"], 1, "{}", text(&out));
-    // The permissions fixed: the next incremental run pseudonymises it (not "unchanged").
-    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let quarantine = dir.path().join("out.quarantine");
+    let report = std::fs::read_to_string(quarantine.join("report.jsonl")).unwrap();
+    assert!(report.contains("\"read_error\""), "{report}");
+    // Nothing copied: there was nothing to copy.
+    let copies = std::fs::read_dir(&quarantine)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "dcm")
+        })
+        .count();
+    assert_eq!(copies, 0);
+    // Readable now: the next incremental run pseudonymises it (not "unchanged").
+    std::fs::remove_file(&f).unwrap();
+    std::fs::copy(
+        crate::support::repo_file("tests/data/dicom/CT_small.dcm"),
+        &f,
+    )
+    .unwrap();
     let (out, v) = run();
     assert_eq!(v["pseudonymised"], 1, "{}", text(&out));
     let (out, v) = run();

@@ -1,6 +1,6 @@
 //! Pseudonymising a DICOM tree as a registry job: the work is
 //! `registrar_anonymizer::dicom` (no database); this adds the profile file, the progress
-//! callback and the privacy officer's audit entry, shared by `registrar dicom pseudonymise`
+//! callback and the privacy officer's audit entries, shared by `registrar dicom pseudonymise`
 //! and the nightly run.
 
 use crate::privacy::audit::{self, Record};
@@ -8,7 +8,8 @@ use crate::privacy::keys::Keys;
 use anyhow::{Context, Result};
 use registrar_anonymizer::dateshift::DatePolicy;
 use registrar_anonymizer::dicom::{
-    batch, BatchOptions, BatchSummary, BurnedInPolicy, DicomProfile, DicomPseudonymiser, FileRecord,
+    batch, BatchError, BatchFailure, BatchOptions, BatchSummary, BurnedInPolicy, DicomProfile,
+    DicomPseudonymiser, FileRecord,
 };
 use std::path::Path;
 
@@ -28,30 +29,25 @@ pub fn load_profile(path: Option<&Path>, accept_burned_in: bool) -> Result<Dicom
     Ok(profile)
 }
 
-/// What a run did, and the audit record to write for it.
+/// What a run did. Its audit entries are written by [`pseudonymise_tree`].
 pub struct TreeRun {
     pub summary: BatchSummary,
     pub key_id: String,
-    pub input_hash: String,
-    pub detail: serde_json::Value,
-}
-
-impl TreeRun {
-    /// The audit entry of this run.
-    pub fn record(&self, run_id: Option<i64>) -> Record<'_> {
-        Record {
-            action: audit::action::DICOM_FILE,
-            run_id,
-            locator_hash: Some(&self.input_hash),
-            key_id: Some(&self.key_id),
-            detail: self.detail.clone(),
-        }
-    }
+    /// Why the run stopped part-way (what it wrote is in `summary` and in the audit entry).
+    pub failure: Option<BatchError>,
 }
 
 /// Pseudonymise `input` into `output` with the current key (consumed: the DICOM
-/// pseudonymiser owns it for the run).
+/// pseudonymiser owns it for the run), between two entries of the privacy officer's audit
+/// log: `dicom run started` before the first file is read, so that no output exists that no
+/// entry covers (a run killed part-way leaves a start without its end), and `dicom file
+/// pseudonymised` after the last, with the counts and, for a run that stopped part-way, the
+/// error and `"complete": false`. A log that cannot be written refuses the run before
+/// anything is written.
+#[allow(clippy::too_many_arguments)]
 pub fn pseudonymise_tree(
+    client: &mut postgres::Client,
+    run_id: Option<i64>,
     keys: Keys,
     policy: DatePolicy,
     profile: &DicomProfile,
@@ -66,21 +62,51 @@ pub fn pseudonymise_tree(
         .current
         .locator_hash(&format!("dicom-in/{}", input.display()));
     let d = DicomPseudonymiser::new(keys.current, policy, profile)?;
-    let summary = batch::run(&d, input, output, opts, on_file)?;
-    let detail = serde_json::json!({
+    let dates = crate::import::date_policy_text(&policy);
+    let record = |action, detail| Record {
+        action,
+        run_id,
+        locator_hash: Some(&input_hash),
+        key_id: Some(&key_id),
+        detail,
+    };
+    audit::append_now(
+        client,
+        &record(
+            audit::action::DICOM_RUN_STARTED,
+            serde_json::json!({
+                "domain": domain,
+                "dates": dates,
+                "method": d.method_codes().iter().map(|c| c.meaning).collect::<Vec<_>>(),
+                "limits": serde_json::to_value(profile.limits)?,
+            }),
+        ),
+    )
+    .context("the run is not started: its audit entry cannot be written")?;
+    let (summary, failure) = match batch::run(&d, input, output, opts, on_file) {
+        Ok(s) => (s, None),
+        Err(BatchFailure { error, summary }) => (*summary, Some(error)),
+    };
+    let mut detail = serde_json::json!({
         "files": summary.files,
         "pseudonymised": summary.pseudonymised,
         "skipped": summary.skipped,
         "quarantined": summary.quarantined,
         "method": summary.method,
         "domain": domain,
-        "dates": crate::import::date_policy_text(&policy),
+        "dates": dates,
         "rules": serde_json::to_value(&summary.counts)?,
+        "complete": failure.is_none(),
     });
+    if let Some(e) = &failure {
+        // Batch errors name output paths and operations, never input files or values.
+        detail["error"] = e.to_string().into();
+    }
+    audit::append_now(client, &record(audit::action::DICOM_FILE, detail))
+        .context("the run's closing audit entry cannot be written")?;
     Ok(TreeRun {
         summary,
         key_id,
-        input_hash,
-        detail,
+        failure,
     })
 }

@@ -317,17 +317,21 @@ pub fn run(ctx: &mut ImportContext<'_>, s: &Source, out: &mut SourceOutcome) -> 
             let written = std::sync::atomic::AtomicU64::new(0);
             let quarantined = std::sync::atomic::AtomicU64::new(0);
             let event = format!("dicom-file:{}", s.name);
+            use registrar_anonymizer::dicom::FileStatus;
             let on_file = |r: &registrar_anonymizer::dicom::FileRecord| {
                 use std::sync::atomic::Ordering::Relaxed;
                 match r.status {
-                    "pseudonymised" => written.fetch_add(1, Relaxed),
-                    "quarantined" => quarantined.fetch_add(1, Relaxed),
-                    _ => 0,
+                    FileStatus::Pseudonymised => written.fetch_add(1, Relaxed),
+                    FileStatus::Quarantined => quarantined.fetch_add(1, Relaxed),
+                    FileStatus::Skipped => 0,
                 };
                 bar.inc(1);
                 crate::failpoint::hit(&event);
             };
+            let run_id = Some(ctx.run_id());
             let run = crate::dicomrun::pseudonymise_tree(
+                ctx.client,
+                run_id,
                 dicom_keys,
                 ctx.opts.policy,
                 &profile,
@@ -341,15 +345,18 @@ pub fn run(ctx: &mut ImportContext<'_>, s: &Source, out: &mut SourceOutcome) -> 
                 &on_file,
             );
             let run = match run {
-                Ok(run) => run,
-                Err(e) => {
+                Ok(run) if run.failure.is_none() => run,
+                other => {
                     use std::sync::atomic::Ordering::Relaxed;
                     out.files_loaded += written.load(Relaxed) as i64;
                     out.files_rejected += quarantined.load(Relaxed) as i64;
+                    let e = match other {
+                        Ok(run) => anyhow::Error::new(run.failure.expect("a failure")),
+                        Err(e) => e,
+                    };
                     return Err(e.context(format!("source {}", s.name)));
                 }
             };
-            crate::privacy::audit::append_now(ctx.client, &run.record(Some(ctx.run_id())))?;
             let idx = crate::imaging::index_tree(ctx, &s.name, &d.output)?;
             out.dicom = Some(serde_json::json!({
                 "files": run.summary.files,

@@ -49,14 +49,43 @@ pub fn default_quarantine(output: &Path) -> PathBuf {
 /// The quarantine report's name in the quarantine folder.
 pub const QUARANTINE_REPORT: &str = "report.jsonl";
 
+/// What became of an input file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileStatus {
+    /// Pseudonymised and written to the output tree.
+    Pseudonymised,
+    /// Not written, with a reason (already pseudonymised, a duplicate, unchanged since the
+    /// last incremental run, a symbolic link that is not followed or leads nowhere).
+    Skipped,
+    /// Copied unchanged to the quarantine folder (or, for `read_error`, not even that), with
+    /// a reason.
+    Quarantined,
+}
+
+/// Why an entry of the input tree was not read (besides [`SkipReason`]s of the object).
+pub mod skip {
+    /// The input has not changed since the incremental run that pseudonymised it.
+    pub const UNCHANGED_INPUT: &str = "unchanged_input";
+    /// A symbolic link to a directory: not followed (a tree is read as it lies, and a link
+    /// back up would loop).
+    pub const SYMLINK_TO_DIRECTORY: &str = "symlink_to_directory";
+    /// A symbolic link whose target does not exist.
+    pub const DANGLING_SYMLINK: &str = "dangling_symlink";
+    /// A symbolic link that leads back to itself (too many levels of links).
+    pub const SYMLINK_LOOP: &str = "symlink_loop";
+    /// Neither a file nor a directory (a socket, a pipe, a device).
+    pub const NOT_A_FILE: &str = "not_a_regular_file";
+}
+
 /// What happened to one input file. Holds no path and no value: the source is the keyed
 /// locator hash of `"dicom/" + its path relative to the input directory`.
 #[derive(Clone, Debug, Serialize)]
 pub struct FileRecord {
     /// `locator_hash("dicom/<relative path>")`.
     pub source: String,
-    /// `pseudonymised`, `skipped` or `quarantined`.
-    pub status: &'static str,
+    /// What became of it.
+    pub status: FileStatus,
     /// The reason code for skipped and quarantined files.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
@@ -78,7 +107,8 @@ pub struct BatchSummary {
     pub files: u64,
     /// Files pseudonymised and written.
     pub pseudonymised: u64,
-    /// Files skipped (already pseudonymised, duplicates).
+    /// Files skipped (already pseudonymised, duplicates, unchanged, symbolic links not
+    /// followed).
     pub skipped: u64,
     /// Files quarantined.
     pub quarantined: u64,
@@ -175,6 +205,27 @@ pub enum BatchError {
     },
 }
 
+/// A run that stopped: the error, and what had been done by then (files written before the
+/// failure exist, and are counted here and in the records already given to `on_file`).
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct BatchFailure {
+    /// Why the run stopped.
+    #[source]
+    pub error: BatchError,
+    /// What was done before it stopped (nothing when it stopped before the first file).
+    pub summary: Box<BatchSummary>,
+}
+
+impl From<BatchError> for BatchFailure {
+    fn from(error: BatchError) -> Self {
+        BatchFailure {
+            error,
+            summary: Box::default(),
+        }
+    }
+}
+
 /// An output file that could not be written, as a run error naming it.
 fn output_failed(dest: &Path) -> impl FnOnce(WriteError) -> BatchError + '_ {
     move |e| BatchError::Io {
@@ -198,9 +249,17 @@ struct Walker {
     root: PathBuf,
     /// Folders to visit, relative to the root (the next one last).
     folders: Vec<PathBuf>,
-    /// The current folder's files still to hand out (the next one last): absolute path and
-    /// path relative to the root, with `/` separators.
-    files: Vec<(PathBuf, String)>,
+    /// The current folder's entries still to hand out (the next one last): absolute path,
+    /// path relative to the root with `/` separators, and why it is skipped (`None`: a file to
+    /// read).
+    files: Vec<Entry>,
+}
+
+/// An entry of the input tree handed to a worker.
+struct Entry {
+    path: PathBuf,
+    rel: String,
+    skip: Option<&'static str>,
 }
 
 impl Walker {
@@ -212,8 +271,9 @@ impl Walker {
         }
     }
 
-    /// The next regular file (or symbolic link to one); `None` at the end.
-    fn next(&mut self) -> Result<Option<(PathBuf, String)>, BatchError> {
+    /// The next entry that is not a directory: a regular file (or a symbolic link to one)
+    /// to read, or an entry skipped with its reason; `None` at the end.
+    fn next(&mut self) -> Result<Option<Entry>, BatchError> {
         loop {
             if let Some(f) = self.files.pop() {
                 return Ok(Some(f));
@@ -235,16 +295,52 @@ impl Walker {
                 let rel_path = rel.join(e.file_name());
                 if ft.is_dir() {
                     subdirs.push(rel_path);
-                } else if ft.is_file() || (ft.is_symlink() && e.path().is_file()) {
-                    let text = rel_path.to_string_lossy().replace('\\', "/");
-                    self.files.push((e.path(), text));
+                    continue;
                 }
+                let skip = if ft.is_file() {
+                    None
+                } else if ft.is_symlink() {
+                    match fs::metadata(e.path()) {
+                        Ok(m) if m.is_file() => None,
+                        Ok(m) if m.is_dir() => Some(skip::SYMLINK_TO_DIRECTORY),
+                        Ok(_) => Some(skip::NOT_A_FILE),
+                        Err(err) if err.raw_os_error() == Some(libc_eloop()) => {
+                            Some(skip::SYMLINK_LOOP)
+                        }
+                        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                            Some(skip::DANGLING_SYMLINK)
+                        }
+                        // Unreadable for the moment (permissions): read, and quarantined as
+                        // a read error, so that the next run tries again.
+                        Err(_) => None,
+                    }
+                } else {
+                    Some(skip::NOT_A_FILE)
+                };
+                let text = rel_path.to_string_lossy().replace('\\', "/");
+                self.files.push(Entry {
+                    path: e.path(),
+                    rel: text,
+                    skip,
+                });
             }
             self.files.reverse();
             self.folders.extend(subdirs.into_iter().rev());
         }
     }
 }
+
+/// `ELOOP`, "too many levels of symbolic links" (40 on Linux, 62 on the BSDs and macOS).
+fn libc_eloop() -> i32 {
+    if cfg!(any(target_os = "linux", target_os = "android")) {
+        40
+    } else {
+        62
+    }
+}
+
+/// The stack of each worker thread.
+const WORKER_STACK: usize = 16 << 20;
 
 /// How much of a file is read first: everything up to the pixel data of an image, whose
 /// value then stays in the file until the kernel copies it to the output.
@@ -261,6 +357,14 @@ fn read_input(d: &DicomPseudonymiser, path: &Path) -> io::Result<(Outcome, u64, 
     }
     let mut file = fs::File::open(path)?;
     let size = file.metadata()?.len();
+    let limits = d.profile().limits;
+    if size > limits.max_file_bytes {
+        let q = Quarantine {
+            reason: QuarantineReason::TooLarge,
+            detail: format!("the file is larger than {} bytes", limits.max_file_bytes),
+        };
+        return Ok((Outcome::Quarantined(q), 0, file));
+    }
     BUFFER.with(|cell| {
         let mut data = cell.take();
         data.clear();
@@ -268,18 +372,31 @@ fn read_input(d: &DicomPseudonymiser, path: &Path) -> io::Result<(Outcome, u64, 
             if size as usize > HEAD {
                 data.reserve(HEAD);
                 (&mut file).take(HEAD as u64).read_to_end(&mut data)?;
-                if let Some(outcome) = d.pseudonymise_head(&data, size) {
+                if let Some(outcome) = isolated(|| d.pseudonymise_head(&data, size)) {
                     return Ok((outcome, size));
                 }
             }
             data.reserve((size as usize + 1).saturating_sub(data.len()));
             file.read_to_end(&mut data)?;
-            Ok((d.pseudonymise(&data), data.len() as u64))
+            let outcome = isolated(|| Some(d.pseudonymise(&data))).expect("always an outcome");
+            Ok((outcome, data.len() as u64))
         })();
         if data.capacity() <= 8 << 20 {
             cell.replace(data);
         }
         result.map(|(outcome, len)| (outcome, len, file))
+    })
+}
+
+/// Runs the pseudonymisation of one file so that a defect it meets (a panic) quarantines the
+/// file as `internal_error` instead of ending the run. (Recursion is bounded by
+/// [`Limits::max_depth`](super::parse::Limits), so no input exhausts a worker's stack.)
+fn isolated(f: impl FnOnce() -> Option<Outcome>) -> Option<Outcome> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Some(Outcome::Quarantined(Quarantine {
+            reason: QuarantineReason::InternalError,
+            detail: "the pseudonymiser failed on this file (a defect: please report it)".into(),
+        }))
     })
 }
 
@@ -386,18 +503,20 @@ fn private_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Pseudonymises every file under `input` into `output`. `on_file` is called (from worker
-/// threads) once per file, in no particular order, e.g. to write audit records.
+/// threads) once per entry of the tree that is not a directory, in no particular order, e.g.
+/// to write audit records, after the entry's output (if any) is complete. A run that stops
+/// part-way returns what it had done ([`BatchFailure::summary`]).
 pub fn run(
     d: &DicomPseudonymiser,
     input: &Path,
     output: &Path,
     opts: &BatchOptions,
     on_file: &(dyn Fn(&FileRecord) + Sync),
-) -> Result<BatchSummary, BatchError> {
+) -> Result<BatchSummary, BatchFailure> {
     let input = fs::canonicalize(input).map_err(io_err("cannot open the input directory"))?;
     let planned = absolute(output).map_err(io_err("cannot resolve the output directory"))?;
     if is_inside(&planned, &input) || is_inside(&input, &planned) {
-        return Err(BatchError::Overlap);
+        return Err(BatchError::Overlap.into());
     }
     let quarantine_dir = absolute(
         &opts
@@ -410,7 +529,7 @@ pub fn run(
         .iter()
         .any(|d| is_inside(&quarantine_dir, d) || is_inside(d, &quarantine_dir))
     {
-        return Err(BatchError::QuarantineOverlap);
+        return Err(BatchError::QuarantineOverlap.into());
     }
     fs::create_dir_all(output).map_err(io_err(format!("cannot create {}", output.display())))?;
     let output = fs::canonicalize(output).map_err(io_err("cannot open the output directory"))?;
@@ -461,16 +580,22 @@ pub fn run(
         }
     };
 
-    let process = |path: &Path, rel: &str| -> Result<FileRecord, BatchError> {
+    let process = |entry: &Entry| -> Result<FileRecord, BatchError> {
+        let (path, rel) = (entry.path.as_path(), entry.rel.as_str());
         let source = d.pseudonymiser().locator_hash(&format!("dicom/{rel}"));
         let mut rec = FileRecord {
             source,
-            status: "pseudonymised",
+            status: FileStatus::Pseudonymised,
             reason: None,
             detail: None,
             output: None,
             counts: RuleCounts::default(),
         };
+        if let Some(reason) = entry.skip {
+            rec.status = FileStatus::Skipped;
+            rec.reason = Some(reason);
+            return Ok(rec);
+        }
         let stamp = if opts.incremental {
             file_stamp(path)
         } else {
@@ -478,8 +603,8 @@ pub fn run(
         };
         if let Some(st) = stamp {
             if known.get(&rec.source) == Some(&st) {
-                rec.status = "skipped";
-                rec.reason = Some("unchanged_input");
+                rec.status = FileStatus::Skipped;
+                rec.reason = Some(skip::UNCHANGED_INPUT);
                 return Ok(rec);
             }
         }
@@ -524,11 +649,11 @@ pub fn run(
             match outcome {
                 Outcome::Pseudonymised(_) => unreachable!("handled above"),
                 Outcome::Skipped(r) => {
-                    rec.status = "skipped";
+                    rec.status = FileStatus::Skipped;
                     rec.reason = Some(r.code());
                 }
                 Outcome::Quarantined(q) => {
-                    rec.status = "quarantined";
+                    rec.status = FileStatus::Quarantined;
                     rec.reason = Some(q.reason.code());
                     rec.detail = Some(q.detail);
                     let mut r = quarantine.lock().expect("lock");
@@ -574,34 +699,47 @@ pub fn run(
         result
     };
 
+    let worker = || {
+        while !stop.load(Ordering::Relaxed) {
+            let next = walker.lock().expect("lock").next();
+            let entry = match next {
+                Ok(Some(f)) => f,
+                Ok(None) => return,
+                Err(e) => return fail(e),
+            };
+            match process(&entry) {
+                Ok(rec) => {
+                    {
+                        let mut sum = summary.lock().expect("lock");
+                        sum.files += 1;
+                        match rec.status {
+                            FileStatus::Pseudonymised => sum.pseudonymised += 1,
+                            FileStatus::Skipped => sum.skipped += 1,
+                            FileStatus::Quarantined => sum.quarantined += 1,
+                        }
+                        sum.counts.add(&rec.counts);
+                    }
+                    on_file(&rec);
+                }
+                Err(e) => fail(e),
+            }
+        }
+    };
     std::thread::scope(|s| {
         for _ in 0..jobs {
-            s.spawn(|| {
-                while !stop.load(Ordering::Relaxed) {
-                    let next = walker.lock().expect("lock").next();
-                    let (path, rel) = match next {
-                        Ok(Some(f)) => f,
-                        Ok(None) => return,
-                        Err(e) => return fail(e),
-                    };
-                    match process(&path, &rel) {
-                        Ok(rec) => {
-                            {
-                                let mut sum = summary.lock().expect("lock");
-                                sum.files += 1;
-                                match rec.status {
-                                    "pseudonymised" => sum.pseudonymised += 1,
-                                    "skipped" => sum.skipped += 1,
-                                    _ => sum.quarantined += 1,
-                                }
-                                sum.counts.add(&rec.counts);
-                            }
-                            on_file(&rec);
-                        }
-                        Err(e) => fail(e),
-                    }
-                }
-            });
+            // A stack of a known size (the default of spawned threads is smaller than the
+            // main thread's): with the reader's depth bound, deep but legal files fit.
+            let spawned = std::thread::Builder::new()
+                .name("dicom-worker".into())
+                .stack_size(WORKER_STACK)
+                .spawn_scoped(s, worker);
+            if let Err(e) = spawned {
+                fail(BatchError::Io {
+                    what: "cannot start a worker thread".into(),
+                    source: e,
+                });
+                break;
+            }
         }
     });
 
@@ -621,9 +759,13 @@ pub fn run(
             .write(&state_path, |w| Ok(w.write_all(text.as_bytes())?))
             .map_err(output_failed(&state_path));
     }
-    if let Some(e) = failure.into_inner().expect("lock") {
-        return Err(e);
-    }
-    state_result?;
-    Ok(summary.into_inner().expect("lock"))
+    let summary = summary.into_inner().expect("lock");
+    let error = match (failure.into_inner().expect("lock"), state_result) {
+        (Some(e), _) | (None, Err(e)) => e,
+        (None, Ok(())) => return Ok(summary),
+    };
+    Err(BatchFailure {
+        error,
+        summary: Box::new(summary),
+    })
 }

@@ -13,9 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use super::parse::{self, latin1, sequence_element, Elem, Encoding, ParseError, Parsed, PixelTail};
 use super::profile::{
-    lookup, Action, CompiledProfile, DicomProfile, Entry, MethodCode, OptAction, ProfileError,
-    ProfileOption, BASIC_PROFILE, CLEAN_DESCRIPTORS, RETAIN_DEVICE_IDENTITY, RETAIN_FULL_DATES,
-    RETAIN_MODIFIED_DATES, RETAIN_PATIENT_CHARACTERISTICS, RETAIN_SAFE_PRIVATE,
+    allowed, lookup, Action, CompiledProfile, DicomProfile, Entry, MethodCode, OptAction,
+    ProfileError, ProfileOption, BASIC_PROFILE, CLEAN_DESCRIPTORS, RETAIN_DEVICE_IDENTITY,
+    RETAIN_FULL_DATES, RETAIN_MODIFIED_DATES, RETAIN_PATIENT_CHARACTERISTICS, RETAIN_SAFE_PRIVATE,
 };
 use super::profile_table::STANDARD_REVISION;
 use super::write::{file_meta, write_part10, WriteError};
@@ -43,6 +43,20 @@ const TEXT_VALUE: Tag = Tag(0x0040, 0xA160);
 /// the name never leaves.
 const ROI_INTERPRETER: Tag = Tag(0x3006, 0x00A6);
 const TRAILING_PADDING: Tag = Tag(0xFFFC, 0xFFFC);
+const TIMEZONE_OFFSET: Tag = Tag(0x0008, 0x0201);
+
+/// Whether an element holds dates (DA) or date-times (DT): by its tag in the dictionary,
+/// whatever VR the file claims (a date written as LO or UN is still a date), or by the VR for
+/// tags the dictionary does not know.
+fn date_vr(e: &Elem) -> Option<VR> {
+    let vr = match parse::dictionary_vr(e.tag()) {
+        Some(VR::DA) => VR::DA,
+        Some(VR::DT) => VR::DT,
+        Some(_) if e.tag().0.is_multiple_of(2) => return None,
+        _ => e.vr(),
+    };
+    matches!(vr, VR::DA | VR::DT).then_some(vr)
+}
 const PIXEL_DATA: Tag = Tag(0x7FE0, 0x0010);
 const CODE_VALUE: Tag = Tag(0x0008, 0x0100);
 const CODING_SCHEME_DESIGNATOR: Tag = Tag(0x0008, 0x0102);
@@ -110,6 +124,19 @@ pub struct RuleCounts {
     pub private_kept: u64,
     /// Structured labels kept under Clean Descriptors.
     pub labels_kept: u64,
+    /// Removed because neither table E.1-1 nor the allow-list lists them: retired
+    /// attributes, attributes of modules not known to be safe (orders, visits, scheduled
+    /// procedure steps, documents).
+    #[serde(default)]
+    pub not_allowed: u64,
+    /// Removed because the dictionary does not define the public tag at all (a mutated or
+    /// invented header).
+    #[serde(default)]
+    pub undefined_removed: u64,
+    /// Time zone offsets replaced by `+0000` (Retain Longitudinal Temporal Information with
+    /// Modified Dates: the offset says where, not when).
+    #[serde(default)]
+    pub timezones_cleaned: u64,
 }
 
 impl RuleCounts {
@@ -123,6 +150,9 @@ impl RuleCounts {
         self.private_removed += o.private_removed;
         self.private_kept += o.private_kept;
         self.labels_kept += o.labels_kept;
+        self.not_allowed += o.not_allowed;
+        self.undefined_removed += o.undefined_removed;
+        self.timezones_cleaned += o.timezones_cleaned;
     }
 }
 
@@ -156,6 +186,14 @@ pub enum QuarantineReason {
     ReadError,
     /// dicom-rs could not encode the result.
     EncodeError,
+    /// Sequences nested beyond the profile's `max-depth`.
+    TooDeep,
+    /// Beyond the profile's `max-elements` or `max-file-bytes`, or a deflated data set that
+    /// inflates beyond its bound.
+    TooLarge,
+    /// The program failed on this file (a defect, reported as such): the file is kept aside
+    /// and the run goes on.
+    InternalError,
 }
 
 impl QuarantineReason {
@@ -175,6 +213,9 @@ impl QuarantineReason {
             QuarantineReason::Dicomdir => "dicomdir",
             QuarantineReason::ReadError => "read_error",
             QuarantineReason::EncodeError => "encode_error",
+            QuarantineReason::TooDeep => "too_deep",
+            QuarantineReason::TooLarge => "too_large",
+            QuarantineReason::InternalError => "internal_error",
         }
     }
 
@@ -182,7 +223,10 @@ impl QuarantineReason {
     /// or of the moment it was read (`read_error`: permissions, a file still being copied),
     /// so that an incremental run tries the file again.
     pub fn is_final(self) -> bool {
-        self != QuarantineReason::ReadError
+        !matches!(
+            self,
+            QuarantineReason::ReadError | QuarantineReason::InternalError
+        )
     }
 }
 
@@ -209,6 +253,8 @@ impl From<ParseError> for Quarantine {
             ParseError::Truncated(_) => QuarantineReason::Truncated,
             ParseError::Malformed(_) => QuarantineReason::Malformed,
             ParseError::UnsupportedTransferSyntax(_) => QuarantineReason::UnsupportedTransferSyntax,
+            ParseError::TooDeep(_) => QuarantineReason::TooDeep,
+            ParseError::TooLarge(_) => QuarantineReason::TooLarge,
         };
         quarantine(reason, e.to_string())
     }
@@ -708,7 +754,7 @@ impl DicomPseudonymiser {
 
     /// Reads and pseudonymises one file's bytes.
     pub fn pseudonymise(&self, data: &[u8]) -> Outcome {
-        match parse::parse(data) {
+        match parse::parse_within(data, self.profile.profile.limits) {
             Ok(parsed) => self.pseudonymise_parsed(parsed),
             Err(e) => Outcome::Quarantined(e.into()),
         }
@@ -719,7 +765,8 @@ impl DicomPseudonymiser {
     /// [`Prepared::write_file`]. `None`: read the whole file and use
     /// [`DicomPseudonymiser::pseudonymise`].
     pub fn pseudonymise_head(&self, head: &[u8], total: u64) -> Option<Outcome> {
-        parse::parse_head(head, total).map(|p| self.pseudonymise_parsed(p))
+        parse::parse_head_within(head, total, self.profile.profile.limits)
+            .map(|p| self.pseudonymise_parsed(p))
     }
 
     /// Pseudonymises a parsed file.
@@ -1067,8 +1114,16 @@ impl Walk<'_> {
             return None;
         }
         match lookup(t.0, t.1) {
-            None if vr == VR::PN => self.zero(e),
-            None => self.value_based(e),
+            None if allowed(t.0, t.1).is_some() => self.value_based(e),
+            None => {
+                // Neither the profile nor the allow-list says the attribute is safe.
+                if parse::dictionary_vr(t).is_none() {
+                    self.counts.undefined_removed += 1;
+                } else {
+                    self.counts.not_allowed += 1;
+                }
+                None
+            }
             Some(entry) => {
                 let eff = self.d.effective(entry, self.dates);
                 self.apply(eff, e)
@@ -1093,9 +1148,12 @@ impl Walk<'_> {
                     self.uids(e)
                 }
             }
-            Eff::ShiftDates => match e.vr() {
-                VR::DA | VR::DT => self.shift(e),
-                _ => self.value_based(e),
+            Eff::ShiftDates => match date_vr(&e) {
+                Some(vr) => self.shift(e, vr),
+                None if e.tag() == TIMEZONE_OFFSET => self.clean_timezone(e),
+                // Times (TM) are kept: the shift is of whole days, and a time of day without
+                // its date places nobody.
+                None => self.value_based(e),
             },
             Eff::DeviceHash => self.device(e),
             Eff::Descriptor(basic) => {
@@ -1134,10 +1192,11 @@ impl Walk<'_> {
     /// Keeps an element, applying what holds for every value: the profile inside sequences,
     /// pseudonymous UIDs, and shifted dates.
     fn value_based(&mut self, e: Elem) -> Option<Elem> {
-        match e.vr() {
-            VR::UI => return self.uids(e),
-            VR::DA | VR::DT if matches!(self.dates, DateMode::Shift(_)) => return self.shift(e),
-            _ => {}
+        if e.vr() == VR::UI {
+            return self.uids(e);
+        }
+        if let (Some(vr), DateMode::Shift(_)) = (date_vr(&e), self.dates) {
+            return self.shift(e, vr);
         }
         let (header, value) = e.into_parts();
         match value {
@@ -1181,13 +1240,14 @@ impl Walk<'_> {
         Some(DataElement::new(t, e.vr(), uid_value(out)))
     }
 
-    fn shift(&mut self, e: Elem) -> Option<Elem> {
+    /// Shifts a date (`vr` DA) or date-time (DT) value, whatever VR the file gave it.
+    fn shift(&mut self, e: Elem, vr: VR) -> Option<Elem> {
         let DateMode::Shift(days) = self.dates else {
-            return self.value_based(e);
-        };
-        let vr = e.vr();
-        let Some(b) = raw(&e) else {
             return Some(e);
+        };
+        let Some(b) = raw(&e) else {
+            // Not text (a date under a binary VR): nothing to shift, nothing to keep.
+            return self.zero(e);
         };
         let mut values = Vec::new();
         for v in b.split(|&c| c == b'\\') {
@@ -1208,9 +1268,19 @@ impl Walk<'_> {
         self.counts.dates_shifted += values.iter().filter(|s| !s.is_empty()).count() as u64;
         Some(DataElement::new(
             e.tag(),
-            vr,
+            e.vr(),
             text_value(&values.join("\\")),
         ))
+    }
+
+    /// Timezone Offset From UTC under modified dates: `+0000` (an offset says where the
+    /// object was made; the shifted dates keep intervals, not places).
+    fn clean_timezone(&mut self, e: Elem) -> Option<Elem> {
+        if raw(&e).is_none_or(|b| trim(b).is_empty()) {
+            return Some(e);
+        }
+        self.counts.timezones_cleaned += 1;
+        Some(DataElement::new(e.tag(), e.vr(), text_value("+0000")))
     }
 
     fn device(&mut self, e: Elem) -> Option<Elem> {

@@ -4,6 +4,9 @@
 //! * [`profile`]: the profile table (generated from the standard's table E.1-1 by
 //!   `anonymizer/gen/gen_profile.py`, see [`profile_table`]), its lookup, and the options a
 //!   registry chooses ([`DicomProfile`]).
+//! * [`allow_table`]: the attributes that table E.1-1 does not list and that may still leave
+//!   (generated from the standard's module tables by `anonymizer/gen/gen_allow_list.py`):
+//!   every other unlisted attribute is removed.
 //! * [`parse`]: tolerant and strict reading of files: Part 10 with or without preamble, bare
 //!   data sets (transfer syntax detected), implicit VR, explicit big endian, deflated data sets,
 //!   sequences encoded as UN. Values are kept as the file's bytes, so what is not changed is
@@ -16,7 +19,9 @@
 //!
 //! ## What happens to an object
 //!
-//! 1. Quarantine, never output: not DICOM, truncated or malformed files; DICOMDIRs; Burned In
+//! 1. Quarantine, never output: not DICOM, truncated or malformed files; files beyond the
+//!    profile's [`Limits`](parse::Limits) (`too_deep`, `too_large`: nothing an input holds can
+//!    exhaust a worker's stack or the run's memory); DICOMDIRs; Burned In
 //!    Annotation `YES`, or ultrasound / secondary capture without `NO`, or an overlay kept in the
 //!    pixel data (unless the profile accepts burned-in text); no Patient ID; a missing SOP,
 //!    study or series UID.
@@ -32,12 +37,18 @@
 //!    person's clinical rows: `date_shift_days(policy, person pseudonym)`), patient
 //!    characteristics and device identity kept (AE titles as a keyed hash cut to 16
 //!    characters), structured labels such as ROI names kept when they look clean.
-//! 4. Beyond the table: every UID value at any depth (file meta included) that is not a
+//! 4. An attribute the table does not list leaves only if it is on the allow-list
+//!    ([`allow_table`]): unknown, retired and undefined public attributes, and those of
+//!    modules not known to be safe (orders, visits, scheduled steps, documents), are removed
+//!    (counted as `not_allowed` or `undefined_removed`).
+//!    Beyond the table: every UID value at any depth (file meta included) that is not a
 //!    standard UID (`1.2.840.10008.`), the object's SOP class or transfer syntax, or in a
 //!    class/definition attribute (SOP Class UID, Referenced SOP Class UID, Coding Scheme UID,
 //!    ...) becomes `Pseudonymiser::pseudo_uid(uid)`: mapped by value, so references between
-//!    objects stay consistent across files and processes; every DA and DT value is shifted;
-//!    a PN the table does not list is emptied; private elements are removed unless allowed by
+//!    objects stay consistent across files and processes; every date and date-time is
+//!    shifted, recognised by its tag in the dictionary whatever VR the file claims (times are
+//!    kept: the shift is of whole days); Timezone Offset From UTC becomes `+0000`; private
+//!    elements are removed unless allowed by
 //!    Retain Safe Private; overlay (60xx) and curve (50xx) groups are removed whole; SR Text
 //!    Values become a dummy; group lengths are dropped.
 //! 5. Marks: Patient Identity Removed `YES`, De-identification Method (`registrar ...`, key id
@@ -47,6 +58,7 @@
 //! 6. A new file meta (pseudonymous Media Storage SOP Instance UID, registrar's implementation
 //!    UID), the data set in the transfer syntax it came in.
 
+pub mod allow_table;
 pub mod batch;
 mod deid;
 mod encode;
@@ -56,7 +68,7 @@ pub mod profile;
 pub mod profile_table;
 mod write;
 
-pub use batch::{BatchError, BatchOptions, BatchSummary, FileRecord};
+pub use batch::{BatchError, BatchFailure, BatchOptions, BatchSummary, FileRecord, FileStatus};
 pub use deid::{
     DicomPseudonymiser, Outcome, Prepared, Quarantine, QuarantineReason, RuleCounts, SkipReason,
     DUMMY_TEXT, WELL_KNOWN_UID_ROOT,

@@ -77,6 +77,41 @@ pub enum ParseError {
     /// A transfer syntax this program cannot read (its UID, which identifies nobody).
     #[error("unsupported transfer syntax {0}")]
     UnsupportedTransferSyntax(String),
+    /// Sequences nested deeper than [`Limits::max_depth`].
+    #[error("too deep ({0})")]
+    TooDeep(String),
+    /// More data elements than [`Limits::max_elements`], or a deflated data set inflating
+    /// beyond [`MAX_INFLATED`].
+    #[error("too large ({0})")]
+    TooLarge(String),
+}
+
+/// Bounds on what one file may make the reader build, so that no input can exhaust the
+/// stack or the memory of a run: a file beyond them is refused with
+/// [`ParseError::TooDeep`] or [`ParseError::TooLarge`] (and quarantined by the
+/// pseudonymiser), never read further.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Limits {
+    /// Sequences inside sequences, counted from the top-level data set (an item of a
+    /// top-level sequence is at depth 1). Real objects stay below 20 (SR content trees are
+    /// the deepest); default 64.
+    pub max_depth: u32,
+    /// Data elements in the whole file, at every depth; default 2,000,000 (the largest real
+    /// headers hold tens of thousands).
+    pub max_elements: u64,
+    /// Bytes of a file (checked before it is read); default 4 GiB.
+    pub max_file_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_depth: 64,
+            max_elements: 2_000_000,
+            max_file_bytes: 4 << 30,
+        }
+    }
 }
 
 /// A parsed file.
@@ -119,6 +154,9 @@ struct Reader<'a> {
     pos: usize,
     enc: Encoding,
     elements: usize,
+    /// Sequences open around the current position.
+    depth: u32,
+    limits: Limits,
     /// `data` is all there is (not the head of a longer file).
     complete: bool,
     /// For a head: the length the data would have if complete; top-level pixel data whose
@@ -272,12 +310,14 @@ pub(crate) fn primitive(vr: VR, bytes: &[u8]) -> PrimitiveValue {
 }
 
 impl<'a> Reader<'a> {
-    fn new(data: &'a [u8], enc: Encoding) -> Self {
+    fn new(data: &'a [u8], enc: Encoding, limits: Limits) -> Self {
         Reader {
             data,
             pos: 0,
             enc,
             elements: 0,
+            depth: 0,
+            limits,
             complete: true,
             tail_end: None,
             tail: None,
@@ -428,6 +468,12 @@ impl<'a> Reader<'a> {
                 )));
             }
             self.elements += 1;
+            if self.elements as u64 > self.limits.max_elements {
+                return Err(ParseError::TooLarge(format!(
+                    "more than {} data elements",
+                    self.limits.max_elements
+                )));
+            }
             out.push(self.element(h)?);
         }
         if let End::Delimiter = end {
@@ -462,7 +508,7 @@ impl<'a> Reader<'a> {
         }
         let bytes = self.take(h.len as usize, "element")?;
         if h.vr == VR::UN && h.tag.0.is_multiple_of(2) {
-            return Ok(un_to_known(h.tag, bytes, self.enc));
+            return un_to_known(self, h.tag, bytes);
         }
         Ok(DataElement::new_with_len(
             h.tag,
@@ -473,6 +519,19 @@ impl<'a> Reader<'a> {
     }
 
     fn sequence(&mut self, len: u32) -> Result<Vec<InMemDicomObject>, ParseError> {
+        if self.depth >= self.limits.max_depth {
+            return Err(ParseError::TooDeep(format!(
+                "sequences nested more than {} deep at offset {}",
+                self.limits.max_depth, self.pos
+            )));
+        }
+        self.depth += 1;
+        let items = self.sequence_items(len);
+        self.depth -= 1;
+        items
+    }
+
+    fn sequence_items(&mut self, len: u32) -> Result<Vec<InMemDicomObject>, ParseError> {
         let end = if len == UNDEFINED {
             None
         } else {
@@ -581,14 +640,21 @@ pub(crate) fn sequence_element(tag: Tag, items: Vec<InMemDicomObject>) -> Elem {
 
 /// A standard attribute encoded as UN (explicit VR, defined length) gets its dictionary VR
 /// back, so that the profile sees (and cleans) what is inside: a sequence is parsed as Implicit
-/// VR Little Endian items; text takes its VR; binary values take theirs in little-endian data
-/// sets. Anything that does not parse stays UN.
-fn un_to_known(tag: Tag, bytes: &[u8], enc: Encoding) -> Elem {
-    match dictionary_vr(tag) {
+/// VR Little Endian items (within the limits of the file around it); text takes its VR; binary
+/// values take theirs in little-endian data sets. Anything that does not parse stays UN, except
+/// a sequence beyond the limits, which refuses the file.
+fn un_to_known(outer: &mut Reader<'_>, tag: Tag, bytes: &[u8]) -> Result<Elem, ParseError> {
+    let enc = outer.enc;
+    Ok(match dictionary_vr(tag) {
         Some(VR::SQ) => {
-            let mut r = Reader::new(bytes, Encoding::ImplicitLittle);
-            match r.sequence(bytes.len() as u32) {
+            let mut r = Reader::new(bytes, Encoding::ImplicitLittle, outer.limits);
+            r.depth = outer.depth;
+            r.elements = outer.elements;
+            let items = r.sequence(bytes.len() as u32);
+            outer.elements = r.elements;
+            match items {
                 Ok(items) => sequence_element(tag, items),
+                Err(e @ (ParseError::TooDeep(_) | ParseError::TooLarge(_))) => return Err(e),
                 Err(_) => DataElement::new(tag, VR::UN, primitive(VR::UN, bytes)),
             }
         }
@@ -599,7 +665,7 @@ fn un_to_known(tag: Tag, bytes: &[u8], enc: Encoding) -> Elem {
             DataElement::new(tag, vr, primitive(vr, bytes))
         }
         _ => DataElement::new(tag, VR::UN, primitive(VR::UN, bytes)),
-    }
+    })
 }
 
 /// The encoding of a raw data set starting at `pos`, from its first element header: explicit if
@@ -644,7 +710,7 @@ fn read_meta(data: &[u8], start: usize) -> Result<Meta, ParseError> {
         Some(Encoding::ImplicitLittle) => Encoding::ImplicitLittle,
         _ => Encoding::ExplicitLittle,
     };
-    let mut r = Reader::new(data, enc);
+    let mut r = Reader::new(data, enc, Limits::default());
     r.pos = start;
     let mut meta = Meta {
         transfer_syntax: None,
@@ -669,9 +735,25 @@ fn read_meta(data: &[u8], start: usize) -> Result<Meta, ParseError> {
     Ok(meta)
 }
 
-/// Parses a whole file (Part 10 with or without preamble, or a bare data set).
+/// Parses a whole file (Part 10 with or without preamble, or a bare data set) within the
+/// default [`Limits`].
 pub fn parse(data: &[u8]) -> Result<Parsed, ParseError> {
-    parse_data(data, None)
+    parse_within(data, Limits::default())
+}
+
+/// [`parse`] within the given limits.
+pub fn parse_within(data: &[u8], limits: Limits) -> Result<Parsed, ParseError> {
+    if data.len() as u64 > limits.max_file_bytes {
+        return Err(too_big(limits));
+    }
+    parse_data(data, None, limits)
+}
+
+fn too_big(limits: Limits) -> ParseError {
+    ParseError::TooLarge(format!(
+        "the file is larger than {} bytes",
+        limits.max_file_bytes
+    ))
 }
 
 /// Parses the first bytes (`head`) of a file of `total` bytes whose native pixel data (defined
@@ -681,17 +763,26 @@ pub fn parse(data: &[u8]) -> Result<Parsed, ParseError> {
 /// [`parse`] it, which also gives the authoritative error. The result, once the tail is
 /// copied, is what [`parse`] would have given for the whole file.
 pub fn parse_head(head: &[u8], total: u64) -> Option<Parsed> {
+    parse_head_within(head, total, Limits::default())
+}
+
+/// [`parse_head`] within the given limits (the pixel data left in the file counts towards
+/// [`Limits::max_file_bytes`]).
+pub fn parse_head_within(head: &[u8], total: u64, limits: Limits) -> Option<Parsed> {
+    if total > limits.max_file_bytes {
+        return None;
+    }
     let total = usize::try_from(total).ok()?;
     if head.len() >= total {
         return None;
     }
-    parse_data(head, Some(total))
+    parse_data(head, Some(total), limits)
         .ok()
         .filter(|p| p.pixel_tail.is_some())
 }
 
 /// `total`: `data` is the head of a file of this length.
-fn parse_data(data: &[u8], total: Option<usize>) -> Result<Parsed, ParseError> {
+fn parse_data(data: &[u8], total: Option<usize>, limits: Limits) -> Result<Parsed, ParseError> {
     let meta_start = if data.len() >= 132 && &data[128..132] == b"DICM" {
         Some(132)
     } else if data.starts_with(b"DICM") {
@@ -746,7 +837,7 @@ fn parse_data(data: &[u8], total: Option<usize>) -> Result<Parsed, ParseError> {
             .read_to_end(&mut out)
             .map_err(|_| ParseError::Malformed("the deflated data set does not inflate".into()))?;
         if out.len() as u64 > MAX_INFLATED {
-            return Err(ParseError::Malformed(
+            return Err(ParseError::TooLarge(
                 "the deflated data set inflates beyond the size limit".into(),
             ));
         }
@@ -755,7 +846,7 @@ fn parse_data(data: &[u8], total: Option<usize>) -> Result<Parsed, ParseError> {
     } else {
         &data[body_start..]
     };
-    let mut r = Reader::new(body, encoding);
+    let mut r = Reader::new(body, encoding, limits);
     if let Some(total) = total {
         r.complete = false;
         r.tail_end = total.checked_sub(body_start);
@@ -764,7 +855,11 @@ fn parse_data(data: &[u8], total: Option<usize>) -> Result<Parsed, ParseError> {
         Ok(e) => e,
         // Without file meta, a file that breaks down within its first few elements was
         // probably never DICOM.
-        Err(e) if meta.is_none() && r.elements < 4 => {
+        Err(e)
+            if meta.is_none()
+                && r.elements < 4
+                && !matches!(e, ParseError::TooDeep(_) | ParseError::TooLarge(_)) =>
+        {
             return Err(ParseError::NotDicom(format!(
                 "no DICM preamble or file meta, and the content is not a data set: {e}"
             )))

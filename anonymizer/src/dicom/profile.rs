@@ -118,7 +118,8 @@ pub struct PatternEntry {
 }
 
 /// The table row for a tag: private attributes (odd group) share one row; otherwise an exact
-/// tag, then the patterns. `None` for attributes the profile does not list (kept).
+/// tag, then the patterns. `None` for attributes the profile does not list: those leave only
+/// if [`allowed`].
 pub fn lookup(group: u16, element: u16) -> Option<&'static Entry> {
     if group % 2 == 1 {
         return Some(&PRIVATE);
@@ -131,6 +132,20 @@ pub fn lookup(group: u16, element: u16) -> Option<&'static Entry> {
         .iter()
         .find(|p| group & p.group_mask == p.group && element & p.element_mask == p.element)
         .map(|p| &p.entry)
+}
+
+/// The allow-list entry of an attribute that table E.1-1 does not list
+/// ([`ALLOWED`](super::allow_table::ALLOWED), generated from the standard's module tables by
+/// `anonymizer/gen/gen_allow_list.py`): attributes of image, geometry, acquisition,
+/// radiotherapy, structured-report and reference modules that carry no identity. `None`: the
+/// attribute is removed (unknown, retired, a public tag the dictionary does not define, or
+/// an attribute of a module not known to be safe).
+pub fn allowed(group: u16, element: u16) -> Option<&'static super::allow_table::Allowed> {
+    let t = (u32::from(group) << 16) | u32::from(element);
+    let list = &super::allow_table::ALLOWED;
+    list.binary_search_by_key(&t, |a| a.tag)
+        .ok()
+        .map(|i| &list[i])
 }
 
 /// What to do with objects that may show text burned into their pixels.
@@ -190,6 +205,10 @@ pub struct DicomProfile {
     pub safe_private: Vec<SafePrivate>,
     /// Objects that may have burned-in text.
     pub burned_in_annotation: BurnedInPolicy,
+    /// Bounds on what one file may make the reader build (`[limits]` with `max-depth`,
+    /// `max-elements`, `max-file-bytes`): a file beyond them is quarantined (`too_deep`,
+    /// `too_large`).
+    pub limits: super::parse::Limits,
 }
 
 /// ROI Name, ROI Observation Label, Structure Set Label, RT Plan Label.
@@ -210,6 +229,7 @@ impl Default for DicomProfile {
             retain_safe_private: false,
             safe_private: Vec::new(),
             burned_in_annotation: BurnedInPolicy::Quarantine,
+            limits: super::parse::Limits::default(),
         }
     }
 }

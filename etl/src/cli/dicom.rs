@@ -18,11 +18,16 @@ pub enum DicomCommand {
     /// --out/<study uid>/<series uid>/<sop instance uid>.dcm with pseudonymous UIDs; Patient ID
     /// and Patient's Name become the person pseudonym (the MRN's, as for clinical rows), dates
     /// move by the person's shift, and the options in force are recorded in each file. Files
-    /// that cannot be made safe (not DICOM, truncated, burned-in text, no Patient ID, ...) are
+    /// that cannot be made safe (not DICOM, truncated, nested too deep or too large for the
+    /// profile's [limits], burned-in text, no Patient ID, ...) are
     /// copied unchanged to the quarantine folder (--quarantine, default OUT.quarantine beside
     /// --out, never inside it) and listed with a reason in its report.jsonl: that folder holds
     /// identifying data and stays with the key (folders mode 0700, files 0600). Files already
-    /// pseudonymised by registrar are skipped. Exit code 0: every file pseudonymised or
+    /// pseudonymised by registrar are skipped, and so are symbolic links to folders, dangling
+    /// or looping links (each with its reason). Attributes that neither PS3.15 table E.1-1
+    /// nor the allow-list of safe module attributes lists are removed. The audit log gets an
+    /// entry before the first file and one after the last (the run refuses to start if it
+    /// cannot be written). Exit code 0: every file pseudonymised or
     /// skipped; 1: some quarantined; 3: error.
     Pseudonymise(PseudonymiseArgs),
     /// Index a pseudonymised DICOM tree (the --out of `registrar dicom pseudonymise`) into
@@ -63,7 +68,8 @@ pub struct PseudonymiseArgs {
     #[arg(long, value_name = "DIR")]
     pub quarantine: Option<PathBuf>,
     /// The DICOM profile (TOML, kebab-case keys of `DicomProfile`, e.g.
-    /// `retain-device-identity = true`); defaults: retain longitudinal dates, patient
+    /// `retain-device-identity = true`, and `[limits]` with `max-depth` (64), `max-elements`
+    /// (2000000), `max-file-bytes` (4 GiB)); defaults: retain longitudinal dates, patient
     /// characteristics, clean descriptors, no private elements.
     #[arg(long, value_name = "FILE")]
     pub profile: Option<PathBuf>,
@@ -187,9 +193,8 @@ fn pseudonymise(g: &GlobalOpts, args: PseudonymiseArgs) -> Result<ExitCode> {
         ))),
         None => None,
     };
-    // The registry connection for the audit entry is made while the files are processed.
-    let db_opts = g.db();
-    let registry = std::thread::spawn(move || db_opts.registry_client());
+    // The audit log is written before the first file and after the last.
+    let mut registry = g.db().registry_client()?;
     let bar = crate::progress::count_bar(None, "dicom", "files");
     let start = std::time::Instant::now();
     let on_file = |r: &FileRecord| {
@@ -205,6 +210,8 @@ fn pseudonymise(g: &GlobalOpts, args: PseudonymiseArgs) -> Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| batch::default_quarantine(&args.output));
     let run = crate::dicomrun::pseudonymise_tree(
+        &mut registry,
+        None,
         keys,
         policy,
         &profile,
@@ -229,15 +236,6 @@ fn pseudonymise(g: &GlobalOpts, args: PseudonymiseArgs) -> Result<ExitCode> {
     }
     let summary = &run.summary;
     let secs = start.elapsed().as_secs_f64();
-    // The privacy officer's record: one entry per run (per-file records go to --records).
-    let audited = registry
-        .join()
-        .map_err(|_| anyhow::anyhow!("the registry connection thread panicked"))
-        .and_then(|c| c)
-        .and_then(|mut c| crate::privacy::audit::append_now(&mut c, &run.record(None)));
-    if let Err(e) = &audited {
-        eprintln!("warning: this run is not recorded in the audit log: {e:#}");
-    }
     if g.json {
         let mut v = serde_json::to_value(summary)?;
         v["key_id"] = run.key_id.clone().into();
@@ -254,15 +252,19 @@ fn pseudonymise(g: &GlobalOpts, args: PseudonymiseArgs) -> Result<ExitCode> {
         );
         let c = &summary.counts;
         println!(
-            "elements: {} removed, {} zeroed, {} replaced, {} private removed, {} private kept; \
-             {} UIDs remapped, {} dates shifted, {} labels kept",
+            "elements: {} removed, {} zeroed, {} replaced, {} private removed, {} private kept, \
+             {} not on the allow-list removed, {} undefined removed; {} UIDs remapped, {} dates \
+             shifted, {} time zones cleaned, {} labels kept",
             c.removed,
             c.zeroed,
             c.replaced,
             c.private_removed,
             c.private_kept,
+            c.not_allowed,
+            c.undefined_removed,
             c.uids_remapped,
             c.dates_shifted,
+            c.timezones_cleaned,
             c.labels_kept
         );
         println!("method: {}", summary.method.join("; "));
@@ -272,6 +274,12 @@ fn pseudonymise(g: &GlobalOpts, args: PseudonymiseArgs) -> Result<ExitCode> {
                 quarantine.join(batch::QUARANTINE_REPORT).display()
             );
         }
+    }
+    if let Some(e) = run.failure {
+        return Err(anyhow::Error::new(e).context(format!(
+            "the run stopped after {} of the tree's files (recorded in the audit log)",
+            summary.files
+        )));
     }
     Ok(if summary.quarantined > 0 {
         ExitCode::from(1)

@@ -24,6 +24,8 @@ use std::path::Path;
 pub mod action {
     pub const IMPORT_BATCH: &str = "import batch pseudonymised";
     pub const DICOM_FILE: &str = "dicom file pseudonymised";
+    /// Written before a DICOM run reads its first file (its end is [`DICOM_FILE`]).
+    pub const DICOM_RUN_STARTED: &str = "dicom run started";
     pub const DICOM_INDEX: &str = "dicom tree indexed";
     pub const REJECTED: &str = "rejected";
     pub const LOOKUP: &str = "lookup";
