@@ -12,6 +12,8 @@
 //! read). The person is the one whose MRN pseudonym is the file's Patient ID
 //! (`registry.person_map`); a series of an unknown person, and a file that cannot be read,
 //! is rejected with a reason. Everything happens in one transaction.
+//!
+//! An ROI's TG-263 name is [`registrar_anonymizer::dicom::tg263`]'s.
 
 use crate::import::{ImportContext, Unit, UnitOutcome};
 use crate::ledger::{
@@ -26,13 +28,14 @@ use chrono::NaiveDate;
 use registrar_anonymizer::dicom::dicom_core::value::{PrimitiveValue, Value as DicomValue};
 use registrar_anonymizer::dicom::dicom_core::Tag;
 use registrar_anonymizer::dicom::dicom_object::InMemDicomObject;
+use registrar_anonymizer::dicom::tg263::{normalise, tg263_name};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 /// What the index writes, versioned: an index written by another version of this code is
 /// written again.
-const INDEX_VERSION: &str = "registrar-dicom-index-3";
+const INDEX_VERSION: &str = "registrar-dicom-index-4";
 /// OMOP type concept of the rows written here ("EHR").
 pub const TYPE_CONCEPT_EHR: i32 = 32817;
 /// First characters of the `alg_system` JSON of an ROI feature.
@@ -311,124 +314,13 @@ pub fn lateralise_targets(rois: &mut [RoiFacts]) {
     for r in rois.iter_mut() {
         // Only recognised target names (a name left as typed is not touched).
         if is_target(&r.tg263)
-            && r.tg263 != r.roi_name
+            && normalise(&r.roi_name, r.roi_type.as_deref()).is_some()
             && side_of(&r.tg263).is_none()
             && r.tg263.contains('_')
         {
             r.tg263 = format!("{}_{side}", r.tg263);
             r.side_from_set = true;
         }
-    }
-}
-
-/// The AAPM TG-263 name of a structure (targets: `CTVp_`/`CTVn_`/`PTVp_`... with the site and
-/// the laterality last, as in the ESTRO breast consensus), from a name as typed (English,
-/// French, TG-263 or close to it) and the RT ROI Interpreted Type. Names that are not
-/// recognised are returned as they are.
-pub fn tg263_name(name: &str, interpreted_type: Option<&str>) -> String {
-    let lower = name.to_lowercase();
-    let mut tokens: Vec<String> = lower
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|t| !t.is_empty())
-        .map(str::to_string)
-        .collect();
-    if tokens.is_empty() {
-        return name.to_string();
-    }
-    // Laterality: the last token.
-    let mut side: Option<&str> = None;
-    if tokens.len() > 1 {
-        side = match tokens.last().map(String::as_str) {
-            Some("l" | "lt" | "left" | "g" | "gauche") => Some("L"),
-            Some("r" | "rt" | "right" | "d" | "droit" | "droite") => Some("R"),
-            _ => None,
-        };
-        if side.is_some() {
-            tokens.pop();
-        }
-    }
-    // Target prefix: CTV / PTV / GTV / ITV, with p (primary) or n (nodal).
-    let mut volume: Option<&str> = None;
-    let mut level: Option<&str> = None;
-    let first = tokens[0].clone();
-    for v in ["ctv", "ptv", "gtv", "itv"] {
-        if let Some(rest) = first.strip_prefix(v) {
-            match rest {
-                "" => {}
-                "p" => level = Some("p"),
-                "n" => level = Some("n"),
-                _ => continue,
-            }
-            volume = Some(v);
-            tokens.remove(0);
-            break;
-        }
-    }
-    if volume.is_some() && level.is_none() {
-        if let Some(t) = tokens.first() {
-            if t == "p" || t == "n" {
-                level = Some(if t == "p" { "p" } else { "n" });
-                tokens.remove(0);
-            }
-        }
-    }
-    let rest = tokens.join(" ");
-    let with_side = |base: &str| match side {
-        Some(s) => format!("{base}_{s}"),
-        None => base.to_string(),
-    };
-    // Target sites: (site, primary or nodal).
-    let site: Option<(&str, &str)> = match rest.as_str() {
-        "breast" | "sein" => Some(("Breast", "p")),
-        "chestwall" | "chest wall" | "paroi" | "thoracic wall" => Some(("Chestwall", "p")),
-        "boost" | "tumorbed" | "tumourbed" | "tumor bed" | "tumour bed" | "lit tumoral" | "tb" => {
-            Some(("TumorBed", "p"))
-        }
-        "l1" | "axilla i" | "axilla 1" | "aisselle 1" | "ax l1" => Some(("L1", "n")),
-        "l2" | "axilla ii" | "axilla 2" | "aisselle 2" | "ax l2" => Some(("L2", "n")),
-        "l3" | "axilla iii" | "axilla 3" | "aisselle 3" | "ax l3" => Some(("L3", "n")),
-        "l4" | "supraclav" | "supraclavicular" | "sus clav" | "susclav" | "scv" => {
-            Some(("L4", "n"))
-        }
-        "imn" | "imc" | "cmi" | "internal mammary" => Some(("IMN", "n")),
-        _ => None,
-    };
-    let target_type = match interpreted_type.map(|t| t.trim().to_uppercase()) {
-        Some(t) if t == "CTV" => Some("ctv"),
-        Some(t) if t == "PTV" => Some("ptv"),
-        Some(t) if t == "GTV" => Some("gtv"),
-        _ => None,
-    };
-    // A bare site word is a target only when the interpreted type says so.
-    let volume = volume.or(if site.is_some() { target_type } else { None });
-    if let Some(v) = volume {
-        let v = v.to_uppercase();
-        return match site {
-            Some((s, default_level)) => {
-                with_side(&format!("{v}{}_{s}", level.unwrap_or(default_level)))
-            }
-            None if rest.is_empty() => with_side(&format!("{v}{}", level.unwrap_or(""))),
-            None => name.to_string(),
-        };
-    }
-    let organ = match rest.as_str() {
-        "heart" | "coeur" | "cœur" => Some(("Heart", false)),
-        "lung" | "poumon" => Some(("Lung", true)),
-        "lungs" | "poumons" => Some(("Lungs", false)),
-        "breast" | "sein" => Some(("Breast", true)),
-        "spinalcord" | "spinal cord" | "moelle" | "cord" => Some(("SpinalCord", false)),
-        "external" | "body" | "contour externe" | "skin" => Some(("External", false)),
-        "esophagus" | "oesophagus" | "oesophage" => Some(("Esophagus", false)),
-        "thyroid" | "thyroide" | "thyroïde" => Some(("Glnd_Thyroid", false)),
-        "liver" | "foie" => Some(("Liver", false)),
-        "humerus" | "humérus" => Some(("Humerus", true)),
-        "a lad" | "lad" => Some(("A_LAD", false)),
-        _ => None,
-    };
-    match organ {
-        Some((o, true)) => with_side(o),
-        Some((o, false)) if side.is_none() => o.to_string(),
-        _ => name.to_string(),
     }
 }
 
@@ -739,33 +631,8 @@ pub fn index_tree(ctx: &mut ImportContext<'_>, source: &str, dir: &Path) -> Resu
 mod tests {
     use super::*;
 
-    #[test]
-    fn tg263_names() {
-        let t = |n: &str, ty: &str| tg263_name(n, Some(ty));
-        assert_eq!(t("CTV breast", "CTV"), "CTVp_Breast");
-        assert_eq!(t("CTVp_Breast_L", "CTV"), "CTVp_Breast_L");
-        assert_eq!(t("CTV_Breast_R", "CTV"), "CTVp_Breast_R");
-        assert_eq!(t("CTV_n_L1", "CTV"), "CTVn_L1");
-        assert_eq!(t("CTVn_L1_L", "CTV"), "CTVn_L1_L");
-        assert_eq!(t("CTV aisselle 2", "CTV"), "CTVn_L2");
-        assert_eq!(t("Axilla III", "CTV"), "CTVn_L3");
-        assert_eq!(t("IMC", "CTV"), "CTVn_IMN");
-        assert_eq!(t("Boost", "PTV"), "PTVp_TumorBed");
-        assert_eq!(t("PTV", "PTV"), "PTV");
-        assert_eq!(t("PTV_ChestWall_L", "PTV"), "PTVp_Chestwall_L");
-        assert_eq!(t("Heart", "ORGAN"), "Heart");
-        assert_eq!(t("Coeur", "ORGAN"), "Heart");
-        assert_eq!(t("Lung L", "ORGAN"), "Lung_L");
-        assert_eq!(t("LUNG_R", "ORGAN"), "Lung_R");
-        assert_eq!(t("Poumon G", "ORGAN"), "Lung_L");
-        assert_eq!(t("BODY", "EXTERNAL"), "External");
-        assert_eq!(t("Spinal cord", "ORGAN"), "SpinalCord");
-        assert_eq!(t("Something odd", "ORGAN"), "Something odd");
-    }
-
-    #[test]
-    fn targets_take_the_side_of_the_set() {
-        let roi = |name: &str, ty: &str| RoiFacts {
+    fn roi(name: &str, ty: &str) -> RoiFacts {
+        RoiFacts {
             kind: ROI_KIND.into(),
             roi_number: 1,
             roi_name: name.into(),
@@ -778,7 +645,11 @@ mod tests {
             structure_set_date: None,
             structure_set_uid: None,
             side_from_set: false,
-        };
+        }
+    }
+
+    #[test]
+    fn targets_take_the_side_of_the_set() {
         let mut set = vec![
             roi("CTV_Breast_L", "CTV"),
             roi("CTV_n_L1", "CTV"),
@@ -801,8 +672,18 @@ mod tests {
         ];
         lateralise_targets(&mut both);
         assert_eq!(both[2].tg263, "CTVn_L1");
+        // A name typed exactly as its TG-263 name is recognised too; one left as typed is not
+        // touched.
+        let mut exact = vec![
+            roi("CTVp_Breast", "CTV"),
+            roi("Lt CTVn L2", "CTV"),
+            roi("CTV_odd_thing", "CTV"),
+        ];
+        lateralise_targets(&mut exact);
+        assert_eq!(exact[0].tg263, "CTVp_Breast_L");
+        assert_eq!(exact[1].tg263, "CTVn_L2_L");
+        assert_eq!(exact[2].tg263, "CTV_odd_thing");
     }
-
     #[test]
     fn shoelace_square() {
         let sq = [(0.0, 0.0), (10.0, 0.0), (10.0, 10.0), (0.0, 10.0)];
