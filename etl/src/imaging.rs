@@ -13,7 +13,8 @@
 //! (`registry.person_map`); a series of an unknown person, and a file that cannot be read,
 //! is rejected with a reason. Everything happens in one transaction.
 //!
-//! An ROI's TG-263 name is [`registrar_anonymizer::dicom::tg263`]'s.
+//! An ROI's TG-263 name is [`registrar_anonymizer::dicom::tg263`]'s; the names it does not
+//! recognise are listed in the outcome ([`IndexOutcome::roi_names_not_normalised`]).
 
 use crate::import::{ImportContext, Unit, UnitOutcome};
 use crate::ledger::{
@@ -83,6 +84,34 @@ pub struct IndexOutcome {
     pub rejected: Vec<(String, String)>,
     /// Rows of an earlier index of the same tree that were replaced.
     pub replaced: i64,
+    /// The distinct names (as in the pseudonymised files) of the indexed ROIs that have no
+    /// TG-263 name ([`normalise`] does not recognise them), sorted, each with its number of
+    /// ROIs.
+    pub roi_names_not_normalised: Vec<RoiNameCount>,
+}
+
+/// An ROI name and the number of ROIs that bear it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RoiNameCount {
+    pub name: String,
+    pub rois: i64,
+}
+
+/// The names of `rois` that [`normalise`] does not recognise, sorted, with their counts.
+fn names_not_normalised<'a>(rois: impl IntoIterator<Item = &'a RoiFacts>) -> Vec<RoiNameCount> {
+    let mut names: BTreeMap<&str, i64> = BTreeMap::new();
+    for r in rois {
+        if normalise(&r.roi_name, r.roi_type.as_deref()).is_none() {
+            *names.entry(r.roi_name.as_str()).or_default() += 1;
+        }
+    }
+    names
+        .into_iter()
+        .map(|(name, rois)| RoiNameCount {
+            name: name.to_string(),
+            rois,
+        })
+        .collect()
 }
 
 /// The facts of one ROI, stored as `cdm.image_feature.alg_system` (JSON text).
@@ -475,6 +504,7 @@ pub fn index_tree(ctx: &mut ImportContext<'_>, source: &str, dir: &Path) -> Resu
         ));
     }
     let first_series_row = out.unreadable.len() as i64;
+    let mut indexed_rois: Vec<&RoiFacts> = Vec::new();
     for (n, (uid, s)) in series.iter().enumerate() {
         let row = first_series_row + n as i64 + 1;
         counts.rows_in += 1;
@@ -561,6 +591,7 @@ pub fn index_tree(ctx: &mut ImportContext<'_>, source: &str, dir: &Path) -> Resu
             &mut b,
         )?;
         out.image_occurrences += 1;
+        indexed_rois.extend(&s.rois);
         for roi in &s.rois {
             put(
                 2,
@@ -582,6 +613,7 @@ pub fn index_tree(ctx: &mut ImportContext<'_>, source: &str, dir: &Path) -> Resu
             out.image_features += 1;
         }
     }
+    out.roi_names_not_normalised = names_not_normalised(indexed_rois);
     let target = batch::Target {
         ledger: &ledger,
         layouts: &layouts,
@@ -683,6 +715,30 @@ mod tests {
         assert_eq!(exact[0].tg263, "CTVp_Breast_L");
         assert_eq!(exact[1].tg263, "CTVn_L2_L");
         assert_eq!(exact[2].tg263, "CTV_odd_thing");
+    }
+
+    #[test]
+    fn names_that_do_not_normalise_are_listed() {
+        let set = [
+            roi("Heart", "ORGAN"),
+            roi("Zz odd", "ORGAN"),
+            roi("Lung L R", "ORGAN"),
+            roi("Heart", "ORGAN"),
+            roi("Zz odd", "ORGAN"),
+            roi("A odd", "CTV"),
+        ];
+        let names = names_not_normalised(&set);
+        let pairs: Vec<(&str, i64)> = names.iter().map(|n| (n.name.as_str(), n.rois)).collect();
+        assert_eq!(pairs, [("A odd", 1), ("Lung L R", 1), ("Zz odd", 2)]);
+        let outcome = IndexOutcome {
+            roi_names_not_normalised: names,
+            ..Default::default()
+        };
+        let v = serde_json::to_value(&outcome).unwrap();
+        assert_eq!(
+            v["roi_names_not_normalised"][2],
+            serde_json::json!({ "name": "Zz odd", "rois": 2 })
+        );
     }
     #[test]
     fn shoelace_square() {
