@@ -2,6 +2,7 @@
 //! into image_occurrence / image_feature and read back through research.rt_structure_set.
 
 use crate::support::{new_key, registry_keys, repo_file, text, TestDb};
+use registrar_anonymizer::dicom::tg263::normalise;
 use registrar_anonymizer::pseudonym::IdentifierType;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
@@ -106,6 +107,31 @@ fn dicom_index_writes_series_and_rois() {
     assert_eq!(v["status"], "loaded", "{v}");
     assert_eq!(v["rejected"].as_array().unwrap().len(), 0, "{v}");
     assert_eq!(v["unreadable"].as_array().unwrap().len(), 0, "{v}");
+    // The ROI names without a TG-263 name, with their counts, sorted.
+    let mut expected: BTreeMap<String, i64> = BTreeMap::new();
+    for s in with_dicom
+        .iter()
+        .flat_map(|t| t["dicom"]["structure_sets"].as_array().unwrap())
+    {
+        for roi in s["rois"].as_array().unwrap() {
+            let name = roi["name"].as_str().unwrap();
+            if normalise(name, roi["interpreted_type"].as_str()).is_none() {
+                *expected.entry(name.to_string()).or_default() += 1;
+            }
+        }
+    }
+    let listed: Vec<(String, i64)> = v["roi_names_not_normalised"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap().into(),
+                n["rois"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(listed, expected.into_iter().collect::<Vec<_>>(), "{v}");
 
     // One image_occurrence (and procedure) per series, local_path = the series folder.
     assert_eq!(

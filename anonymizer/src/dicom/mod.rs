@@ -16,6 +16,10 @@
 //!   a [`QuarantineReason`]).
 //! * [`batch`]: a directory tree in parallel, written atomically to
 //!   `<study uid>/<series uid>/<sop uid>.dcm`, with a quarantine folder and report.
+//! * [`tg263`]: AAPM TG-263 names of RT structures from ROI names as typed
+//!   ([`tg263::normalise`]), Latin diacritic folding ([`tg263::fold`]) and the vocabulary of
+//!   structure names ([`tg263::is_structure_word`]): words a scrubber of ROI names must not
+//!   take for a patient's name.
 //!
 //! ## What happens to an object
 //!
@@ -66,6 +70,7 @@ mod outfile;
 pub mod parse;
 pub mod profile;
 pub mod profile_table;
+pub mod tg263;
 mod write;
 
 pub use batch::{BatchError, BatchFailure, BatchOptions, BatchSummary, FileRecord, FileStatus};

@@ -36,10 +36,11 @@ pub enum DicomCommand {
     /// One procedure_occurrence and one image_occurrence per series (person: the MRN
     /// pseudonym in Patient ID), and for RT Structure Sets one image_feature per ROI (name,
     /// TG-263 name, type, volume from the contours, ...; see the view
-    /// research.rt_structure_set). The tree is one source file: an unchanged tree is skipped,
-    /// a changed one replaces the rows of its earlier index. Series of a person unknown to
-    /// the registry are rejected with a reason. Exit code 0: everything indexed or skipped;
-    /// 1: some series rejected or files unreadable; 3: error.
+    /// research.rt_structure_set); the ROI names without a TG-263 name are listed. The tree
+    /// is one source file: an unchanged tree is skipped, a changed one replaces the rows of
+    /// its earlier index. Series of a person unknown to the registry are rejected with a
+    /// reason. Exit code 0: everything indexed or skipped; 1: some series rejected or files
+    /// unreadable; 3: error.
     Index(IndexArgs),
 }
 
@@ -170,6 +171,19 @@ fn index(g: &GlobalOpts, args: IndexArgs) -> Result<ExitCode> {
         }
         for f in &outcome.unreadable {
             println!("unreadable {f}");
+        }
+        let names = &outcome.roi_names_not_normalised;
+        if !names.is_empty() {
+            println!("ROI names not normalised to TG-263 ({}):", names.len());
+            for n in names {
+                let name = if n.name.is_empty() {
+                    "(no name)"
+                } else {
+                    n.name.as_str()
+                };
+                let s = if n.rois == 1 { "" } else { "s" };
+                println!("  {name} ({} ROI{s})", n.rois);
+            }
         }
     }
     if !g.json {
