@@ -1591,3 +1591,93 @@ fn dicom_unlisted_attributes_are_removed_and_dates_are_found_by_tag() {
     );
     assert_eq!(counts["timezones_cleaned"], 1, "{counts}");
 }
+
+/// Issue 19, case 4: the ROI-name scrub compares whole words, with case and diacritics
+/// folded, and never treats an anatomical or TG-263 word as a name: for patient
+/// `boost^breast` the ROI "Breast" stays; for `ART^OLA`, "Heart" and "Areola" stay; for
+/// `Müller^Hélène`, `PTV MÜLLER`, `CTV Helene`, `CTV Mueller` lose the name and keep their
+/// TG-263 name, and `Boost Muller` (no recognisable structure left without the name)
+/// is emptied, as the profile says.
+#[test]
+fn dicom_roi_names_lose_the_patient_name_and_keep_anatomy() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = new_key(dir.path(), "k");
+    let input = dir.path().join("in");
+    let base = read(&data("rtstruct.dcm")).dataset;
+    const ROI_SEQ: Tag = Tag(0x3006, 0x0020);
+    const ROI_NAME: Tag = Tag(0x3006, 0x0026);
+    /// (Patient ID, Patient's Name, [(ROI name as typed, as pseudonymised)]).
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+    let cases: [Case; 3] = [
+        (
+            "MRN-B1",
+            "boost^breast",
+            &[("Breast", "Breast"), ("Lt Lung", "Lt Lung")],
+        ),
+        (
+            "MRN-A1",
+            "ART^OLA",
+            &[("Heart", "Heart"), ("Areola", "Areola"), ("Ola PTV", "PTV")],
+        ),
+        (
+            "MRN-M1",
+            "Müller^Hélène",
+            &[
+                ("PTV MÜLLER", "PTV"),
+                ("CTV Helene", "CTV"),
+                ("CTV Mueller", "CTV"),
+                ("CTV Breast L Muller", "CTVp_Breast_L"),
+                ("Boost Muller", ""),
+                ("Heart", "Heart"),
+            ],
+        ),
+    ];
+    for (i, (pid, name, rois)) in cases.iter().enumerate() {
+        let mut o = base.clone();
+        put(&mut o, Tag(0x0008, 0x0005), VR::CS, "ISO_IR 192");
+        put(&mut o, PATIENT_ID, VR::LO, pid);
+        put(&mut o, PATIENT_NAME, VR::PN, name);
+        put(
+            &mut o,
+            SOP_INSTANCE,
+            VR::UI,
+            &format!("1.2.826.0.1.3680043.98.{i}"),
+        );
+        put(
+            &mut o,
+            SERIES_UID,
+            VR::UI,
+            &format!("1.2.826.0.1.3680043.97.{i}"),
+        );
+        o.remove_element(ROI_SEQ);
+        for (j, (typed, _)) in rois.iter().enumerate() {
+            set_at(&mut o, &[(ROI_SEQ, j)], ROI_NAME, VR::LO, typed);
+        }
+        write_input(&input, &format!("rs{i}.dcm"), o, parse::EXPLICIT_VR_LE);
+    }
+    let out = dir.path().join("out");
+    run_ok(&key, &input, &out, &[]);
+    let p = pseudonymiser(&key);
+    let all = outputs(&out);
+    for (pid, _, rois) in cases {
+        let person = p.person(IdentifierType::Mrn, pid).unwrap();
+        let (bytes, parsed) = all
+            .values()
+            .filter(|b| b.len() > 132)
+            .map(|b| (b, parse::parse(b).unwrap()))
+            .find(|(_, p)| get(&p.dataset, PATIENT_ID) == person.as_str())
+            .expect("the patient's output");
+        let names: Vec<String> = items(&parsed.dataset, ROI_SEQ)
+            .iter()
+            .map(|i| get(i, ROI_NAME))
+            .collect();
+        let expected: Vec<&str> = rois.iter().map(|(_, want)| *want).collect();
+        assert_eq!(names, expected, "{pid}");
+        assert_absent(
+            bytes,
+            &[
+                "MÜLLER", "Müller", "Muller", "Mueller", "Helene", "Hélène", "OLA", "Ola", "ART^",
+            ],
+        );
+    }
+}

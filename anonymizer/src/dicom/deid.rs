@@ -18,6 +18,7 @@ use super::profile::{
     RETAIN_FULL_DATES, RETAIN_MODIFIED_DATES, RETAIN_PATIENT_CHARACTERISTICS, RETAIN_SAFE_PRIVATE,
 };
 use super::profile_table::STANDARD_REVISION;
+use super::tg263;
 use super::write::{file_meta, write_part10, WriteError};
 use crate::dateshift::{checked_shift_date, DatePolicy};
 use crate::pseudonym::{IdentifierType, Pseudonym, Pseudonymiser};
@@ -124,6 +125,9 @@ pub struct RuleCounts {
     pub private_kept: u64,
     /// Structured labels kept under Clean Descriptors.
     pub labels_kept: u64,
+    /// Structure names that held the patient's name, kept as their TG-263 name without it.
+    #[serde(default)]
+    pub labels_scrubbed: u64,
     /// Removed because neither table E.1-1 nor the allow-list lists them: retired
     /// attributes, attributes of modules not known to be safe (orders, visits, scheduled
     /// procedure steps, documents).
@@ -150,6 +154,7 @@ impl RuleCounts {
         self.private_removed += o.private_removed;
         self.private_kept += o.private_kept;
         self.labels_kept += o.labels_kept;
+        self.labels_scrubbed += o.labels_scrubbed;
         self.not_allowed += o.not_allowed;
         self.undefined_removed += o.undefined_removed;
         self.timezones_cleaned += o.timezones_cleaned;
@@ -570,15 +575,6 @@ fn is_uid_syntax(s: &str) -> bool {
             .all(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// Splits identifying text into upper-case tokens of at least 3 bytes.
-fn tokens_of(b: &[u8], out: &mut Vec<Vec<u8>>) {
-    for t in b.split(|c| matches!(c, b'^' | b'=' | b' ' | b',' | b'\\' | b'.' | b'-' | b'_')) {
-        if t.len() >= 3 {
-            out.push(t.to_ascii_uppercase());
-        }
-    }
-}
-
 /// Whether a label contains something that looks like a date: a run of 6 or more digits, or
 /// digits separated by `.`, `/` or `-` three times (`1.2.2020`).
 fn looks_like_date_or_number(b: &[u8]) -> bool {
@@ -654,13 +650,6 @@ fn has_month_next_to_number(b: &[u8]) -> bool {
             .enumerate()
             .any(|(i, w)| w == m.as_bytes() && (digit_near(i + 3, true) || digit_near(i, false)))
     })
-}
-
-fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
-    hay.len() >= needle.len()
-        && hay
-            .windows(needle.len())
-            .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 fn decode_text(obj: &InMemDicomObject, b: &[u8]) -> String {
@@ -830,6 +819,9 @@ impl DicomPseudonymiser {
             m => m,
         };
 
+        let charset = first_text(ds, SPECIFIC_CHARACTER_SET)
+            .and_then(|c| SpecificCharacterSet::from_code(&c))
+            .unwrap_or_default();
         let mut tokens = Vec::new();
         for tag in [
             PATIENT_NAME,
@@ -844,7 +836,7 @@ impl DicomPseudonymiser {
             ACCESSION_NUMBER,
         ] {
             if let Some(b) = ds.get(tag).and_then(raw) {
-                tokens_of(b, &mut tokens);
+                name_tokens(&decode_text(ds, b), &mut tokens);
             }
         }
         let mut keep_uids = vec![sop_class.clone(), parsed.transfer_syntax.clone()];
@@ -856,6 +848,7 @@ impl DicomPseudonymiser {
             keep_uids,
             counts: RuleCounts::default(),
             tokens,
+            charset,
             person: person.clone(),
         };
         let pixel_tail = parsed.pixel_tail;
@@ -997,7 +990,10 @@ struct Walk<'a> {
     dates: DateMode,
     keep_uids: Vec<String>,
     counts: RuleCounts,
-    tokens: Vec<Vec<u8>>,
+    /// The folded name tokens of the object's identifying attributes ([`name_tokens`]).
+    tokens: Vec<String>,
+    /// The object's character set (labels are compared as text).
+    charset: SpecificCharacterSet,
     person: Pseudonym,
 }
 
@@ -1158,11 +1154,19 @@ impl Walk<'_> {
             Eff::DeviceHash => self.device(e),
             Eff::Descriptor(basic) => {
                 let label = u32::from(e.tag().0) << 16 | u32::from(e.tag().1);
-                if self.d.profile.labels.contains(&label) && self.label_is_safe(&e) {
-                    self.counts.labels_kept += 1;
-                    Some(e)
-                } else {
-                    self.apply(Eff::Basic(basic), e)
+                if !self.d.profile.labels.contains(&label) {
+                    return self.apply(Eff::Basic(basic), e);
+                }
+                match self.label_verdict(&e) {
+                    Label::Clean => {
+                        self.counts.labels_kept += 1;
+                        Some(e)
+                    }
+                    Label::Scrubbed(name) => {
+                        self.counts.labels_scrubbed += 1;
+                        Some(text_elem(e.tag(), e.vr(), &name))
+                    }
+                    Label::Identifying => self.apply(Eff::Basic(basic), e),
                 }
             }
         }
@@ -1307,15 +1311,80 @@ impl Walk<'_> {
         ))
     }
 
-    fn label_is_safe(&self, e: &Elem) -> bool {
+    /// Whether a structured label can be kept as it is, kept as its TG-263 name once the
+    /// patient's name is taken out (a structure name: ROI Name, ROI Observation Label), or
+    /// must get the profile's action. Compared as text in the object's character set, by
+    /// whole tokens, case and diacritics folded ([`name_tokens`]).
+    fn label_verdict(&self, e: &Elem) -> Label {
         let Some(b) = raw(e) else {
-            return false;
+            return Label::Identifying;
         };
         let b = trim(b);
-        b.len() <= 64
-            && !looks_like_date_or_number(b)
-            && !has_month_next_to_number(b)
-            && !self.tokens.iter().any(|t| contains_ci(b, t))
+        if b.len() > 64 || looks_like_date_or_number(b) || has_month_next_to_number(b) {
+            return Label::Identifying;
+        }
+        let text = self.charset.decode(b).unwrap_or_else(|_| latin1(b));
+        let words: Vec<&str> = text
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .collect();
+        let is_name = |w: &&str| {
+            let f = tg263::fold(w);
+            !tg263::is_structure_word(&f) && self.tokens.contains(&f)
+        };
+        if !words.iter().any(is_name) {
+            return Label::Clean;
+        }
+        if !STRUCTURE_NAME_TAGS.contains(&e.tag()) {
+            return Label::Identifying;
+        }
+        let rest: Vec<&str> = words.into_iter().filter(|w| !is_name(w)).collect();
+        match tg263::normalise(&rest.join(" "), None) {
+            Some(n) if !rest.is_empty() => Label::Scrubbed(n),
+            _ => Label::Identifying,
+        }
+    }
+}
+
+/// ROI Name and ROI Observation Label: labels that name a structure, kept as their TG-263
+/// name when the patient's name is taken out of them.
+const STRUCTURE_NAME_TAGS: [Tag; 2] = [Tag(0x3006, 0x0026), Tag(0x3006, 0x0085)];
+
+/// What a structured label is under Clean Descriptors.
+enum Label {
+    /// Nothing in it looks like the patient's name, an identifier or a date: kept.
+    Clean,
+    /// It holds the patient's name, and what is left is a structure with this TG-263 name.
+    Scrubbed(String),
+    /// It holds the patient's name or a date: the profile's action applies.
+    Identifying,
+}
+
+/// Adds the name tokens of identifying text to `out`: words of at least 2 letters (4 for
+/// numbers), folded (lower case, diacritics removed: `MÜLLER`, `Müller` and `Muller` are one
+/// token), with the German transliteration of umlauts as a second form (`mueller`). A word
+/// that is an anatomical, radiotherapy or TG-263 term is never a name token (for patient
+/// `ART^OLA`, "Heart" and "Areola" are not names; nor is "Breast" for `boost^breast`), and
+/// only whole words match (`art` is not in "Heart").
+fn name_tokens(text: &str, out: &mut Vec<String>) {
+    for w in text.split(|c: char| !c.is_alphanumeric()) {
+        let n = w.chars().count();
+        let numeric = w.chars().all(|c| c.is_ascii_digit());
+        if n < 2 || (numeric && n < 4) {
+            continue;
+        }
+        let folded = tg263::fold(w);
+        let german = tg263::fold(
+            &w.to_lowercase()
+                .replace('ä', "ae")
+                .replace('ö', "oe")
+                .replace('ü', "ue"),
+        );
+        for f in [folded, german] {
+            if !tg263::is_structure_word(&f) && !out.contains(&f) {
+                out.push(f);
+            }
+        }
     }
 }
 
@@ -1360,9 +1429,21 @@ mod tests {
         assert!(!has_month_next_to_number(b"Isocenter 1"));
         assert!(!has_month_next_to_number(b"Mandible 2"));
         let mut t = Vec::new();
-        tokens_of(b"Doe^Jo^^Dr=", &mut t);
-        assert_eq!(t, vec![b"DOE".to_vec()]);
-        assert!(contains_ci(b"ptv doe left", b"DOE"));
+        name_tokens("Doe^Jo^^Dr=", &mut t);
+        assert_eq!(t, ["doe", "jo", "dr"]);
+        let mut t = Vec::new();
+        name_tokens("Müller^Hélène", &mut t);
+        assert_eq!(t, ["muller", "mueller", "helene"]);
+        let mut t = Vec::new();
+        name_tokens("ART^OLA", &mut t);
+        assert_eq!(t, ["art", "ola"]);
+        let mut t = Vec::new();
+        name_tokens("boost^breast=12^123456", &mut t);
+        assert_eq!(
+            t,
+            ["123456"],
+            "structure words and short numbers are not name tokens"
+        );
     }
 
     #[test]

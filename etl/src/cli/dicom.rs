@@ -268,7 +268,7 @@ fn pseudonymise(g: &GlobalOpts, args: PseudonymiseArgs) -> Result<ExitCode> {
         println!(
             "elements: {} removed, {} zeroed, {} replaced, {} private removed, {} private kept, \
              {} not on the allow-list removed, {} undefined removed; {} UIDs remapped, {} dates \
-             shifted, {} time zones cleaned, {} labels kept",
+             shifted, {} time zones cleaned, {} labels kept, {} structure names scrubbed",
             c.removed,
             c.zeroed,
             c.replaced,
@@ -279,7 +279,8 @@ fn pseudonymise(g: &GlobalOpts, args: PseudonymiseArgs) -> Result<ExitCode> {
             c.uids_remapped,
             c.dates_shifted,
             c.timezones_cleaned,
-            c.labels_kept
+            c.labels_kept,
+            c.labels_scrubbed
         );
         println!("method: {}", summary.method.join("; "));
         if summary.quarantined > 0 {
