@@ -804,8 +804,8 @@ fn dicom_rt_reference_graph_across_processes() {
             (Tag(0x3006, 0x0016), 0),
         ];
         set_at(d, &cc, REF_SOP_INSTANCE, VR::UI, &ct_sop);
-        // ROI names: structured labels survive Clean Descriptors, unless they carry the
-        // patient's name or identifier.
+        // ROI names: structured labels survive Clean Descriptors; one that carries the
+        // patient's name or identifier keeps only its TG-263 name.
         for (i, name) in ["CTV breast", "PTV 1CT1", "Lung_L Doe"].iter().enumerate() {
             set_at(
                 d,
@@ -893,7 +893,7 @@ fn dicom_rt_reference_graph_across_processes() {
         assert_eq!(get(roi, Tag(0x3006, 0x0024)), get(ct_o, FRAME_OF_REFERENCE));
     }
     let names: Vec<String> = rois.iter().map(|r| get(r, Tag(0x3006, 0x0026))).collect();
-    assert_eq!(names, ["CTV breast", "", ""]);
+    assert_eq!(names, ["CTV breast", "PTV", "Lung_L"]);
     let cc = item(
         rs_o,
         &[

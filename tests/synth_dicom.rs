@@ -91,6 +91,19 @@ fn items(o: &InMemDicomObject, tag: Tag) -> &[InMemDicomObject] {
     o.element(tag).unwrap().items().expect("a sequence")
 }
 
+/// Whether a point lies inside a polygon (ray casting).
+fn inside((x, y): (f64, f64), poly: &[(f64, f64)]) -> bool {
+    let mut inside = false;
+    for i in 0..poly.len() {
+        let (x0, y0) = poly[i];
+        let (x1, y1) = poly[(i + 1) % poly.len()];
+        if (y0 > y) != (y1 > y) && x < x0 + (y - y0) * (x1 - x0) / (y1 - y0) {
+            inside = !inside;
+        }
+    }
+    inside
+}
+
 fn shoelace(xy: &[(f64, f64)]) -> f64 {
     let n = xy.len();
     let twice: f64 = (0..n)
@@ -310,7 +323,7 @@ fn synth_dicom_sets_reference_each_other_and_match_the_truth() {
             let mut volumes: HashMap<i64, f64> = HashMap::new();
             for rc in items(o, tags::ROI_CONTOUR_SEQUENCE) {
                 let number = int(rc, tags::REFERENCED_ROI_NUMBER);
-                let mut cc = 0.0;
+                let mut planes: Vec<(f64, Vec<(f64, f64)>)> = Vec::new();
                 for c in items(rc, tags::CONTOUR_SEQUENCE) {
                     assert_eq!(text(c, tags::CONTOUR_GEOMETRIC_TYPE), "CLOSED_PLANAR");
                     let data = floats(c, tags::CONTOUR_DATA);
@@ -320,8 +333,22 @@ fn synth_dicom_sets_reference_each_other_and_match_the_truth() {
                     let z = z_of[text(image, tags::REFERENCED_SOP_INSTANCE_UID).as_str()];
                     assert!(data.chunks(3).all(|p| p[2] == z), "contour on its slice");
                     let xy: Vec<(f64, f64)> = data.chunks(3).map(|p| (p[0], p[1])).collect();
-                    cc += shoelace(&xy) * dz / 1000.0;
+                    planes.push((z, xy));
                 }
+                // Even-odd: a contour inside an odd number of others on its plane is a hole.
+                let cc: f64 = planes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (z, xy))| {
+                        let depth = planes
+                            .iter()
+                            .enumerate()
+                            .filter(|(j, (z2, other))| *j != i && z2 == z && inside(xy[0], other))
+                            .count();
+                        let sign = if depth % 2 == 0 { 1.0 } else { -1.0 };
+                        sign * shoelace(xy) * dz / 1000.0
+                    })
+                    .sum();
                 volumes.insert(number, cc);
             }
             let rois = s["rois"].as_array().unwrap();

@@ -13,7 +13,8 @@
 //! `matrix x matrix` 16-bit pixels over a 480 mm field of view; contours are closed planar
 //! polygons on the CT slice positions. The truth file records, per structure set, the observer
 //! (index), the date, and per ROI its name, intended TG-263 name and the volume in cc computed
-//! from the polygons as written (shoelace area x slice spacing, summed).
+//! from the polygons as written (shoelace area x slice spacing, summed; the body outline has
+//! the airway as a hole on every plane, a second contour inside the first, subtracted).
 //!
 //! Inter-observer variability: each observer has a fixed bias (scale, shift, cranio-caudal
 //! extent) and adds per-set noise; structure sets dated 2016 or later keep only
@@ -337,6 +338,23 @@ struct DrawnRoi {
     /// (slice index, polygon).
     contours: Vec<(usize, Vec<[f64; 2]>)>,
     volume_cc: f64,
+}
+
+/// The airway hole of a body contour: a circle of 6 mm radius (16 points) around the
+/// polygon's vertex centroid, inside any convex outline of more than 12 mm.
+fn airway(poly: &[[f64; 2]]) -> Vec<[f64; 2]> {
+    let n = poly.len().max(1) as f64;
+    let cx = poly.iter().map(|p| p[0]).sum::<f64>() / n;
+    let cy = poly.iter().map(|p| p[1]).sum::<f64>() / n;
+    (0..16)
+        .map(|i| {
+            let a = std::f64::consts::TAU * f64::from(i) / 16.0;
+            [
+                ((cx + 6.0 * a.cos()) * 100.0).round() / 100.0,
+                ((cy + 6.0 * a.sin()) * 100.0).round() / 100.0,
+            ]
+        })
+        .collect()
 }
 
 /// The contours of `shape` on the slices of `grid` (at least one: the slice nearest the
@@ -683,8 +701,18 @@ impl Dicom {
                     set_noise[2],
                 ];
                 let shape = o.draw(kind, &reference, year, roi_noise);
-                let cs = contours(&shape, &grid);
-                let area: f64 = cs.iter().map(|(_, poly)| polygon_area(poly)).sum();
+                let mut cs = contours(&shape, &grid);
+                let mut area: f64 = cs.iter().map(|(_, poly)| polygon_area(poly)).sum();
+                if kind == RoiKind::External {
+                    // The airway as a hole in the body outline, as threshold-based body
+                    // contours of real planning systems have it: a second contour inside
+                    // the first on the same plane, subtracted (even-odd).
+                    let holes: Vec<(usize, Vec<[f64; 2]>)> =
+                        cs.iter().map(|(k, poly)| (*k, airway(poly))).collect();
+                    area -= holes.iter().map(|(_, h)| polygon_area(h)).sum::<f64>();
+                    cs.extend(holes);
+                    cs.sort_by_key(|(k, _)| *k);
+                }
                 drawn.push(DrawnRoi {
                     number: i as i64 + 1,
                     kind,
