@@ -444,14 +444,17 @@ pub fn lateralise_targets(rois: &mut [RoiFacts]) {
     }
 }
 
-/// Every `.dcm` file under `dir` (the quarantine folder excluded), sorted.
+/// Every `.dcm` file under `dir` (the quarantine folder and links to folders excluded),
+/// sorted.
 fn dcm_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).with_context(|| format!("cannot list {}", d.display()))? {
-            let p = e?.path();
-            if p.is_dir() {
+            let e = e?;
+            let p = e.path();
+            // Links to folders are not followed (a link back up would loop).
+            if e.file_type()?.is_dir() {
                 if d == dir
                     && p.file_name().and_then(|n| n.to_str())
                         == Some(registrar_anonymizer::dicom::batch::QUARANTINE_DIR)

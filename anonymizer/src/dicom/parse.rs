@@ -898,6 +898,76 @@ mod tests {
         v
     }
 
+    /// Nested sequences of undefined length in Implicit VR Little Endian, `depth` deep.
+    fn nested_implicit(depth: usize) -> Vec<u8> {
+        let mut v = Vec::new();
+        for _ in 0..depth {
+            v.extend([0x08, 0x00, 0x15, 0x11, 0xFF, 0xFF, 0xFF, 0xFF]);
+            v.extend([0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        }
+        for _ in 0..depth {
+            v.extend([0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0]);
+            v.extend([0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+        }
+        v
+    }
+
+    #[test]
+    fn depth_and_element_limits_hold_also_inside_un() {
+        let mut part10 = vec![0u8; 128];
+        part10.extend(b"DICM");
+        part10.extend(el((0x0002, 0x0010), b"UI", b"1.2.840.10008.1.2.1\0"));
+        let head = [
+            el((0x0008, 0x0016), b"UI", b"1.2.840.10008.5.1.4.1.1.2\0"),
+            el((0x0008, 0x0018), b"UI", b"1.2.3.4\0"),
+        ]
+        .concat();
+        // A standard sequence (Referenced Series Sequence) encoded as UN of defined length:
+        // its content is read as implicit VR, within the limits of the file.
+        let un = |depth: usize| {
+            let inner = nested_implicit(depth);
+            let mut v = Vec::new();
+            v.extend(0x0008u16.to_le_bytes());
+            v.extend(0x1115u16.to_le_bytes());
+            v.extend(b"UN\0\0");
+            // The UN holds the items of the outer sequence (its own header is the UN's).
+            v.extend(((inner.len() - 16) as u32).to_le_bytes());
+            v.extend(&inner[8..inner.len() - 8]);
+            v
+        };
+        let file = |depth| [part10.clone(), head.clone(), un(depth)].concat();
+        assert!(parse(&file(10)).is_ok(), "{:?}", parse(&file(10)).err());
+        assert!(
+            matches!(parse(&file(100)), Err(ParseError::TooDeep(_))),
+            "{:?}",
+            parse(&file(100)).err()
+        );
+        let limits = Limits {
+            max_depth: 8,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            parse_within(&file(10), limits),
+            Err(ParseError::TooDeep(_))
+        ));
+        let limits = Limits {
+            max_elements: 5,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            parse_within(&file(10), limits),
+            Err(ParseError::TooLarge(_))
+        ));
+        let limits = Limits {
+            max_file_bytes: 100,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            parse_within(&file(10), limits),
+            Err(ParseError::TooLarge(_))
+        ));
+    }
+
     #[test]
     fn head_leaves_final_pixel_data_in_the_file() {
         let mut file = vec![0u8; 128];
