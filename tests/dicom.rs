@@ -1681,3 +1681,62 @@ fn dicom_roi_names_lose_the_patient_name_and_keep_anatomy() {
         );
     }
 }
+
+/// The check before the first write (the registry's audit entry of the run's start, written
+/// while the first files are read) refuses a run: nothing is written, neither outputs nor
+/// quarantine copies; when it passes, it is asked once.
+#[test]
+fn dicom_a_run_whose_start_cannot_be_recorded_writes_nothing() {
+    use registrar_anonymizer::dicom::{
+        batch, BatchError, BatchOptions, DicomProfile, DicomPseudonymiser,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let key = new_key(dir.path(), "k");
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    for i in 0..6 {
+        std::fs::copy(data("CT_small.dcm"), input.join(format!("ct{i}.dcm"))).unwrap();
+    }
+    std::fs::write(input.join("junk.dcm"), "not dicom").unwrap();
+    let d = DicomPseudonymiser::new(
+        pseudonymiser(&key),
+        DatePolicy::default(),
+        &DicomProfile::default(),
+    )
+    .unwrap();
+    let opts = BatchOptions {
+        jobs: 2,
+        ..Default::default()
+    };
+    let out = dir.path().join("out");
+    let asked = std::sync::atomic::AtomicUsize::new(0);
+    let refuse = || {
+        asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Err("the audit log cannot be written".to_string())
+    };
+    let failure = batch::run(&d, &input, &out, &opts, &|_| {}, &refuse).unwrap_err();
+    assert!(matches!(failure.error, BatchError::Refused(_)), "{failure}");
+    assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(
+        outputs(&out).keys().all(|k| !k.ends_with(".dcm")),
+        "no output"
+    );
+    assert!(
+        !dir.path().join("out.quarantine").exists(),
+        "no quarantine copy"
+    );
+    let allow = || {
+        asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    };
+    let summary = batch::run(&d, &input, &out, &opts, &|_| {}, &allow).unwrap();
+    assert_eq!(
+        asked.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "asked once per run"
+    );
+    assert_eq!(
+        (summary.pseudonymised, summary.skipped, summary.quarantined),
+        (1, 5, 1)
+    );
+}

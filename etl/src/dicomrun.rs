@@ -12,6 +12,7 @@ use registrar_anonymizer::dicom::{
     DicomPseudonymiser, FileRecord,
 };
 use std::path::Path;
+use std::sync::{Mutex, OnceLock};
 
 /// Read a profile file (TOML), or the default profile.
 pub fn load_profile(path: Option<&Path>, accept_burned_in: bool) -> Result<DicomProfile> {
@@ -39,7 +40,7 @@ pub struct TreeRun {
 
 /// Pseudonymise `input` into `output` with the current key (consumed: the DICOM
 /// pseudonymiser owns it for the run), between two entries of the privacy officer's audit
-/// log: `dicom run started` before the first file is read, so that no output exists that no
+/// log: `dicom run started` before the first file is written, so that no output exists that no
 /// entry covers (a run killed part-way leaves a start without its end), and `dicom file
 /// pseudonymised` after the last, with the counts and, for a run that stopped part-way, the
 /// error and `"complete": false`. A log that cannot be written refuses the run before
@@ -70,23 +71,41 @@ pub fn pseudonymise_tree(
         key_id: Some(&key_id),
         detail,
     };
-    audit::append_now(
-        client,
-        &record(
-            audit::action::DICOM_RUN_STARTED,
-            serde_json::json!({
-                "domain": domain,
-                "dates": dates,
-                "method": d.method_codes().iter().map(|c| c.meaning).collect::<Vec<_>>(),
-                "limits": serde_json::to_value(profile.limits)?,
-            }),
-        ),
-    )
-    .context("the run is not started: its audit entry cannot be written")?;
-    let (summary, failure) = match batch::run(&d, input, output, opts, on_file) {
-        Ok(s) => (s, None),
-        Err(BatchFailure { error, summary }) => (*summary, Some(error)),
-    };
+    let start = record(
+        audit::action::DICOM_RUN_STARTED,
+        serde_json::json!({
+            "domain": domain,
+            "dates": dates,
+            "method": d.method_codes().iter().map(|c| c.meaning).collect::<Vec<_>>(),
+            "limits": serde_json::to_value(profile.limits)?,
+        }),
+    );
+    // The start entry is written while the workers read their first files; the first write
+    // waits for it (and a failure refuses the run before anything is written).
+    let (summary, failure) = std::thread::scope(|s| -> Result<_> {
+        let client = &mut *client;
+        let start = &start;
+        let pending = Mutex::new(Some(s.spawn(move || audit::append_now(client, start))));
+        let started: OnceLock<Result<(), String>> = OnceLock::new();
+        let gate = || {
+            started
+                .get_or_init(|| {
+                    let handle = pending.lock().expect("lock").take().expect("joined once");
+                    match handle.join() {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err(e)) => Err(format!("its audit entry cannot be written: {e:#}")),
+                        Err(_) => Err("the audit entry's thread failed".into()),
+                    }
+                })
+                .clone()
+        };
+        let result = batch::run(&d, input, output, opts, on_file, &gate);
+        gate().map_err(|m| anyhow::anyhow!("the run is not started: {m}"))?;
+        Ok(match result {
+            Ok(s) => (s, None),
+            Err(BatchFailure { error, summary }) => (*summary, Some(error)),
+        })
+    })?;
     let mut detail = serde_json::json!({
         "files": summary.files,
         "pseudonymised": summary.pseudonymised,

@@ -195,6 +195,10 @@ pub enum BatchError {
         /// This run's key id and domain.
         this: String,
     },
+    /// The caller's check before the first write refused the run (say, its audit entry could
+    /// not be written): nothing was written.
+    #[error("the run may not write: {0}")]
+    Refused(String),
     /// An I/O failure on the output side, or on the input directory itself.
     #[error("{what}: {source}")]
     Io {
@@ -504,14 +508,19 @@ fn private_dir(dir: &Path) -> io::Result<()> {
 
 /// Pseudonymises every file under `input` into `output`. `on_file` is called (from worker
 /// threads) once per entry of the tree that is not a directory, in no particular order, e.g.
-/// to write audit records, after the entry's output (if any) is complete. A run that stops
-/// part-way returns what it had done ([`BatchFailure::summary`]).
+/// to write audit records, after the entry's output (if any) is complete. `before_write` is
+/// called once, before the first file is written (output, quarantine copy or input state),
+/// while the workers already read and pseudonymise: an error there stops the run with
+/// [`BatchError::Refused`] and nothing written (the caller's audit entry of the run's start
+/// is written meanwhile). A run that stops part-way returns what it had done
+/// ([`BatchFailure::summary`]).
 pub fn run(
     d: &DicomPseudonymiser,
     input: &Path,
     output: &Path,
     opts: &BatchOptions,
     on_file: &(dyn Fn(&FileRecord) + Sync),
+    before_write: &(dyn Fn() -> Result<(), String> + Sync),
 ) -> Result<BatchSummary, BatchFailure> {
     let input = fs::canonicalize(input).map_err(io_err("cannot open the input directory"))?;
     let planned = absolute(output).map_err(io_err("cannot resolve the output directory"))?;
@@ -572,6 +581,12 @@ pub fn run(
     let walker = Mutex::new(Walker::new(&input));
     let files = OutputFiles::probe(&output);
 
+    let gate: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let may_write = || {
+        gate.get_or_init(before_write)
+            .clone()
+            .map_err(BatchError::Refused)
+    };
     let fail = |e: BatchError| {
         stop.store(true, Ordering::Relaxed);
         let mut f = failure.lock().expect("lock");
@@ -632,6 +647,7 @@ pub fn run(
                         rec.output = Some(p.relative_path.clone());
                         rec.counts = p.counts.clone();
                         let source = source.as_ref().expect("a pseudonymised file was read");
+                        may_write()?;
                         match files.write(&dest, |w| p.write_file(w, source)) {
                             Ok(()) => return Ok(rec),
                             Err(WriteError::Encode(m)) => Outcome::Quarantined(Quarantine {
@@ -656,6 +672,7 @@ pub fn run(
                     rec.status = FileStatus::Quarantined;
                     rec.reason = Some(q.reason.code());
                     rec.detail = Some(q.detail);
+                    may_write()?;
                     let mut r = quarantine.lock().expect("lock");
                     if r.is_none() {
                         *r = Some(open_quarantine()?);
@@ -746,7 +763,7 @@ pub fn run(
     // What was processed is recorded even when the run stops early: those outputs exist. The
     // first failure is the one reported (a full disk fails the state file too).
     let mut state_result = Ok(());
-    if opts.incremental {
+    if opts.incremental && may_write().is_ok() {
         let mut all = known;
         all.extend(processed.into_inner().expect("lock"));
         let mut text = String::with_capacity(all.len() * 80);
