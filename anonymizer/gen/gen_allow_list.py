@@ -143,14 +143,23 @@ def main():
             attrs[t] = a
     profile = {tag_int(e["tag"]) for e in json.load(open(profile_json))}
     known = {m for m in MODULES}
+    fg = {r["macroId"] for r in json.load(open(os.path.join(std, "ciod_to_fg_macros.json")))}
+    fg -= set(EXCLUDED_FG_MACROS)
+    # (tag, module or "fg:" macro) of every attribute of the chosen modules and macros.
+    rows = [
+        (r["tag"], r["moduleId"])
+        for r in json.load(open(os.path.join(std, "module_to_attributes.json")))
+        if r["moduleId"] in known
+    ] + [
+        (r["tag"], "fg:" + r["macroId"])
+        for r in json.load(open(os.path.join(std, "macro_to_attributes.json")))
+        if r["macroId"] in fg
+    ]
     seen_modules = set()
     allowed = {}
-    for row in json.load(open(os.path.join(std, "module_to_attributes.json"))):
-        m = row["moduleId"]
-        if m not in known:
-            continue
-        seen_modules.add(m)
-        t = tag_int(row["tag"])
+    for tag, label in rows:
+        seen_modules.add(label)
+        t = tag_int(tag)
         if t is None or t in profile or t >> 16 == 0xFFFE:
             continue
         a = attrs.get(t)
@@ -161,25 +170,6 @@ def main():
             continue
         group = t >> 16
         if group in (0x0002, 0xFFFA) or (group & 0xFF00) in (0x5000, 0x6000):
-            continue
-        allowed.setdefault(t, (a["keyword"], vr, set()))[2].add(m)
-    fg = {r["macroId"] for r in json.load(open(os.path.join(std, "ciod_to_fg_macros.json")))}
-    fg -= set(EXCLUDED_FG_MACROS)
-    rows = [
-        (r["macroId"], r["tag"], "fg:" + r["macroId"])
-        for r in json.load(open(os.path.join(std, "macro_to_attributes.json")))
-        if r["macroId"] in fg
-    ]
-    for macro, tag, label in rows:
-        seen_modules.add(label)
-        t = tag_int(tag)
-        if t is None or t in profile or t >> 16 == 0xFFFE:
-            continue
-        a = attrs.get(t)
-        if a is None or a.get("retired") == "Y":
-            continue
-        vr = a.get("valueRepresentation", "")
-        if any(v.strip() in FREE_TEXT for v in vr.split(" or ")):
             continue
         allowed.setdefault(t, (a["keyword"], vr, set()))[2].add(label)
     missing = known - seen_modules
