@@ -308,7 +308,7 @@ impl Walker {
                         Ok(m) if m.is_file() => None,
                         Ok(m) if m.is_dir() => Some(skip::SYMLINK_TO_DIRECTORY),
                         Ok(_) => Some(skip::NOT_A_FILE),
-                        Err(err) if err.raw_os_error() == Some(libc_eloop()) => {
+                        Err(err) if err.raw_os_error() == Some(libc::ELOOP) => {
                             Some(skip::SYMLINK_LOOP)
                         }
                         Err(err) if err.kind() == io::ErrorKind::NotFound => {
@@ -331,15 +331,6 @@ impl Walker {
             self.files.reverse();
             self.folders.extend(subdirs.into_iter().rev());
         }
-    }
-}
-
-/// `ELOOP`, "too many levels of symbolic links" (40 on Linux, 62 on the BSDs and macOS).
-fn libc_eloop() -> i32 {
-    if cfg!(any(target_os = "linux", target_os = "android")) {
-        40
-    } else {
-        62
     }
 }
 
