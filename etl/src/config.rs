@@ -29,6 +29,7 @@
 //! endpoint = "https://fhir.hospital.example/r4"
 //! token_file = "/etc/registrar/fhir.token"   # or token_env = "VAR"; optional
 //! mappings = ["mappings/fhir/patient.toml", "mappings/fhir/observation.toml"]
+//! id_sweep_days = 7                 # optional: servers without type-level _history
 //!
 //! [[source]]
 //! name = "fhir-exports"
@@ -54,6 +55,9 @@ use anyhow::{bail, Context, Result};
 use registrar_anonymizer::dateshift::{DatePolicy, ShiftWindow};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+
+/// Days between id sweeps of FHIR types whose deletions the server cannot list.
+pub const DEFAULT_SWEEP_DAYS: u32 = 7;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -160,6 +164,9 @@ pub struct FhirConfig {
     pub token_env: Option<String>,
     /// Resources per page.
     pub count: Option<u32>,
+    /// Days between id sweeps of a type whose deletions the server cannot list (no
+    /// type-level `_history`, as on Medplum): default 7, 0 every night.
+    pub id_sweep_days: Option<u32>,
 }
 
 /// `kind = "fhir-bulk"`.
@@ -252,6 +259,7 @@ impl SourceConfig {
                         ..Default::default()
                     },
                     full: false,
+                    sweep_days: f.id_sweep_days.unwrap_or(DEFAULT_SWEEP_DAYS),
                 })
             }
             SourceConfig::FhirBulk(b) => SourceKind::FhirBulk(BulkSource {

@@ -14,21 +14,22 @@
 //! (less two seconds), so nothing updated during a pull is missed and a pull that dies is
 //! simply repeated. Deletions come from the type's `_history` since the watermark.
 
-use crate::import::{load_unit, ImportContext, Unit, UnitOutcome};
-use crate::ledger::{FileIdentity, Ledger, Replace, UnitCounts, UnitKind};
+use crate::import::{load_unit, record_key, ImportContext, Unit, UnitOutcome};
+use crate::ledger::{FileIdentity, Ledger, RecordKey, Replace, UnitCounts, UnitKind};
 use crate::mapping::check::Compiled;
 use crate::mapping::Format;
 use crate::sources::{FileError, RowResult, RowSource, SourceRow};
 use anyhow::{bail, Context, Result};
 use registrar_anonymizer::pseudonym::Pseudonymiser;
-use registrar_fhir::client::Client;
+use registrar_fhir::client::{Capabilities, Client, Support};
 use registrar_fhir::ndjson::{Limits as NdjsonLimits, Line, NdjsonError, NdjsonReader};
-use registrar_fhir::path::Path as FhirPath;
+use registrar_fhir::path::{Path as FhirPath, Resolver};
 use registrar_fhir::resource::{from_value, parse_resource, Resource, ResourceError};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The bearer token from a file (which must not be readable by others) or a variable.
 pub fn read_token(file: Option<&std::path::Path>, var: Option<&str>) -> Result<Option<String>> {
@@ -114,6 +115,7 @@ impl FhirColumns {
         number: u64,
         parsed: std::result::Result<Resource, ResourceError>,
         patients: &mut dyn PatientLookup,
+        refs: &dyn Resolver,
         server: &str,
     ) -> RowResult {
         let r = match parsed {
@@ -129,11 +131,26 @@ impl FhirColumns {
         };
         // Never the resource's id (it can be the MRN) nor the reference: the type.
         let what = r.resource_type.clone();
-        let mut fields: Vec<String> = self
-            .paths
-            .iter()
-            .map(|p| p.first(&r.json).unwrap_or_default())
-            .collect();
+        let mut cell_errors = Vec::new();
+        let mut fields: Vec<String> = Vec::with_capacity(self.header.len());
+        for (i, p) in self.paths.iter().enumerate() {
+            let e = p.eval(&r.json, refs);
+            if let Some(t) = &e.unresolved {
+                // Never the reference itself (it can carry an identifier): its type.
+                cell_errors.push((
+                    i,
+                    if t == "#" {
+                        "the contained resource the reference names is missing".to_string()
+                    } else {
+                        format!(
+                            "the referenced {t} could not be resolved (not contained, not \
+                             included, not readable from the server or export)"
+                        )
+                    },
+                ));
+            }
+            fields.push(e.value.unwrap_or_default());
+        }
         let ids = if r.resource_type == "Patient" {
             Ok(Some(patient_identifiers(&r.json)))
         } else {
@@ -180,7 +197,7 @@ impl FhirColumns {
             number,
             line: number,
             fields,
-            cell_errors: Vec::new(),
+            cell_errors,
             typed_dates: Vec::new(),
             key: Some(self.row_key(server, &r.resource_type, &r.id)),
         })
@@ -243,12 +260,14 @@ impl PatientLookup for ExportPatients {
 /// only; one cache serves every mapping of the run.
 #[derive(Default)]
 pub struct PatientCache {
-    cache: HashMap<String, Option<Vec<(String, String)>>>,
+    patients: HashMap<String, Option<Vec<(String, String)>>>,
+    /// Resources references led to (`Type/id`), included by the server or read.
+    references: HashMap<String, Option<Arc<Value>>>,
 }
 
 struct EndpointPatients<'a> {
     client: &'a Client,
-    cache: &'a mut PatientCache,
+    cache: &'a mut HashMap<String, Option<Vec<(String, String)>>>,
 }
 
 impl PatientLookup for EndpointPatients<'_> {
@@ -256,7 +275,7 @@ impl PatientLookup for EndpointPatients<'_> {
         &mut self,
         id: &str,
     ) -> std::result::Result<Option<Vec<(String, String)>>, String> {
-        if let Some(v) = self.cache.cache.get(id) {
+        if let Some(v) = self.cache.get(id) {
             return Ok(v.clone());
         }
         let v = self
@@ -264,16 +283,9 @@ impl PatientLookup for EndpointPatients<'_> {
             .read("Patient", id)
             .map_err(|e| e.to_string())?
             .map(|p| patient_identifiers(&p));
-        self.cache.cache.insert(id.to_string(), v.clone());
+        self.cache.insert(id.to_string(), v.clone());
         Ok(v)
     }
-}
-
-/// A page fetched and checked by the fetcher thread.
-struct FetchedPage {
-    url: String,
-    bytes: u64,
-    entries: Vec<std::result::Result<Value, String>>,
 }
 
 /// Rows prepared in memory (a search page, a list of deletions).
@@ -296,8 +308,51 @@ struct NdjsonSource<'a> {
     cols: &'a FhirColumns,
     reader: NdjsonReader,
     patients: &'a mut ExportPatients,
+    refs: &'a ExportRefs<'a>,
     server: &'a str,
     number: u64,
+}
+
+/// The resources of an export that references lead to, by type: a type's files are read
+/// (into memory) the first time a reference to it is resolved.
+struct ExportRefs<'a> {
+    dir: &'a Path,
+    source: &'a str,
+    limits: NdjsonLimits,
+    types: std::sync::Mutex<HashMap<String, HashMap<String, Arc<Value>>>>,
+}
+
+impl ExportRefs<'_> {
+    fn read_type(&self, resource_type: &str) -> HashMap<String, Arc<Value>> {
+        let mut m = HashMap::new();
+        for f in export_files(self.dir, self.source, resource_type).unwrap_or_default() {
+            let Ok(mut r) = NdjsonReader::open_with(&f, self.limits) else {
+                continue;
+            };
+            while let Ok(Some(line)) = r.next_line() {
+                if let Line::Text(_, bytes) = line {
+                    if let Ok(res) = parse_resource(bytes, Some(resource_type)) {
+                        m.insert(res.id, Arc::new(res.json));
+                    }
+                }
+            }
+        }
+        m
+    }
+}
+
+impl Resolver for ExportRefs<'_> {
+    fn resolve(&self, resource_type: &str, id: &str) -> Option<Arc<Value>> {
+        if !resource_type.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return None;
+        }
+        let mut types = self.types.lock().unwrap_or_else(|p| p.into_inner());
+        if !types.contains_key(resource_type) {
+            let m = self.read_type(resource_type);
+            types.insert(resource_type.to_string(), m);
+        }
+        types.get(resource_type)?.get(id).cloned()
+    }
 }
 
 impl RowSource for NdjsonSource<'_> {
@@ -334,7 +389,7 @@ impl RowSource for NdjsonSource<'_> {
         let parsed = parse_resource(bytes, Some(&self.cols.resource_type));
         let mut row = self
             .cols
-            .row(self.number, parsed, self.patients, self.server);
+            .row(self.number, parsed, self.patients, self.refs, self.server);
         if let RowResult::Bad { line, .. } = &mut row {
             *line = line_no;
         }
@@ -343,7 +398,7 @@ impl RowSource for NdjsonSource<'_> {
 }
 
 /// What one mapping's pull or bulk import did.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct FhirOutcome {
     pub mapping: String,
     pub resource_type: String,
@@ -355,6 +410,37 @@ pub struct FhirOutcome {
     pub watermark_after: Option<String>,
     pub retries: u64,
     pub bytes: u64,
+    /// `Bundle.total` of the search, when the server gave one.
+    pub announced: Option<u64>,
+    /// Resources announced but never received (the type failed and kept its watermark).
+    pub missing: Option<u64>,
+    /// Whether the server's CapabilityStatement lists type-level `_history`.
+    pub history_type: Support,
+    /// How deletions were found.
+    pub deletions: Deletions,
+    /// What the pull adapted to (a capability the server lacks).
+    pub notes: Vec<String>,
+}
+
+impl Default for FhirOutcome {
+    fn default() -> Self {
+        FhirOutcome {
+            mapping: String::new(),
+            resource_type: String::new(),
+            units: Vec::new(),
+            resources: 0,
+            deleted: 0,
+            watermark_before: None,
+            watermark_after: None,
+            retries: 0,
+            bytes: 0,
+            announced: None,
+            missing: None,
+            history_type: Support::Unknown,
+            deletions: Deletions::NotChecked,
+            notes: Vec::new(),
+        }
+    }
 }
 
 impl FhirOutcome {
@@ -386,39 +472,38 @@ fn next_watermark(server_date: Option<&str>, newest_seen: Option<&str>) -> Optio
     newest_seen.map(str::to_string)
 }
 
-/// Load rows prepared in memory (a search page, a list of deletions) as one unit of an
-/// endpoint pull.
-#[allow(clippy::too_many_arguments)]
-fn load_rows(
-    ctx: &mut ImportContext<'_>,
-    c: &Compiled,
-    source: &str,
-    locator: &str,
+/// Rows prepared in memory (a search page, a list of deletions): one unit of an endpoint
+/// pull.
+struct UnitRows<'s> {
+    source: &'s str,
+    locator: &'s str,
     sha: String,
     size: u64,
     label: String,
     header: Vec<String>,
     rows: Vec<RowResult>,
-) -> Result<UnitOutcome> {
+}
+
+fn load_rows(ctx: &mut ImportContext<'_>, c: &Compiled, u: UnitRows<'_>) -> Result<UnitOutcome> {
     let unit = Unit {
         ident: FileIdentity {
             kind: UnitKind::Fhir,
-            source: source.to_string(),
+            source: u.source.to_string(),
             mapping: Some(c.name().to_string()),
-            locator_hash: locator.to_string(),
+            locator_hash: u.locator.to_string(),
             legacy_locator: None,
-            content_sha256: sha,
-            size,
+            content_sha256: u.sha,
+            size: u.size,
             mapping_sha256: Some(c.fingerprint.clone()),
             series: None,
         },
-        label,
+        label: u.label,
         replace: Replace::Records,
         version: None,
     };
     let rows = VecSource {
-        header,
-        rows: rows.into_iter(),
+        header: u.header,
+        rows: u.rows.into_iter(),
     };
     load_unit(ctx, c, &unit, Box::new(rows))
 }
@@ -433,6 +518,82 @@ pub struct Pull<'a> {
     /// The server's clock when the run's first type started: every type of the run gets the
     /// watermark of the run's start (earlier is safe: at worst a resource is read again).
     pub run_start: std::cell::RefCell<Option<String>>,
+    /// What the server's CapabilityStatement says (read once per run).
+    pub capabilities: &'a Capabilities,
+    /// Days between id sweeps of a type whose deletions the server cannot list (no
+    /// type-level `_history`); 0: every run.
+    pub sweep_days: u32,
+}
+
+/// How a pull learnt what the server deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
+pub enum Deletions {
+    /// Nothing was compared (the pull failed before).
+    #[default]
+    NotChecked,
+    /// The type's `_history` since the watermark.
+    History,
+    /// A full pull: every id received compared with the registry's records.
+    FullPull,
+    /// The ids the server holds (`_elements=id`) compared with the registry's records.
+    Sweep,
+    /// The server cannot list deletions and the type's last sweep is recent.
+    SweepNotDue { next_due: String },
+}
+
+/// Sweeps that would remove more than this share of a type's records (and more than
+/// [`SWEEP_GUARD_MIN`] records) are refused: a server answering with an empty or partial
+/// list by mistake must not empty the registry.
+const SWEEP_GUARD_SHARE: f64 = 0.5;
+const SWEEP_GUARD_MIN: usize = 10;
+
+/// `_include` parameters for the references a mapping resolves (`medicationReference` ->
+/// `MedicationRequest:medication`), unless the server says it does not support them.
+fn include_params(cols: &FhirColumns, caps: &Capabilities) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for p in &cols.paths {
+        for el in p.resolved_elements() {
+            let param = el.strip_suffix("Reference").unwrap_or(el);
+            let inc = format!("{}:{param}", cols.resource_type);
+            if caps.include(&cols.resource_type, &inc) != Support::No && !out.contains(&inc) {
+                out.push(inc);
+            }
+        }
+    }
+    out
+}
+
+/// The resources references lead to during a pull: a page's `_include`d ones, then the run's
+/// cache, then a read from the server (cached, also when absent).
+struct EndpointRefs<'a> {
+    client: &'a Client,
+    cache: &'a std::cell::RefCell<HashMap<String, Option<Arc<Value>>>>,
+}
+
+impl Resolver for EndpointRefs<'_> {
+    fn resolve(&self, resource_type: &str, id: &str) -> Option<Arc<Value>> {
+        let key = format!("{resource_type}/{id}");
+        if let Some(v) = self.cache.borrow().get(&key) {
+            return v.clone();
+        }
+        let v = self
+            .client
+            .read(resource_type, id)
+            .ok()
+            .flatten()
+            .map(Arc::new);
+        self.cache.borrow_mut().insert(key, v.clone());
+        v
+    }
+}
+
+/// What the fetching thread hands back after the last page.
+struct SearchEnd {
+    server_date: Option<String>,
+    announced: Option<u64>,
+    /// Every id received (kept for full pulls: they are the sweep).
+    ids: Option<std::collections::HashSet<String>>,
 }
 
 /// Pull one mapping's resource type from an endpoint into `out`, which keeps what was
@@ -445,7 +606,6 @@ pub fn pull_endpoint(
     out: &mut FhirOutcome,
 ) -> Result<()> {
     let fhir = pull.fhir;
-    let full = pull.full;
     let cols = FhirColumns::new(c)?;
     let server = fhir.base().as_str().to_string();
     let keys = ctx.keys;
@@ -457,6 +617,7 @@ pub fn pull_endpoint(
     ));
     out.mapping = cols.mapping_name.clone();
     out.resource_type = cols.resource_type.clone();
+    out.history_type = pull.capabilities.history_type(&cols.resource_type);
     let ledger = Ledger::new(ctx.run_id());
     let stored = ledger.watermark(
         ctx.client,
@@ -464,54 +625,100 @@ pub fn pull_endpoint(
         &cols.resource_type,
         &cols.mapping_name,
     )?;
-    out.watermark_before = stored.clone();
-    let since = if full { None } else { stored.clone() };
-    let retries_before = fhir.retries.load(std::sync::atomic::Ordering::Relaxed);
-    let mut patients = EndpointPatients {
-        client: fhir,
-        cache: patients,
+    out.watermark_before = stored.as_ref().map(|w| w.last_updated.clone());
+    let since = if pull.full {
+        None
+    } else {
+        stored.as_ref().map(|w| w.last_updated.clone())
     };
-    let mut search = fhir.search(&cols.resource_type, since.as_deref())?;
+    let retries_before = fhir.retries.load(std::sync::atomic::Ordering::Relaxed);
+    let includes = include_params(&cols, pull.capabilities);
+    let params: Vec<(&str, &str)> = includes.iter().map(|i| ("_include", i.as_str())).collect();
+    let mut search = fhir.search_with(&cols.resource_type, since.as_deref(), &params)?;
+    ctx.audit_fhir = Some(serde_json::json!({
+        "server_software": pull.capabilities.software,
+        "fhir_version": pull.capabilities.fhir_version,
+        "capability_statement": pull.capabilities.unreadable.is_none(),
+        "history_type": out.history_type,
+        "include": includes,
+        "incremental": since.is_some(),
+    }));
+    let keep_ids = since.is_none();
     let mut newest: Option<String> = None;
     let mut page_no = 0u64;
+    let refs_cache = std::mem::take(&mut patients.references);
+    let refs_cache = std::cell::RefCell::new(refs_cache);
+    let refs = EndpointRefs {
+        client: fhir,
+        cache: &refs_cache,
+    };
+    let mut patients_lookup = EndpointPatients {
+        client: fhir,
+        cache: &mut patients.patients,
+    };
     // Pages commit without waiting for their WAL flush: the watermark's commit below waits,
     // and WAL is flushed in order, so if it survives a crash, so did every page before it;
     // if it does not, the pull is repeated (rows replace themselves). Reset after the pages.
     ctx.client.batch_execute("SET synchronous_commit = off")?;
     // A second thread fetches the next pages while this one loads: the pull runs at the pace
     // of the slower of the two, not of their sum.
-    let server_date = std::thread::scope(|scope| -> Result<Option<String>> {
+    let end = std::thread::scope(|scope| -> Result<SearchEnd> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<
-            std::result::Result<FetchedPage, registrar_fhir::client::FetchError>,
+            std::result::Result<registrar_fhir::client::Page, registrar_fhir::client::FetchError>,
         >(2);
         let search = &mut search;
         let fetcher = scope.spawn(move || {
             loop {
-                let page = match search.next_page() {
-                    Ok(Some(p)) => p,
-                    Ok(None) => break,
+                // Only the paging here, so the server is never kept waiting; the model
+                // check and everything else happen on the loading side.
+                match search.next_page() {
+                    Ok(Some(p)) => {
+                        if tx.send(Ok(p)).is_err() {
+                            break; // the loader stopped
+                        }
+                    }
+                    Ok(None) => {
+                        // Complete, or announced more than it gave: the type fails loudly.
+                        if let Err(e) = search.finish() {
+                            let _ = tx.send(Err(e));
+                        }
+                        break;
+                    }
                     Err(e) => {
                         let _ = tx.send(Err(e));
                         break;
                     }
-                };
-                // Only the paging here, so the server is never kept waiting; the model
-                // check and everything else happen on the loading side.
-                let fetched = FetchedPage {
-                    url: page.url,
-                    bytes: page.bytes,
-                    entries: page.entries,
-                };
-                if tx.send(Ok(fetched)).is_err() {
-                    break; // the loader stopped
                 }
             }
-            search.server_date.clone()
+            SearchEnd {
+                server_date: search.server_date.clone(),
+                announced: search.total,
+                ids: keep_ids.then(|| std::mem::take(search.ids_mut())),
+            }
         });
+        let mut failed = None;
         for fetched in rx {
-            let page = fetched?;
+            let page = match fetched {
+                Ok(p) => p,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            };
             page_no += 1;
             out.bytes += page.bytes;
+            {
+                let mut cache = refs_cache.borrow_mut();
+                for inc in page.included {
+                    let (Some(t), Some(id)) = (
+                        inc.get("resourceType").and_then(Value::as_str),
+                        inc.get("id").and_then(Value::as_str),
+                    ) else {
+                        continue;
+                    };
+                    cache.insert(format!("{t}/{id}"), Some(Arc::new(inc.clone())));
+                }
+            }
             let mut rows = Vec::with_capacity(page.entries.len());
             let mut digest_parts: Vec<String> = vec![page.url.clone()];
             for (i, entry) in page.entries.into_iter().enumerate() {
@@ -536,14 +743,13 @@ pub fn pull_endpoint(
                         }
                     }
                     if r.resource_type == "Patient" {
-                        patients
-                            .cache
+                        patients_lookup
                             .cache
                             .insert(r.id.clone(), Some(patient_identifiers(&r.json)));
                     }
                 }
                 out.resources += 1;
-                rows.push(cols.row(i as u64 + 1, parsed, &mut patients, &server));
+                rows.push(cols.row(i as u64 + 1, parsed, &mut patients_lookup, &refs, &server));
             }
             let parts: Vec<&[u8]> = digest_parts.iter().map(|s| s.as_bytes()).collect();
             let sha = sha_hex(&parts);
@@ -551,59 +757,136 @@ pub fn pull_endpoint(
             let o = load_rows(
                 ctx,
                 c,
-                pull.source,
-                &locator,
-                sha,
-                page.bytes,
-                label,
-                cols.header.clone(),
-                rows,
+                UnitRows {
+                    source: pull.source,
+                    locator: &locator,
+                    sha,
+                    size: page.bytes,
+                    label,
+                    header: cols.header.clone(),
+                    rows,
+                },
             )?;
             out.units.push(o);
         }
-        Ok(fetcher.join().expect("the FHIR fetcher panicked"))
+        let end = fetcher.join().expect("the FHIR fetcher panicked");
+        out.announced = end.announced;
+        if let Some(e) = failed {
+            if let registrar_fhir::client::FetchError::Incomplete { missing, .. } = &e {
+                out.missing = Some(*missing);
+            }
+            return Err(e.into());
+        }
+        Ok(end)
     });
     ctx.client.batch_execute("RESET synchronous_commit")?;
-    let server_date = server_date?;
+    patients.references = refs_cache.into_inner();
+    let end = end?;
     let server_date = {
         let mut first = pull.run_start.borrow_mut();
         if first.is_none() {
-            *first = server_date;
+            *first = end.server_date.clone();
         }
         first.clone()
     };
-    // Deletions since the last pull.
-    if let Some(since) = &since {
-        let ids = fhir.deleted_since(&cols.resource_type, since)?;
-        if !ids.is_empty() {
-            out.deleted = ids.len() as i64;
-            let rows: Vec<RowResult> = ids
-                .iter()
-                .enumerate()
-                .map(|(i, id)| RowResult::Deleted {
-                    number: i as u64 + 1,
-                    key: cols.row_key(&server, &cols.resource_type, id),
-                })
-                .collect();
-            let refs: Vec<&[u8]> = ids.iter().map(|s| s.as_bytes()).collect();
-            let sha = sha_hex(&refs);
-            let label = format!("{} deletions", cols.resource_type);
-            let o = load_rows(
-                ctx,
-                c,
-                pull.source,
-                &locator,
-                sha,
-                0,
-                label,
-                cols.header.clone(),
-                rows,
-            )?;
+    // Deletions: from the type's history where the server keeps one; else by comparing the
+    // ids the server holds with the registry's records (every id of a full pull; a sweep
+    // when one is due).
+    let mut swept = false;
+    let sweep_ids = match (&since, end.ids) {
+        (None, Some(ids)) => {
+            out.deletions = Deletions::FullPull;
+            Some(ids)
+        }
+        (None, None) => None,
+        (Some(since), _) => {
+            let mut sweep = out.history_type == Support::No;
+            if !sweep {
+                match fhir.deleted_since(&cols.resource_type, since) {
+                    Ok(ids) => {
+                        out.deletions = Deletions::History;
+                        out.deleted = ids.len() as i64;
+                        if !ids.is_empty() {
+                            let rows: Vec<RowResult> = ids
+                                .iter()
+                                .enumerate()
+                                .map(|(i, id)| RowResult::Deleted {
+                                    number: i as u64 + 1,
+                                    key: cols.row_key(&server, &cols.resource_type, id),
+                                })
+                                .collect();
+                            let refs: Vec<&[u8]> = ids.iter().map(|s| s.as_bytes()).collect();
+                            let o = load_rows(
+                                ctx,
+                                c,
+                                UnitRows {
+                                    source: pull.source,
+                                    locator: &locator,
+                                    sha: sha_hex(&refs),
+                                    size: 0,
+                                    label: format!("{} deletions", cols.resource_type),
+                                    header: cols.header.clone(),
+                                    rows,
+                                },
+                            )?;
+                            out.units.push(o);
+                        }
+                    }
+                    Err(e) if e.is_unsupported() => {
+                        // Not offered after all (a statement that does not say, or says
+                        // wrong): never a permanent failure, the ids are swept instead.
+                        out.history_type = Support::No;
+                        out.notes.push(format!(
+                            "type-level _history is not supported by the server ({}): deletions come from an id sweep",
+                            status_of(&e)
+                        ));
+                        sweep = true;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if !sweep {
+                None
+            } else {
+                let due = stored
+                    .as_ref()
+                    .and_then(|w| w.swept_at)
+                    .map(|t| t + chrono::Duration::days(i64::from(pull.sweep_days)));
+                match due {
+                    Some(d) if d > chrono::Utc::now() => {
+                        out.deletions = Deletions::SweepNotDue {
+                            next_due: d.format("%Y-%m-%d").to_string(),
+                        };
+                        None
+                    }
+                    _ => {
+                        out.deletions = Deletions::Sweep;
+                        let mut s =
+                            fhir.search_with(&cols.resource_type, None, &[("_elements", "id")])?;
+                        while let Some(p) = s.next_page()? {
+                            out.bytes += p.bytes;
+                        }
+                        s.finish()?;
+                        Some(std::mem::take(s.ids_mut()))
+                    }
+                }
+            }
+        }
+    };
+    if let Some(ids) = sweep_ids {
+        swept = true;
+        if let Some(a) = ctx.audit_fhir.as_mut() {
+            a["deletions"] = serde_json::to_value(&out.deletions)?;
+            a["history_type"] = serde_json::to_value(out.history_type)?;
+        }
+        let o = remove_gone(ctx, c, &cols, pull, &server, &locator, &ids, out)?;
+        if let Some(o) = o {
             out.units.push(o);
         }
     }
     // Every page committed: advance the watermark.
-    let after = next_watermark(server_date.as_deref(), newest.as_deref()).or(stored);
+    let after = next_watermark(server_date.as_deref(), newest.as_deref())
+        .or(stored.map(|w| w.last_updated));
     if let Some(w) = &after {
         ledger.set_watermark(
             ctx.client,
@@ -611,11 +894,118 @@ pub fn pull_endpoint(
             &cols.resource_type,
             &cols.mapping_name,
             w,
+            swept,
         )?;
     }
     out.watermark_after = after;
     out.retries = fhir.retries.load(std::sync::atomic::Ordering::Relaxed) - retries_before;
+    ctx.audit_fhir = None;
     Ok(())
+}
+
+fn status_of(e: &registrar_fhir::client::FetchError) -> String {
+    match e {
+        registrar_fhir::client::FetchError::Status { status, .. } => format!("HTTP {status}"),
+        _ => "refused".into(),
+    }
+}
+
+/// Remove the records of this mapping's pulls whose resource the server no longer holds
+/// (`ids`: every id it holds now). Refuses to remove most of a type at once.
+#[allow(clippy::too_many_arguments)]
+fn remove_gone(
+    ctx: &mut ImportContext<'_>,
+    c: &Compiled,
+    cols: &FhirColumns,
+    pull: &Pull<'_>,
+    server: &str,
+    locator: &str,
+    ids: &std::collections::HashSet<String>,
+    out: &mut FhirOutcome,
+) -> Result<Option<UnitOutcome>> {
+    let keys = ctx.keys;
+    let held: std::collections::HashSet<RecordKey> = ids
+        .iter()
+        .map(|id| record_key(keys, &cols.row_key(server, &cols.resource_type, id)))
+        .collect();
+    let units: std::collections::HashSet<i64> = Ledger::units_of_locator(ctx.client, locator)?
+        .into_iter()
+        .collect();
+    let index = match ctx.records.take() {
+        Some((s, idx)) if s == pull.source && idx.stamp == Ledger::record_stamp(ctx.seq, &s)? => {
+            idx
+        }
+        _ => Ledger::record_index(ctx.seq, pull.source)?,
+    };
+    let mut live = 0usize;
+    let mut gone: Vec<RecordKey> = Vec::new();
+    for (k, s) in index.iter() {
+        if s.deleted || !units.contains(&s.origin.0) {
+            continue;
+        }
+        live += 1;
+        if !held.contains(k) {
+            gone.push(*k);
+        }
+    }
+    if gone.len() > SWEEP_GUARD_MIN && gone.len() as f64 > SWEEP_GUARD_SHARE * live as f64 {
+        bail!(
+            "{}: the server lists {} {} resources, so {} of the {} loaded would be removed: refused \
+             (a server answering with a partial list must not empty the registry); if the \
+             deletions are real, run `registrar import fhir --full` for this endpoint",
+            cols.mapping_name,
+            ids.len(),
+            cols.resource_type,
+            gone.len(),
+            live
+        );
+    }
+    ctx.records = Some((pull.source.to_string(), index));
+    out.deleted += gone.len() as i64;
+    if gone.is_empty() {
+        return Ok(None);
+    }
+    gone.sort_unstable();
+    let sha = {
+        let parts: Vec<&[u8]> = gone.iter().map(|k| k.as_slice()).collect();
+        sha_hex(&parts)
+    };
+    let rows = gone
+        .into_iter()
+        .enumerate()
+        .map(|(i, record)| RowResult::Gone {
+            number: i as u64 + 1,
+            record,
+        })
+        .collect();
+    load_rows(
+        ctx,
+        c,
+        UnitRows {
+            source: pull.source,
+            locator,
+            sha,
+            size: 0,
+            label: format!("{} id sweep", cols.resource_type),
+            header: cols.header.clone(),
+            rows,
+        },
+    )
+    .map(Some)
+}
+
+/// Patient mappings first (stable otherwise): a resource's person row must exist before the
+/// resource loads (`person_without_row`).
+pub fn patient_first(mappings: &[Compiled]) -> Vec<&Compiled> {
+    let mut v: Vec<&Compiled> = mappings.iter().collect();
+    v.sort_by_key(|c| {
+        c.mapping
+            .spec
+            .fhir
+            .as_ref()
+            .is_none_or(|f| f.get_ref().resource != "Patient")
+    });
+    v
 }
 
 /// The ndjson files of one resource type in a Bulk Data export folder: `Type.ndjson`,
@@ -706,7 +1096,13 @@ pub fn import_bulk(
             }
         }
     }
-    for c in mappings {
+    let refs = ExportRefs {
+        dir,
+        source,
+        limits,
+        types: Default::default(),
+    };
+    for c in patient_first(mappings) {
         let cols = FhirColumns::new(c)?;
         outcomes.push(FhirOutcome {
             mapping: cols.mapping_name.clone(),
@@ -751,6 +1147,7 @@ pub fn import_bulk(
                 cols: &cols,
                 reader,
                 patients: &mut patients,
+                refs: &refs,
                 server: &server,
                 number: 0,
             };

@@ -229,6 +229,15 @@ impl UnitCounts {
     }
 }
 
+/// A FHIR endpoint type's pull state (`registry.fhir_watermark`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watermark {
+    /// Resources updated after this instant are asked for next time.
+    pub last_updated: String,
+    /// When the server's ids were last compared with the registry's records.
+    pub swept_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// A record's identity: the first 128 bits of the keyed hash of its key.
 pub type RecordKey = [u8; 16];
 
@@ -962,22 +971,29 @@ impl Ledger {
 
     // ---- FHIR watermarks -------------------------------------------------------------------
 
+    /// How far a (endpoint, type, mapping) has been pulled, and when its ids were last
+    /// swept; `None` before its first complete pull.
     pub fn watermark(
         &self,
         db: &mut impl GenericClient,
         endpoint_hash: &str,
         resource_type: &str,
         mapping: &str,
-    ) -> Result<Option<String>> {
+    ) -> Result<Option<Watermark>> {
         Ok(db
             .query_opt(
-                "SELECT last_updated FROM registry.fhir_watermark
+                "SELECT last_updated, swept_at FROM registry.fhir_watermark
                   WHERE endpoint_hash = $1 AND resource_type = $2 AND mapping_name = $3",
                 &[&endpoint_hash, &resource_type, &mapping],
             )?
-            .map(|r| r.get(0)))
+            .map(|r| Watermark {
+                last_updated: r.get(0),
+                swept_at: r.get(1),
+            }))
     }
 
+    /// Advance a watermark after a complete pull; `swept`: the pull also compared the ids the
+    /// server holds with the registry's records (an id sweep, or a full pull).
     pub fn set_watermark(
         &self,
         db: &mut impl GenericClient,
@@ -985,15 +1001,29 @@ impl Ledger {
         resource_type: &str,
         mapping: &str,
         last_updated: &str,
+        swept: bool,
     ) -> Result<()> {
         db.execute(
-            "INSERT INTO registry.fhir_watermark (endpoint_hash, resource_type, mapping_name, last_updated, run_id)
-             VALUES ($1, $2, $3, $4, $5)
+            "INSERT INTO registry.fhir_watermark (endpoint_hash, resource_type, mapping_name, last_updated, run_id, swept_at)
+             VALUES ($1, $2, $3, $4, $5, CASE WHEN $6 THEN now() END)
              ON CONFLICT (endpoint_hash, resource_type, mapping_name)
-             DO UPDATE SET last_updated = EXCLUDED.last_updated, run_id = EXCLUDED.run_id, updated_at = now()",
-            &[&endpoint_hash, &resource_type, &mapping, &last_updated, &self.run_id],
+             DO UPDATE SET last_updated = EXCLUDED.last_updated, run_id = EXCLUDED.run_id, updated_at = now(),
+                           swept_at = coalesce(EXCLUDED.swept_at, registry.fhir_watermark.swept_at)",
+            &[&endpoint_hash, &resource_type, &mapping, &last_updated, &self.run_id, &swept],
         )?;
         Ok(())
+    }
+
+    /// The units a mapping's pulls of one endpoint type loaded (by their locator).
+    pub fn units_of_locator(db: &mut impl GenericClient, locator_hash: &str) -> Result<Vec<i64>> {
+        Ok(db
+            .query(
+                "SELECT source_file_id FROM registry.source_file WHERE locator_hash = $1",
+                &[&locator_hash],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
     }
 
     // ---- person map ------------------------------------------------------------------------

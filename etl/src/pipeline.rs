@@ -42,6 +42,8 @@ pub struct EndpointSource {
     pub mappings: Vec<PathBuf>,
     pub options: registrar_fhir::client::ClientOptions,
     pub full: bool,
+    /// Days between id sweeps of types the server cannot list deletions of.
+    pub sweep_days: u32,
 }
 
 /// A FHIR Bulk Data export folder.
@@ -140,6 +142,8 @@ pub struct SourceOutcome {
     pub units: Vec<UnitOutcome>,
     /// FHIR: per mapping, what the pull or export did.
     pub fhir: Vec<FhirOutcome>,
+    /// FHIR endpoints: what the server's CapabilityStatement said (software, version).
+    pub capabilities: Option<registrar_fhir::client::Capabilities>,
     /// DICOM: the pseudonymisation and the index.
     pub dicom: Option<serde_json::Value>,
 }
@@ -244,6 +248,10 @@ pub fn run(ctx: &mut ImportContext<'_>, s: &Source, out: &mut SourceOutcome) -> 
         SourceKind::FhirEndpoint(e) => {
             let compiled = compile_all(ctx.client, &e.mappings, Format::Fhir)?;
             let fhir = registrar_fhir::client::Client::new(&e.endpoint, e.options.clone())?;
+            // What the server offers decides how deletions are found (its statement is in
+            // the run's report and audit detail).
+            let capabilities = fhir.capabilities()?;
+            out.capabilities = Some(capabilities.clone());
             let mut patients = PatientCache::default();
             let mut failures = Vec::new();
             let pull = Pull {
@@ -251,10 +259,14 @@ pub fn run(ctx: &mut ImportContext<'_>, s: &Source, out: &mut SourceOutcome) -> 
                 source: &s.name,
                 full: e.full,
                 run_start: Default::default(),
+                capabilities: &capabilities,
+                sweep_days: e.sweep_days,
             };
-            for c in &compiled {
+            ctx.person_rows = Some(Default::default());
+            for c in crate::fhirimport::patient_first(&compiled) {
                 let mut f = FhirOutcome::default();
                 let r = crate::fhirimport::pull_endpoint(ctx, c, &pull, &mut patients, &mut f);
+                ctx.audit_fhir = None;
                 // What was committed counts, also when the type failed part-way.
                 for u in &f.units {
                     out.add_unit(u.clone());
@@ -264,12 +276,14 @@ pub fn run(ctx: &mut ImportContext<'_>, s: &Source, out: &mut SourceOutcome) -> 
                     failures.push(format!("{}: {err:#}", c.name()));
                 }
             }
+            ctx.person_rows = None;
             if !failures.is_empty() {
                 bail!("{}", failures.join("; "));
             }
         }
         SourceKind::FhirBulk(b) => {
             let compiled = compile_all(ctx.client, &b.mappings, Format::Fhir)?;
+            ctx.person_rows = Some(Default::default());
             let mut exports: Vec<PathBuf> = Vec::new();
             if b.exports_in_subfolders {
                 exports = std::fs::read_dir(&b.folder)
@@ -298,8 +312,12 @@ pub fn run(ctx: &mut ImportContext<'_>, s: &Source, out: &mut SourceOutcome) -> 
                     }
                     out.fhir.push(f);
                 }
+                if r.is_err() {
+                    ctx.person_rows = None;
+                }
                 r?;
             }
+            ctx.person_rows = None;
         }
         SourceKind::Dicom(d) => {
             // Errors name the source, never its folder's path.

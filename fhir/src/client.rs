@@ -59,8 +59,161 @@ pub enum FetchError {
     Loop { url: String },
     #[error("the next link {url} leaves the server's origin {origin}: refused (the token is never sent elsewhere)")]
     OriginMismatch { url: String, origin: String },
+    #[error("{url}: the search ended early: the server announced {announced} resources (Bundle.total) and gave {received}, {missing} missing; the type keeps its watermark")]
+    Incomplete {
+        url: String,
+        announced: u64,
+        received: u64,
+        missing: u64,
+    },
+    #[error("{url}: the page repeats resources of earlier pages only: the server's paging loops")]
+    PageRepeats { url: String },
     #[error("{0}")]
     Invalid(String),
+}
+
+impl FetchError {
+    /// The server does not offer what was asked (404, 405, 501 and 400 to an interaction
+    /// the server may lack, such as type-level `_history`).
+    pub fn is_unsupported(&self) -> bool {
+        matches!(
+            self,
+            FetchError::Status {
+                status: 400 | 404 | 405 | 501,
+                ..
+            }
+        )
+    }
+}
+
+/// Whether the server says it supports something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Support {
+    Yes,
+    No,
+    /// The CapabilityStatement could not be read or does not describe the type.
+    Unknown,
+}
+
+/// What a server's CapabilityStatement (`/metadata`) says, as far as an importer cares.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Capabilities {
+    /// `software.name` and `software.version`, `fhirVersion` (for the run's audit detail).
+    pub software: Option<String>,
+    pub fhir_version: Option<String>,
+    /// Why the statement could not be used, if it could not.
+    pub unreadable: Option<String>,
+    #[serde(skip)]
+    types: std::collections::HashMap<String, TypeCapabilities>,
+    /// System-level interactions (`rest.interaction`).
+    #[serde(skip)]
+    system: HashSet<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct TypeCapabilities {
+    interactions: HashSet<String>,
+    search_params: HashSet<String>,
+    includes: HashSet<String>,
+}
+
+impl Capabilities {
+    /// Read from a CapabilityStatement.
+    pub fn from_statement(v: &Value) -> Capabilities {
+        let mut c = Capabilities::default();
+        if v.get("resourceType").and_then(Value::as_str) != Some("CapabilityStatement") {
+            c.unreadable = Some("the metadata is not a CapabilityStatement".into());
+            return c;
+        }
+        let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
+        c.fhir_version = text(v.get("fhirVersion"));
+        c.software = v.get("software").map(|s| {
+            let name = s.get("name").and_then(Value::as_str).unwrap_or("unnamed");
+            match s.get("version").and_then(Value::as_str) {
+                Some(ver) => format!("{name} {ver}"),
+                None => name.to_string(),
+            }
+        });
+        let codes = |v: Option<&Value>| -> HashSet<String> {
+            v.and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i.get("code").and_then(Value::as_str))
+                .map(str::to_string)
+                .collect()
+        };
+        for rest in v
+            .get("rest")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if rest.get("mode").and_then(Value::as_str) == Some("client") {
+                continue;
+            }
+            c.system.extend(codes(rest.get("interaction")));
+            for r in rest
+                .get("resource")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let Some(t) = r.get("type").and_then(Value::as_str) else {
+                    continue;
+                };
+                let e = c.types.entry(t.to_string()).or_default();
+                e.interactions.extend(codes(r.get("interaction")));
+                e.search_params.extend(
+                    r.get("searchParam")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|p| p.get("name").and_then(Value::as_str))
+                        .map(str::to_string),
+                );
+                e.includes.extend(
+                    r.get("searchInclude")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string),
+                );
+            }
+        }
+        c
+    }
+
+    /// A server whose statement could not be read: everything is unknown.
+    pub fn unknown(reason: String) -> Capabilities {
+        Capabilities {
+            unreadable: Some(reason),
+            ..Default::default()
+        }
+    }
+
+    fn interaction(&self, resource_type: &str, code: &str) -> Support {
+        match self.types.get(resource_type) {
+            Some(t) if t.interactions.contains(code) => Support::Yes,
+            Some(t) if !t.interactions.is_empty() => Support::No,
+            _ => Support::Unknown,
+        }
+    }
+
+    /// Type-level `_history` (`history-type`), the source of deletions.
+    pub fn history_type(&self, resource_type: &str) -> Support {
+        self.interaction(resource_type, "history-type")
+    }
+
+    /// `_include=<include>` on searches of the type (`*` in searchInclude counts).
+    pub fn include(&self, resource_type: &str, include: &str) -> Support {
+        match self.types.get(resource_type) {
+            Some(t) if t.includes.contains(include) || t.includes.contains("*") => Support::Yes,
+            Some(t) if !t.includes.is_empty() => Support::No,
+            _ => Support::Unknown,
+        }
+    }
 }
 
 /// One search page.
@@ -68,8 +221,11 @@ pub enum FetchError {
 pub struct Page {
     /// The page's URL (without credentials).
     pub url: String,
-    /// Each entry's resource, or why the entry has none.
+    /// Each entry's resource, or why the entry has none (`search.mode` match or none).
     pub entries: Vec<Result<Value, String>>,
+    /// Resources the server added by `_include` (`search.mode = include`): not results,
+    /// only what references of the results reach.
+    pub included: Vec<Value>,
     /// Response bytes (for throughput figures).
     pub bytes: u64,
 }
@@ -237,12 +393,37 @@ impl Client {
         }
     }
 
+    /// The server's CapabilityStatement (`GET metadata`). A server that has none, or
+    /// answers with something else, gives [`Capabilities::unknown`] with the reason: the
+    /// importer then tries what it needs and adapts to the answer.
+    pub fn capabilities(&self) -> Result<Capabilities, FetchError> {
+        let url = self
+            .base
+            .join("metadata")
+            .map_err(|e| FetchError::Invalid(e.to_string()))?;
+        match self.get_json(&url) {
+            Ok((v, _, _)) => Ok(Capabilities::from_statement(&v)),
+            Err(e @ (FetchError::Unauthorized { .. } | FetchError::GaveUp { .. })) => Err(e),
+            Err(e) => Ok(Capabilities::unknown(e.to_string())),
+        }
+    }
+
     /// A search of one resource type, optionally only resources updated after `since`
-    /// (an instant: `_lastUpdated=gt<since>`), sorted by last update.
+    /// (an instant: `_lastUpdated=gt<since>`).
     pub fn search(
         &self,
         resource_type: &str,
         since: Option<&str>,
+    ) -> Result<Search<'_>, FetchError> {
+        self.search_with(resource_type, since, &[])
+    }
+
+    /// [`Client::search`] with more parameters (`_include`, `_elements`).
+    pub fn search_with(
+        &self,
+        resource_type: &str,
+        since: Option<&str>,
+        params: &[(&str, &str)],
     ) -> Result<Search<'_>, FetchError> {
         let mut url = self
             .base
@@ -254,11 +435,19 @@ impl Client {
             if let Some(s) = since {
                 q.append_pair("_lastUpdated", &format!("gt{s}"));
             }
+            for (k, v) in params {
+                q.append_pair(k, v);
+            }
         }
         Ok(Search {
             client: self,
+            first_url: strip_credentials(&url),
             next: Some(url),
             seen: HashSet::new(),
+            ids: HashSet::new(),
+            total: None,
+            received: 0,
+            repeated: 0,
             server_date: None,
         })
     }
@@ -400,11 +589,21 @@ fn operation_outcome_text(body: &str) -> Option<String> {
     (!texts.is_empty()).then(|| texts.join("; "))
 }
 
-/// The pages of one search, following `next` links.
+/// The pages of one search, following `next` links, and what they held: the search is
+/// complete when the resources received match `Bundle.total` (when the server gives one).
 pub struct Search<'a> {
     client: &'a Client,
+    first_url: String,
     next: Option<Url>,
     seen: HashSet<String>,
+    /// The ids of the results so far (identity decides what is one resource).
+    ids: HashSet<String>,
+    /// `Bundle.total` of the first page that gave one.
+    pub total: Option<u64>,
+    /// Distinct results received.
+    pub received: u64,
+    /// Results received again on a later page (a server whose pages overlap).
+    pub repeated: u64,
     /// The server's `Date` header of the first page: a watermark that misses nothing
     /// updated while the pages were being read.
     pub server_date: Option<String>,
@@ -436,6 +635,9 @@ impl Search<'_> {
             Some(other) => return Err(not_bundle(format!("a {other}"))),
             None => return Err(not_bundle("no resourceType".into())),
         }
+        if self.total.is_none() {
+            self.total = bundle.get("total").and_then(Value::as_u64);
+        }
         let next = bundle
             .get("link")
             .and_then(Value::as_array)
@@ -458,29 +660,77 @@ impl Search<'_> {
             self.next = Some(n);
         }
         let mut entries = Vec::new();
+        let mut included = Vec::new();
         let entry_list = match bundle.get_mut("entry").map(Value::take) {
             Some(Value::Array(a)) => a,
             _ => Vec::new(),
         };
+        let mut new_ids = 0u64;
+        let mut with_ids = 0u64;
         for mut e in entry_list {
-            // Search bundles may carry OperationOutcomes (search.mode = outcome): not data.
+            // Search bundles may carry OperationOutcomes (search.mode = outcome): not data;
+            // `_include`d resources are kept apart.
             let mode = e
                 .get("search")
                 .and_then(|s| s.get("mode"))
-                .and_then(Value::as_str);
-            if mode == Some("outcome") {
-                continue;
-            }
-            match e.get_mut("resource").map(Value::take) {
-                Some(r) if !r.is_null() => entries.push(Ok(r)),
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            match (mode.as_deref(), e.get_mut("resource").map(Value::take)) {
+                (Some("outcome"), _) => {}
+                (Some("include"), Some(r)) if !r.is_null() => included.push(r),
+                (Some("include"), _) => {}
+                (_, Some(r)) if !r.is_null() => {
+                    if let Some(id) = r.get("id").and_then(Value::as_str) {
+                        with_ids += 1;
+                        if self.ids.insert(id.to_string()) {
+                            new_ids += 1;
+                        } else {
+                            self.repeated += 1;
+                        }
+                    }
+                    entries.push(Ok(r));
+                }
                 _ => entries.push(Err("a Bundle entry without a resource".to_string())),
             }
+        }
+        self.received += new_ids;
+        if with_ids > 0 && new_ids == 0 && self.seen.len() > 1 {
+            // Only what earlier pages gave: a server that pages in a circle through
+            // different URLs (an offset that does not advance).
+            return Err(FetchError::PageRepeats { url: shown });
         }
         Ok(Some(Page {
             url: shown,
             entries,
+            included,
             bytes,
         }))
+    }
+
+    /// After the last page: an error when the server announced more resources than it gave
+    /// (a search that ended early), else the number received.
+    pub fn finish(&self) -> Result<u64, FetchError> {
+        if let Some(total) = self.total {
+            if self.received < total {
+                return Err(FetchError::Incomplete {
+                    url: self.first_url.clone(),
+                    announced: total,
+                    received: self.received,
+                    missing: total - self.received,
+                });
+            }
+        }
+        Ok(self.received)
+    }
+
+    /// The ids of the results received (for a sweep of what the server still holds).
+    pub fn ids(&self) -> &HashSet<String> {
+        &self.ids
+    }
+
+    /// The ids received, to take them.
+    pub fn ids_mut(&mut self) -> &mut HashSet<String> {
+        &mut self.ids
     }
 }
 
@@ -517,6 +767,40 @@ mod tests {
             strip_credentials(&Url::parse("https://u:p@h.example/x").unwrap()),
             "https://h.example/x"
         );
+    }
+
+    #[test]
+    fn capabilities_say_what_a_type_supports() {
+        let c = Capabilities::from_statement(&serde_json::json!({
+            "resourceType": "CapabilityStatement", "fhirVersion": "4.0.1",
+            "software": {"name": "Medplum", "version": "5.2.13"},
+            "rest": [{"mode": "server", "resource": [
+                {"type": "Patient", "interaction": [{"code": "read"}, {"code": "search-type"}]},
+                {"type": "Observation", "interaction": [{"code": "history-type"}],
+                 "searchInclude": ["*"]},
+                {"type": "MedicationRequest", "interaction": [{"code": "read"}],
+                 "searchInclude": ["MedicationRequest:medication"]}
+            ]}]
+        }));
+        assert_eq!(c.software.as_deref(), Some("Medplum 5.2.13"));
+        assert_eq!(c.history_type("Patient"), Support::No);
+        assert_eq!(c.history_type("Observation"), Support::Yes);
+        assert_eq!(c.history_type("Procedure"), Support::Unknown);
+        assert_eq!(
+            c.include("MedicationRequest", "MedicationRequest:medication"),
+            Support::Yes
+        );
+        assert_eq!(
+            c.include("Observation", "Observation:subject"),
+            Support::Yes
+        );
+        assert_eq!(
+            c.include("MedicationRequest", "MedicationRequest:subject"),
+            Support::No
+        );
+        let u = Capabilities::from_statement(&serde_json::json!({"resourceType": "Bundle"}));
+        assert!(u.unreadable.is_some());
+        assert_eq!(u.history_type("Patient"), Support::Unknown);
     }
 
     #[test]

@@ -130,6 +130,7 @@ diesel::table! {
         last_updated -> Text,
         run_id -> Int8,
         updated_at -> Timestamptz,
+        swept_at -> Nullable<Timestamptz>,
     }
 }
 

@@ -108,9 +108,16 @@ pub struct FhirArgs {
     /// The environment variable holding the bearer token.
     #[arg(long, value_name = "VAR")]
     pub token_env: Option<String>,
-    /// Ignore the watermarks and pull everything again (unchanged resources cost nothing).
+    /// Ignore the watermarks and pull everything again (unchanged resources cost nothing);
+    /// what the server no longer holds is removed, as by an id sweep.
     #[arg(long)]
     pub full: bool,
+    /// Days between id sweeps of a resource type whose deletions the server cannot list
+    /// (its CapabilityStatement has no type-level `_history`, or `_history` answers 404):
+    /// the ids the server holds (`_elements=id`) are compared with the registry's records
+    /// and the missing ones removed. 0: every pull.
+    #[arg(long, value_name = "DAYS", default_value_t = crate::config::DEFAULT_SWEEP_DAYS)]
+    pub id_sweep_days: u32,
     /// Seconds before one request times out.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
@@ -203,6 +210,8 @@ pub enum MappingCommand {
     },
 }
 
+use crate::fhirimport::Deletions;
+
 pub fn import_command(g: &GlobalOpts, cmd: ImportCommand) -> Result<ExitCode> {
     let (command, source, dates) = match cmd {
         ImportCommand::Csv(a) => {
@@ -231,6 +240,7 @@ pub fn import_command(g: &GlobalOpts, cmd: ImportCommand) -> Result<ExitCode> {
                         ..Default::default()
                     },
                     full: a.full,
+                    sweep_days: a.id_sweep_days,
                 }),
             };
             ("import fhir", source, a.dates)
@@ -354,6 +364,26 @@ fn run_import(
                         .map(|w| format!("; watermark {w}"))
                         .unwrap_or_default()
                 );
+                let how = match &o.deletions {
+                    Deletions::NotChecked => None,
+                    Deletions::History => Some("deletions from the type's _history".to_string()),
+                    Deletions::FullPull => {
+                        Some("deletions: a full pull compared with the registry".to_string())
+                    }
+                    Deletions::Sweep => Some(
+                        "deletions: an id sweep (the server keeps no type-level _history)"
+                            .to_string(),
+                    ),
+                    Deletions::SweepNotDue { next_due } => Some(format!(
+                        "deletions: the server keeps no type-level _history; next id sweep {next_due}"
+                    )),
+                };
+                for line in how.iter().chain(o.notes.iter()) {
+                    println!("  {line}");
+                }
+                if let (Some(n), Some(m)) = (o.announced, o.missing) {
+                    println!("  incomplete: {m} of {n} announced resources were not received");
+                }
             }
         }
         let c = &out.counts;

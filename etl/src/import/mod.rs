@@ -79,6 +79,54 @@ pub struct ImportContext<'a> {
     pub progress: indicatif::ProgressBar,
     /// The records of the source last imported (kept between its units).
     pub records: Option<(String, RecordIndex)>,
+    /// Rows of mappings that write no `person` row are rejected when their person has no
+    /// row in cdm.person (`person_without_row`): set for FHIR sources, whose facts must not
+    /// outlive a rejected Patient. Holds the persons known to have a row.
+    pub person_rows: Option<PersonRows>,
+    /// FHIR pulls: what the server offered and what the pull used (its CapabilityStatement,
+    /// how deletions are found), added to each unit's audit entry.
+    pub audit_fhir: Option<serde_json::Value>,
+}
+
+/// The persons known to have a row in cdm.person (read once, then asked per miss: a
+/// Patient loaded by an earlier unit of the run is found).
+#[derive(Debug, Default)]
+pub struct PersonRows {
+    known: Option<std::collections::HashSet<i32>>,
+}
+
+impl PersonRows {
+    fn contains(&mut self, db: &mut postgres::Client, person_id: i32) -> Result<bool> {
+        if self.known.is_none() {
+            let all = db
+                .query("SELECT person_id FROM cdm.person", &[])?
+                .iter()
+                .map(|r| r.get::<_, i32>(0))
+                .collect();
+            self.known = Some(all);
+        }
+        let known = self.known.as_mut().expect("read above");
+        if known.contains(&person_id) {
+            return Ok(true);
+        }
+        let found = db
+            .query_opt(
+                "SELECT 1 FROM cdm.person WHERE person_id = $1",
+                &[&person_id],
+            )?
+            .is_some();
+        if found {
+            known.insert(person_id);
+        }
+        Ok(found)
+    }
+}
+
+/// The stored identity of a record with source key `key` (the first 128 bits of its keyed
+/// hash).
+pub fn record_key(keys: &Keys, key: &str) -> RecordKey {
+    let d = keys.current.keyed_digest(ROW_KEY_PURPOSE, key.as_bytes());
+    d[..16].try_into().expect("16 bytes")
 }
 
 impl<'a> ImportContext<'a> {
@@ -99,6 +147,8 @@ impl<'a> ImportContext<'a> {
             limits,
             progress: indicatif::ProgressBar::hidden(),
             records: None,
+            person_rows: None,
+            audit_fhir: None,
         })
     }
 
@@ -394,8 +444,10 @@ impl RecordHasher<'_> {
             let d = self.keys.current.keyed_digest(ROW_KEY_PURPOSE, data);
             d[..16].try_into().expect("16 bytes")
         };
+        debug_assert_eq!(digest(b"k"), record_key(self.keys, "k"));
         match r {
             RowResult::Deleted { key, .. } => Some(digest(key.as_bytes())),
+            RowResult::Gone { record, .. } => Some(*record),
             RowResult::Row(row) if row.key.is_some() => {
                 Some(digest(row.key.as_deref().unwrap_or("").as_bytes()))
             }
@@ -455,6 +507,8 @@ struct Reader<'a> {
     counts: UnitCounts,
     tables: BTreeMap<String, i64>,
     progress: &'a indicatif::ProgressBar,
+    /// Set when rows of persons without a cdm.person row are rejected.
+    person_rows: Option<PersonRows>,
 }
 
 impl Reader<'_> {
@@ -518,7 +572,7 @@ impl Reader<'_> {
                 self.reject(number as i64, code, reason);
                 Ok(())
             }
-            RowResult::Deleted { number, .. } => {
+            RowResult::Deleted { number, .. } | RowResult::Gone { number, .. } => {
                 let k = key.expect("a deletion has a key");
                 let number = number as i64;
                 if self.seen_keys.insert(k, (number as u64, 0)).is_some() {
@@ -676,6 +730,20 @@ impl Reader<'_> {
                 return Ok(());
             }
         };
+        if let Some(pr) = self.person_rows.as_mut() {
+            if !pr.contains(seq, person.person_id)? {
+                if let Some(k) = &key {
+                    self.seen_keys.remove(k);
+                }
+                self.reject(
+                    number,
+                    "person_without_row",
+                    "the person has no row in cdm.person: their Patient was rejected or has not \
+                     been imported (a full pull loads this record once the Patient is loaded)",
+                );
+                return Ok(());
+            }
+        }
 
         // Every emit of the row, or none; every failing cell is recorded.
         let c = self.c;
@@ -983,6 +1051,11 @@ pub fn load_unit(
         counts: UnitCounts::default(),
         tables: BTreeMap::new(),
         progress: &progress,
+        person_rows: if c.emits.iter().any(|e| e.table == "person") {
+            None
+        } else {
+            ctx.person_rows.take()
+        },
     };
     let target = batch::Target {
         ledger: &ledger,
@@ -1090,6 +1163,9 @@ pub fn load_unit(
     });
     out.counts = reader.counts;
     out.tables = std::mem::take(&mut reader.tables);
+    if reader.person_rows.is_some() {
+        ctx.person_rows = reader.person_rows.take();
+    }
 
     if let Err(e) = result {
         drop(tx);
@@ -1188,6 +1264,7 @@ pub fn load_unit(
                     "dates_shifted": reader.ev.dates_shifted,
                     "columns_dropped": dropped.len() as i64 * out.counts.rows_in,
                 },
+                "fhir": ctx.audit_fhir,
             }),
         },
     )?;

@@ -109,7 +109,7 @@ pub fn run(c: &Compiled, path: &Path, rows: usize, limits: Limits) -> Result<Sam
                 *report.bad_rows.entry(code.to_string()).or_default() += 1;
                 continue;
             }
-            RowResult::Deleted { .. } => continue,
+            RowResult::Deleted { .. } | RowResult::Gone { .. } => continue,
         };
         for (ei, e) in c.emits.iter().enumerate() {
             if let Some(w) = &e.when {

@@ -42,6 +42,12 @@ pub enum RowResult {
         number: u64,
         key: String,
     },
+    /// A record the source no longer holds, known only by its stored identity (an id sweep
+    /// of a FHIR server found it gone): the rows it produced are removed.
+    Gone {
+        number: u64,
+        record: crate::ledger::RecordKey,
+    },
 }
 
 /// A problem that makes the whole file unusable (the file is rejected with `code` and

@@ -1,0 +1,1 @@
+ALTER TABLE registry.fhir_watermark DROP COLUMN swept_at;
