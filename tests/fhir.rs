@@ -44,11 +44,12 @@ fn pull(db: &TestDb, key: &Path, endpoint: &str, extra: &[&str]) -> (Option<i32>
         "fhir".into(),
         "--endpoint".into(),
         endpoint.into(),
-        "--count".into(),
-        "50".into(),
         "--backoff-ms".into(),
         "20".into(),
     ];
+    if !extra.contains(&"--count") {
+        args.extend(["--count".into(), "50".into()]);
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
     args.extend(mapping_args());
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -534,4 +535,245 @@ fn a_night_pulls_fhir_endpoint_bulk_exports_and_dicom() {
     assert_eq!(counts(&db), first);
     let out = db.registrar(&["audit", "verify"]);
     assert!(out.status.success(), "{}", text(&out));
+}
+
+/// The cdm tables FHIR mappings write, with their rows' persons.
+const FACT_TABLES: [&str; 5] = [
+    "condition_occurrence",
+    "measurement",
+    "procedure_occurrence",
+    "drug_exposure",
+    "observation",
+];
+
+fn table_counts(db: &TestDb) -> Vec<(String, i64)> {
+    std::iter::once("person")
+        .chain(FACT_TABLES)
+        .map(|t| {
+            (
+                t.to_string(),
+                db.count(&format!("SELECT count(*) FROM cdm.{t}")),
+            )
+        })
+        .collect()
+}
+
+/// Resources as a Bulk Data export folder (one ndjson file per type).
+fn write_export(dir: &Path, all: &[Value]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut by_type: std::collections::BTreeMap<String, String> = Default::default();
+    for r in all {
+        let f = by_type
+            .entry(r["resourceType"].as_str().unwrap().to_string())
+            .or_default();
+        f.push_str(&serde_json::to_string(r).unwrap());
+        f.push('\n');
+    }
+    for (t, body) in by_type {
+        std::fs::write(dir.join(format!("{t}.ndjson")), body).unwrap();
+    }
+}
+
+#[test]
+fn results_do_not_depend_on_the_page_size_and_no_fact_outlives_its_rejected_patient() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = new_key(dir.path(), "registry.key");
+    let src = synth(dir.path(), 30, 11, 0.0);
+    let mut all: Vec<Value> = Vec::new();
+    for e in std::fs::read_dir(src.join("fhir")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().and_then(|x| x.to_str()) == Some("ndjson") {
+            for line in std::fs::read_to_string(&p).unwrap().lines() {
+                if !line.trim().is_empty() {
+                    all.push(serde_json::from_str(line).unwrap());
+                }
+            }
+        }
+    }
+    // A Patient whose birth date is absent with a data-absent-reason (valid FHIR; the
+    // mapping needs a year of birth, so the Patient is rejected): none of its facts may load.
+    let rejected = all
+        .iter_mut()
+        .find(|r| r["resourceType"] == "Patient")
+        .unwrap();
+    rejected.as_object_mut().unwrap().remove("birthDate");
+    rejected["_birthDate"] = json!({"extension": [{
+        "url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason",
+        "valueCode": "unknown"}]});
+    let rejected_id = rejected["id"].as_str().unwrap().to_string();
+    let rejected_ref = format!("Patient/{rejected_id}");
+    let orphans = all
+        .iter()
+        .filter(|r| r["subject"]["reference"] == rejected_ref.as_str())
+        .filter(|r| TYPES.contains(&r["resourceType"].as_str().unwrap()))
+        .count();
+    assert!(orphans > 3, "the rejected patient has facts: {orphans}");
+    // Identical content under two ids is two resources (a second administration the same day).
+    let mut twin = all
+        .iter()
+        .find(|r| {
+            r["resourceType"] == "MedicationAdministration"
+                && r["subject"]["reference"] != rejected_ref.as_str()
+        })
+        .unwrap()
+        .clone();
+    twin["id"] = json!(format!("{}-twin", twin["id"].as_str().unwrap()));
+    all.push(twin);
+    let administrations = all
+        .iter()
+        .filter(|r| {
+            r["resourceType"] == "MedicationAdministration"
+                && r["subject"]["reference"] != rejected_ref.as_str()
+        })
+        .count() as i64;
+
+    let server = FhirServer::start(None);
+    server.put_all(&all);
+    let export = dir.path().join("export");
+    write_export(&export, &all);
+
+    let mut results = Vec::new();
+    for count in ["7", "50", "1000"] {
+        let db = TestDb::new();
+        let (code, v, t) = pull(&db, &key, &server.base, &["--count", count]);
+        assert_eq!(code, Some(1), "rejects, nothing failed: {t}");
+        let obs = mapping_outcome(&v, "Observation");
+        assert!(obs["announced"].as_u64().unwrap() > 0, "{obs}");
+        assert_eq!(obs["missing"], Value::Null, "{obs}");
+        assert_eq!(
+            db.count("SELECT count(*) FROM cdm.drug_exposure"),
+            administrations,
+            "_count {count}: one drug row per administration resource, twins included"
+        );
+        assert_eq!(
+            db.count(
+                "SELECT count(*) FROM registry.reject WHERE reason_code = 'person_without_row'"
+            ),
+            orphans as i64,
+            "_count {count}: every fact of the rejected patient is rejected with its own reason"
+        );
+        for t in FACT_TABLES {
+            assert_eq!(
+                db.count(&format!(
+                    "SELECT count(*) FROM cdm.{t} x WHERE NOT EXISTS (SELECT 1 FROM cdm.person p WHERE p.person_id = x.person_id)"
+                )),
+                0,
+                "{t}: no fact without its person row"
+            );
+        }
+        let reasons = db
+            .client()
+            .query("SELECT reason FROM registry.reject", &[])
+            .unwrap();
+        for r in reasons {
+            let reason: String = r.get(0);
+            assert!(!reason.contains(rejected_id.as_str()), "{reason}");
+        }
+        results.push((count, table_counts(&db), cohort_rows(&db)));
+    }
+    let bulk = TestDb::new();
+    let mut args = vec![
+        "--key-file".to_string(),
+        key.to_str().unwrap().into(),
+        "import".into(),
+        "fhir-bulk".into(),
+    ];
+    args.extend(mapping_args());
+    args.push("--".into());
+    args.push(export.to_str().unwrap().into());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = bulk.registrar(&refs);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(
+        bulk.count("SELECT count(*) FROM registry.reject WHERE reason_code = 'person_without_row'"),
+        orphans as i64
+    );
+    results.push(("bulk", table_counts(&bulk), cohort_rows(&bulk)));
+    let (_, first_counts, first_rows) = &results[0];
+    assert_eq!(first_rows.len(), 29, "the rejected patient is in no view");
+    for (how, counts, rows) in &results[1..] {
+        assert_eq!(counts, first_counts, "{how} against _count 7");
+        assert_eq!(rows, first_rows, "{how} against _count 7");
+    }
+}
+
+#[test]
+fn medication_references_are_resolved_contained_included_or_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = new_key(dir.path(), "registry.key");
+    let src = synth(dir.path(), 5, 3, 0.0);
+    let server = FhirServer::start(None);
+    let all = server.load_synth(&src.join("fhir"));
+    let drug_system = "https://hopital-sainte-elise.example/fhir/CodeSystem/drug";
+    let ma: Vec<Value> = all
+        .iter()
+        .filter(|r| r["resourceType"] == "MedicationAdministration")
+        .cloned()
+        .collect();
+    assert!(ma.len() >= 3);
+    let code_of = |r: &Value| {
+        r["medicationCodeableConcept"]["coding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["system"] == drug_system)
+            .unwrap()["code"]
+            .clone()
+    };
+    // 1: the medication contained in the administration; 2: a Medication resource of the
+    // server; 3: a reference to a Medication the server does not have.
+    let mut contained = ma[0].clone();
+    let c0 = code_of(&contained);
+    contained["contained"] = json!([{"resourceType": "Medication", "id": "med1",
+        "code": {"coding": [{"system": drug_system, "code": c0}]}}]);
+    contained
+        .as_object_mut()
+        .unwrap()
+        .remove("medicationCodeableConcept");
+    contained["medicationReference"] = json!({"reference": "#med1"});
+    let mut separate = ma[1].clone();
+    let c1 = code_of(&separate);
+    let medication = json!({"resourceType": "Medication", "id": "medication-rx-1",
+        "code": {"coding": [{"system": drug_system, "code": c1}]}});
+    separate
+        .as_object_mut()
+        .unwrap()
+        .remove("medicationCodeableConcept");
+    separate["medicationReference"] = json!({"reference": "Medication/medication-rx-1"});
+    let mut missing = ma[2].clone();
+    missing
+        .as_object_mut()
+        .unwrap()
+        .remove("medicationCodeableConcept");
+    missing["medicationReference"] = json!({"reference": "Medication/no-such-medication-9"});
+    server.put_all(&[medication, contained, separate, missing]);
+
+    let db = TestDb::new();
+    let (code, v, t) = pull(&db, &key, &server.base, &[]);
+    assert_eq!(code, Some(1), "one administration rejected: {t}");
+    let m = mapping_outcome(&v, "MedicationAdministration");
+    assert_eq!(rows_in(m), ma.len() as i64, "{m}");
+    assert_eq!(
+        db.count("SELECT count(*) FROM cdm.drug_exposure"),
+        ma.len() as i64 - 1,
+        "{t}"
+    );
+    for c in [c0, c1] {
+        assert!(
+            db.count(&format!(
+                "SELECT count(*) FROM cdm.drug_exposure WHERE drug_source_value = '{}'",
+                c.as_str().unwrap()
+            )) >= 1
+        );
+    }
+    let r = db
+        .client()
+        .query_one(
+            "SELECT column_name, reason FROM registry.reject WHERE reason LIKE '%referenced Medication%'",
+            &[],
+        )
+        .unwrap();
+    let (col, reason): (Option<String>, String) = (r.get(0), r.get(1));
+    assert_eq!(col.as_deref(), Some("drug"), "{reason}");
+    assert!(!reason.contains("no-such-medication"), "{reason}");
 }
