@@ -207,7 +207,7 @@ impl MedplumServer {
             if *flag {
                 cmd.arg("--experimental-websocket");
             }
-            let mut child = cmd
+            let child = cmd
                 .arg("server.mjs")
                 .args(["--port", &port.to_string(), "--variant", paging.arg()])
                 .args(["--instance", &instance])
@@ -217,23 +217,23 @@ impl MedplumServer {
                 .stderr(log)
                 .spawn()
                 .expect("start node server.mjs");
+            // Owned at once, so that the child is stopped on every way out (panics too).
+            let mut server = Self {
+                child,
+                base,
+                paging,
+                _log_dir: log_dir,
+            };
             let t0 = Instant::now();
             while t0.elapsed() < Duration::from_secs(90) {
-                if let Ok(Some(_)) = child.try_wait() {
+                if let Ok(Some(_)) = server.child.try_wait() {
                     break; // port taken (exit 98) or a failure: try again, then report
                 }
                 if answers_as(port, &instance) {
-                    return Self {
-                        child,
-                        base,
-                        paging,
-                        _log_dir: log_dir,
-                    };
+                    return server;
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            let _ = child.kill();
-            let _ = child.wait();
             last_log = std::fs::read_to_string(&log_path).unwrap_or_default();
         }
         panic!("the Medplum FHIR server did not start:\n{last_log}");
