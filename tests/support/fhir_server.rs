@@ -85,6 +85,22 @@ pub fn http(method: &str, url: &str, token: Option<&str>, body: Option<&Value>) 
     (status, v)
 }
 
+/// Every resource of the `.ndjson` files in a folder (an export of `registrar synth`).
+pub fn ndjson_resources(fhir_dir: &std::path::Path) -> Vec<Value> {
+    let mut all = Vec::new();
+    for e in std::fs::read_dir(fhir_dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().and_then(|x| x.to_str()) == Some("ndjson") {
+            for line in std::fs::read_to_string(&p).unwrap().lines() {
+                if !line.trim().is_empty() {
+                    all.push(serde_json::from_str(line).unwrap());
+                }
+            }
+        }
+    }
+    all
+}
+
 /// One sekmet server, stopped on drop.
 pub struct FhirServer {
     child: Child,
@@ -180,17 +196,7 @@ impl FhirServer {
 
     /// Every resource of an export folder of `registrar synth`.
     pub fn load_synth(&self, fhir_dir: &std::path::Path) -> Vec<Value> {
-        let mut all = Vec::new();
-        for e in std::fs::read_dir(fhir_dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.extension().and_then(|x| x.to_str()) == Some("ndjson") {
-                for line in std::fs::read_to_string(&p).unwrap().lines() {
-                    if !line.trim().is_empty() {
-                        all.push(serde_json::from_str(line).unwrap());
-                    }
-                }
-            }
-        }
+        let all = ndjson_resources(fhir_dir);
         self.put_all(&all);
         all
     }
