@@ -13,7 +13,7 @@ const MAPPINGS: [&str; 5] = [
     "procedure",
     "medication_administration",
 ];
-const TYPES: [&str; 5] = [
+pub(crate) const TYPES: [&str; 5] = [
     "Patient",
     "Condition",
     "Observation",
@@ -21,7 +21,7 @@ const TYPES: [&str; 5] = [
     "MedicationAdministration",
 ];
 
-fn mapping_args() -> Vec<String> {
+pub(crate) fn mapping_args() -> Vec<String> {
     let mut v = vec!["--mapping".to_string()];
     for m in MAPPINGS {
         v.push(
@@ -35,7 +35,12 @@ fn mapping_args() -> Vec<String> {
 }
 
 /// `registrar --json import fhir` against `endpoint`; returns (exit code, JSON, full text).
-fn pull(db: &TestDb, key: &Path, endpoint: &str, extra: &[&str]) -> (Option<i32>, Value, String) {
+pub(crate) fn pull(
+    db: &TestDb,
+    key: &Path,
+    endpoint: &str,
+    extra: &[&str],
+) -> (Option<i32>, Value, String) {
     let mut args: Vec<String> = vec![
         "--json".into(),
         "--key-file".into(),
@@ -58,7 +63,7 @@ fn pull(db: &TestDb, key: &Path, endpoint: &str, extra: &[&str]) -> (Option<i32>
     (out.status.code(), v, text(&out))
 }
 
-fn mapping_outcome<'a>(v: &'a Value, resource_type: &str) -> &'a Value {
+pub(crate) fn mapping_outcome<'a>(v: &'a Value, resource_type: &str) -> &'a Value {
     v["mappings"]
         .as_array()
         .unwrap()
@@ -67,7 +72,7 @@ fn mapping_outcome<'a>(v: &'a Value, resource_type: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {resource_type} in {v:#}"))
 }
 
-fn rows_in(m: &Value) -> i64 {
+pub(crate) fn rows_in(m: &Value) -> i64 {
     m["units"]
         .as_array()
         .unwrap()
@@ -77,7 +82,7 @@ fn rows_in(m: &Value) -> i64 {
 }
 
 /// The modeling cohort keyed by pseudonym (person_id differs between registries).
-fn cohort_rows(db: &TestDb) -> Vec<String> {
+pub(crate) fn cohort_rows(db: &TestDb) -> Vec<String> {
     db.client()
         .query(
             "SELECT p.person_source_value || ' ' || (to_jsonb(m) - 'person_id')::text
@@ -90,7 +95,7 @@ fn cohort_rows(db: &TestDb) -> Vec<String> {
         .collect()
 }
 
-fn of_types(all: &[Value]) -> usize {
+pub(crate) fn of_types(all: &[Value]) -> usize {
     all.iter()
         .filter(|r| TYPES.contains(&r["resourceType"].as_str().unwrap()))
         .count()

@@ -2,14 +2,12 @@
 //! checked on its own with raw HTTP (nothing of registrar's): its paging variants, and the
 //! Medplum behaviours the FHIR import tests can lean on.
 
-mod support;
-
+use crate::support::fhir_server::http;
+use crate::support::medplum_server::{MedplumServer, Paging};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use support::fhir_server::http;
-use support::medplum_server::{MedplumServer, Paging};
 
 const PATIENTS: usize = 250;
 
