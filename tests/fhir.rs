@@ -782,3 +782,39 @@ fn medication_references_are_resolved_contained_included_or_reported() {
     assert_eq!(col.as_deref(), Some("drug"), "{reason}");
     assert!(!reason.contains("no-such-medication"), "{reason}");
 }
+
+#[test]
+fn history_that_the_statement_promises_but_the_server_refuses_falls_back_to_a_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = new_key(dir.path(), "registry.key");
+    let src = synth(dir.path(), 8, 13, 0.0);
+    let server = FhirServer::start(None);
+    let all = server.load_synth(&src.join("fhir"));
+    std::thread::sleep(std::time::Duration::from_millis(3200));
+    let proxy = FaultProxy::start(&server);
+    let db = TestDb::new();
+    let (code, _, t) = pull(&db, &key, &proxy.base, &[]);
+    assert_eq!(code, Some(0), "{t}");
+    // No statement this time, and every _history answered 404: never a failure; the ids
+    // are swept (the first sweep is due at once: the first pull was not a sweep).
+    let gone = all
+        .iter()
+        .find(|r| r["resourceType"] == "Condition")
+        .unwrap();
+    server.delete("Condition", gone["id"].as_str().unwrap());
+    for night in 1..=2 {
+        proxy.inject("/fhir/metadata", &[Fault::Status(404, None)]);
+        proxy.inject("_history", &vec![Fault::Status(404, None); 5]);
+        let (code, v, t) = pull(&db, &key, &proxy.base, &["--id-sweep-days", "0"]);
+        assert_eq!(code, Some(0), "night {night}: {t}");
+        let m = mapping_outcome(&v, "Condition");
+        assert_eq!(m["deletions"]["method"], "sweep", "{m}");
+        assert_eq!(m["deleted"], json!(if night == 1 { 1 } else { 0 }), "{m}");
+        assert!(
+            m["notes"][0].as_str().unwrap().contains("HTTP 404"),
+            "{m}"
+        );
+        assert!(v["source"]["capabilities"]["unreadable"].is_string(), "{v}");
+    }
+    proxy.clear();
+}
