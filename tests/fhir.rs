@@ -810,10 +810,7 @@ fn history_that_the_statement_promises_but_the_server_refuses_falls_back_to_a_sw
         let m = mapping_outcome(&v, "Condition");
         assert_eq!(m["deletions"]["method"], "sweep", "{m}");
         assert_eq!(m["deleted"], json!(if night == 1 { 1 } else { 0 }), "{m}");
-        assert!(
-            m["notes"][0].as_str().unwrap().contains("HTTP 404"),
-            "{m}"
-        );
+        assert!(m["notes"][0].as_str().unwrap().contains("HTTP 404"), "{m}");
         assert!(v["source"]["capabilities"]["unreadable"].is_string(), "{v}");
     }
     proxy.clear();

@@ -107,10 +107,25 @@ pub fn from_value(json: Value, expected_type: Option<&str>) -> Result<Resource, 
     }
     // The model check: every element with its type and every code from a required binding.
     // (Deserialised from a borrow: no copy of the resource.)
-    if let Err(e) = <fhir_sdk::r4b::resources::Resource as serde::Deserialize>::deserialize(&json) {
+    let model = match <fhir_sdk::r4b::resources::Resource as serde::Deserialize>::deserialize(&json)
+    {
+        Ok(m) => m,
+        Err(e) => {
+            return Err(err(format!(
+                "not a valid R4 {t}: {}",
+                redact(&e.to_string())
+            )))
+        }
+    };
+    // The models ignore elements they do not know (STU3's `Procedure.context`, a misspelt
+    // element, an element of another version): what the model writes back must hold every
+    // element that was sent.
+    let back = serde_json::to_value(&model).map_err(|e| err(format!("not a valid R4 {t}: {e}")))?;
+    drop(model);
+    let mut path = vec![t.to_string()];
+    if let Some(unknown) = unknown_element(&json, &back, &mut path) {
         return Err(err(format!(
-            "not a valid R4 {t}: {}",
-            redact(&e.to_string())
+            "not a valid R4 {t}: `{unknown}` is not an element of R4 (another FHIR version, or misspelt)"
         )));
     }
     let last_updated = json
@@ -124,6 +139,55 @@ pub fn from_value(json: Value, expected_type: Option<&str>) -> Result<Resource, 
         last_updated,
         json,
     })
+}
+
+/// The first element of `sent` that `kept` (the model's rewrite) lacks, as a dotted path of
+/// element names (never values). Empty values (`null`, `[]`, `{}`) are not elements.
+fn unknown_element(sent: &Value, kept: &Value, path: &mut Vec<String>) -> Option<String> {
+    match (sent, kept) {
+        (Value::Object(s), Value::Object(k)) => {
+            for (name, v) in s {
+                let empty = match v {
+                    Value::Null => true,
+                    Value::Array(a) => a.is_empty(),
+                    Value::Object(o) => o.is_empty(),
+                    _ => false,
+                };
+                if empty {
+                    continue;
+                }
+                // Element names only ([A-Za-z0-9_]): anything else is not echoed.
+                let shown = if name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                    && name.len() <= 64
+                {
+                    name.clone()
+                } else {
+                    "(an element with an invalid name)".to_string()
+                };
+                path.push(shown);
+                let found = match k.get(name) {
+                    None => Some(path.join(".")),
+                    Some(kv) => unknown_element(v, kv, path),
+                };
+                path.pop();
+                if found.is_some() {
+                    return found;
+                }
+            }
+            None
+        }
+        (Value::Array(s), Value::Array(k)) => {
+            for (i, v) in s.iter().enumerate() {
+                if let Some(kv) = k.get(i) {
+                    if let Some(f) = unknown_element(v, kv, path) {
+                        return Some(f);
+                    }
+                }
+            }
+            None
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -157,6 +221,41 @@ mod tests {
             ("Observation", "o1")
         );
         assert_eq!(r.last_updated.as_deref(), Some("2024-01-02T03:04:05Z"));
+    }
+
+    #[test]
+    fn elements_that_are_not_r4_are_refused() {
+        // STU3's Procedure.context (R4 calls it encounter).
+        let e = parse_resource(
+            br#"{"resourceType":"Procedure","id":"x1","status":"completed","subject":{"reference":"Patient/p"},
+                 "context":{"reference":"Encounter/e1"}}"#,
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("`Procedure.context` is not an element of R4"),
+            "{e}"
+        );
+        // Deep: a misspelt element in a coding.
+        let e = parse_resource(
+            br#"{"resourceType":"Observation","id":"o","status":"final",
+                 "code":{"coding":[{"system":"http://loinc.org","cod":"85337-4"}]}}"#,
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("`Observation.code.coding.cod`"),
+            "{e}"
+        );
+        // Primitive extensions, contained resources and choice elements are R4.
+        parse_resource(
+            br#"{"resourceType":"Patient","id":"p","_birthDate":{"extension":[{"url":"http://hl7.org/fhir/StructureDefinition/data-absent-reason","valueCode":"unknown"}]},
+                 "contained":[{"resourceType":"Organization","id":"o1","name":"x"}],
+                 "deceasedBoolean":false,"identifier":[]}"#,
+            None,
+        )
+        .unwrap();
     }
 
     #[test]
