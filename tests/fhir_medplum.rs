@@ -175,3 +175,188 @@ fn opaque_getpages_links_are_followed_to_the_same_registry() {
     );
     assert_eq!(cohort_rows(&db), bulk_cohort(&key, &src.join("fhir")));
 }
+
+/// mCODE STU3-shaped resources, written from the IG's profiles (PrimaryCancerCondition,
+/// TumorMarkerTest, TNM categories and stage group, CancerRelatedSurgicalProcedure,
+/// CancerRelatedMedicationRequest and Administration), as a hospital's mCODE endpoint serves
+/// them. The patient carries only an MR-typed identifier of the hospital's own system.
+fn mcode_patient() -> Vec<Value> {
+    let subject = json!({"reference": "Patient/mcode-pt-1"});
+    let mcode = |p: &str| json!({"profile": [format!("http://hl7.org/fhir/us/mcode/StructureDefinition/{p}")]});
+    let loinc = |c: &str| json!({"coding": [{"system": "http://loinc.org", "code": c}]});
+    let snomed = |c: &str| json!({"coding": [{"system": "http://snomed.info/sct", "code": c}]});
+    let ajcc = |c: &str| json!({"coding": [{"system": "http://cancerstaging.org", "code": c}]});
+    let lab = json!([{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}]);
+    let obs = |id: &str, profile: &str, code: Value, value: (&str, Value)| {
+        let mut o = json!({"resourceType": "Observation", "id": id, "meta": mcode(profile),
+            "status": "final", "category": lab.clone(), "code": code, "subject": subject.clone(),
+            "effectiveDateTime": "2024-03-04"});
+        o[value.0] = value.1;
+        o
+    };
+    vec![
+        json!({"resourceType": "Patient", "id": "mcode-pt-1", "meta": mcode("mcode-cancer-patient"),
+            "identifier": [{"use": "usual",
+                "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]},
+                "system": "http://hospital.example.org", "value": "m123"}],
+            "name": [{"family": "Anyperson", "given": ["Jenny"]}],
+            "gender": "female", "birthDate": "1965-06-11"}),
+        json!({"resourceType": "Condition", "id": "mcode-pcc-1", "meta": mcode("mcode-primary-cancer-condition"),
+            "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
+            "verificationStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "confirmed"}]},
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-category", "code": "problem-list-item"}]}],
+            "code": {"coding": [{"system": "http://snomed.info/sct", "code": "254837009"}]},
+            "bodySite": [{"extension": [{"url": "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-laterality-qualifier",
+                "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct", "code": "7771000"}]}}],
+                "coding": [{"system": "http://snomed.info/sct", "code": "76752008"}]}],
+            "subject": subject.clone(), "onsetDateTime": "2024-03-01", "recordedDate": "2024-03-02"}),
+        obs(
+            "mcode-er-1",
+            "mcode-tumor-marker-test",
+            loinc("85337-4"),
+            ("valueCodeableConcept", snomed("10828004")),
+        ),
+        obs(
+            "mcode-er-pct-1",
+            "mcode-tumor-marker-test",
+            loinc("85337-4"),
+            (
+                "valueQuantity",
+                json!({"value": 90, "unit": "%", "system": "http://unitsofmeasure.org", "code": "%"}),
+            ),
+        ),
+        obs(
+            "mcode-pr-1",
+            "mcode-tumor-marker-test",
+            loinc("85339-0"),
+            ("valueCodeableConcept", snomed("260385009")),
+        ),
+        obs(
+            "mcode-her2-1",
+            "mcode-tumor-marker-test",
+            loinc("85319-2"),
+            ("valueCodeableConcept", loinc("LA11843-2")),
+        ),
+        obs(
+            "mcode-ct-1",
+            "mcode-tnm-primary-tumor-category",
+            snomed("399504009"),
+            ("valueCodeableConcept", ajcc("cT2")),
+        ),
+        obs(
+            "mcode-cn-1",
+            "mcode-tnm-regional-nodes-category",
+            snomed("399534004"),
+            ("valueCodeableConcept", ajcc("cN1")),
+        ),
+        obs(
+            "mcode-cm-1",
+            "mcode-tnm-distant-metastases-category",
+            snomed("399387003"),
+            ("valueCodeableConcept", ajcc("cM0")),
+        ),
+        obs(
+            "mcode-stage-1",
+            "mcode-tnm-stage-group",
+            snomed("399537006"),
+            ("valueCodeableConcept", ajcc("IIB")),
+        ),
+        json!({"resourceType": "Procedure", "id": "mcode-surgery-1", "meta": mcode("mcode-cancer-related-surgical-procedure"),
+            "status": "completed", "code": snomed("392021009"), "subject": subject.clone(),
+            "performedDateTime": "2024-08-20"}),
+        json!({"resourceType": "Medication", "id": "mcode-med-paclitaxel",
+            "code": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "56946"}]}}),
+        json!({"resourceType": "MedicationRequest", "id": "mcode-mr-1", "meta": mcode("mcode-cancer-related-medication-request"),
+            "status": "completed", "intent": "order", "subject": subject.clone(), "authoredOn": "2024-03-20",
+            "contained": [{"resourceType": "Medication", "id": "med1",
+                "code": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "224905"}]}}],
+            "medicationReference": {"reference": "#med1"}}),
+        json!({"resourceType": "MedicationAdministration", "id": "mcode-ma-1", "meta": mcode("mcode-cancer-related-medication-administration"),
+            "status": "completed", "subject": subject.clone(), "effectiveDateTime": "2024-03-25",
+            "medicationReference": {"reference": "Medication/mcode-med-paclitaxel"}}),
+    ]
+}
+
+#[test]
+fn an_mcode_endpoint_feeds_the_research_views_with_the_shipped_mappings() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = new_key(dir.path(), "registry.key");
+    let server = MedplumServer::start(Paging::Offset);
+    server.put_all(&mcode_patient());
+    let db = TestDb::new();
+    let mut args: Vec<String> = vec![
+        "--json".into(),
+        "--key-file".into(),
+        key.to_str().unwrap().into(),
+        "import".into(),
+        "fhir".into(),
+        "--endpoint".into(),
+        server.base.clone(),
+        "--mapping".into(),
+    ];
+    for m in [
+        "tumor_marker_test", // Patient first whatever the order given
+        "patient",
+        "primary_cancer_condition",
+        "tnm",
+        "cancer_related_surgical_procedure",
+        "cancer_related_medication_request",
+        "cancer_related_medication_administration",
+    ] {
+        args.push(
+            crate::support::repo_file(&format!("mappings/mcode/{m}.toml"))
+                .to_str()
+                .unwrap()
+                .into(),
+        );
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = db.registrar(&refs);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(!t.contains("m123") && !t.contains("Anyperson"), "{t}");
+    let row = db
+        .client()
+        .query_one(
+            "SELECT to_jsonb(m)::text FROM research.modeling_cohort m",
+            &[],
+        )
+        .unwrap();
+    let m: Value = serde_json::from_str(&row.get::<_, String>(0)).unwrap();
+    assert_eq!(m["laterality"], "left", "{m:#}");
+    assert_eq!(m["ct"], "T2", "{m:#}");
+    assert_eq!(m["cn"], "N1", "{m:#}");
+    assert_eq!(m["cm"], "M0", "{m:#}");
+    assert_eq!(m["clinical_stage"], "IIB", "{m:#}");
+    assert_eq!(m["er_pct"].as_f64(), Some(90.0), "{m:#}");
+    assert_eq!(m["her2_status"], "positive", "{m:#}");
+    assert_eq!(m["surgery_type"], "breast_conserving", "{m:#}");
+    assert_eq!(m["pillar"], "her2_positive", "{m:#}");
+    assert_eq!(m["neoadjuvant_agents"], "paclitaxel, trastuzumab", "{m:#}");
+    let agents: Vec<String> = db
+        .client()
+        .query(
+            "SELECT agent FROM research.systemic_therapy ORDER BY agent",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        agents,
+        ["paclitaxel", "trastuzumab"],
+        "contained and referenced Medications"
+    );
+    let rs = db
+        .client()
+        .query_one(
+            "SELECT er_positive, pr_positive FROM research.receptor_status",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        (rs.get::<_, Option<bool>>(0), rs.get::<_, Option<bool>>(1)),
+        (Some(true), Some(false))
+    );
+}

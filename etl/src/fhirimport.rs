@@ -73,7 +73,38 @@ pub struct FhirColumns {
     header: Vec<String>,
     paths: Vec<FhirPath>,
     subject: FhirPath,
-    patient_systems: Vec<String>,
+    patient_ids: Vec<IdentifierSelector>,
+}
+
+/// How a mapping picks one identifier of a Patient: by its system, or by a code of its type.
+#[derive(Debug, Clone)]
+enum IdentifierSelector {
+    System(String),
+    /// (the type coding's system, if given; its code)
+    Type(Option<String>, String),
+}
+
+impl IdentifierSelector {
+    fn matches(&self, id: &PatientId) -> bool {
+        match self {
+            IdentifierSelector::System(s) => id.system.as_deref() == Some(s.as_str()),
+            IdentifierSelector::Type(sys, code) => id.types.iter().any(|(s, c)| {
+                c == code
+                    && sys
+                        .as_ref()
+                        .is_none_or(|want| s.as_deref() == Some(want.as_str()))
+            }),
+        }
+    }
+}
+
+/// One identifier of a Patient (in memory only).
+#[derive(Debug, Clone)]
+struct PatientId {
+    system: Option<String>,
+    /// `type.coding` (system, code).
+    types: Vec<(Option<String>, String)>,
+    value: String,
 }
 
 impl FhirColumns {
@@ -101,10 +132,20 @@ impl FhirColumns {
             header: f.header(),
             paths,
             subject: FhirPath::parse(&f.subject)?,
-            patient_systems: f
+            patient_ids: f
                 .patient_identifiers
                 .iter()
-                .map(|p| p.system.clone())
+                .map(|p| match (&p.system, &p.id_type) {
+                    (Some(s), _) => IdentifierSelector::System(s.clone()),
+                    (None, Some(t)) => match t.split_once('|') {
+                        Some((sys, code)) => IdentifierSelector::Type(
+                            (!sys.is_empty()).then(|| sys.to_string()),
+                            code.to_string(),
+                        ),
+                        None => IdentifierSelector::Type(None, t.clone()),
+                    },
+                    (None, None) => IdentifierSelector::System(String::new()),
+                })
                 .collect(),
         })
     }
@@ -185,11 +226,11 @@ impl FhirColumns {
                 }
             }
         };
-        for system in &self.patient_systems {
+        for sel in &self.patient_ids {
             fields.push(
                 ids.iter()
-                    .find(|(s, _)| s == system)
-                    .map(|(_, v)| v.clone())
+                    .find(|id| sel.matches(id))
+                    .map(|id| id.value.clone())
                     .unwrap_or_default(),
             );
         }
@@ -217,18 +258,27 @@ fn patient_id(reference: &str) -> Option<&str> {
     (ty == "Patient" && !id.is_empty()).then_some(id)
 }
 
-/// (system, value) of a Patient's identifiers.
-fn patient_identifiers(patient: &Value) -> Vec<(String, String)> {
+/// A Patient's identifiers (system, type codings, value).
+fn patient_identifiers(patient: &Value) -> Vec<PatientId> {
+    let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
     patient
         .get("identifier")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
         .filter_map(|i| {
-            Some((
-                i.get("system")?.as_str()?.to_string(),
-                i.get("value")?.as_str()?.to_string(),
-            ))
+            Some(PatientId {
+                system: text(i, "system"),
+                types: i
+                    .get("type")
+                    .and_then(|t| t.get("coding"))
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| Some((text(c, "system"), text(c, "code")?)))
+                    .collect(),
+                value: text(i, "value")?,
+            })
         })
         .collect()
 }
@@ -236,21 +286,15 @@ fn patient_identifiers(patient: &Value) -> Vec<(String, String)> {
 /// Where the identifiers of a referenced Patient come from.
 trait PatientLookup {
     /// `Ok(None)`: no such patient.
-    fn identifiers(
-        &mut self,
-        id: &str,
-    ) -> std::result::Result<Option<Vec<(String, String)>>, String>;
+    fn identifiers(&mut self, id: &str) -> std::result::Result<Option<Vec<PatientId>>, String>;
 }
 
 /// The Patients of a bulk export, read first (identifiers kept in memory only).
 #[derive(Default)]
-struct ExportPatients(HashMap<String, Vec<(String, String)>>);
+struct ExportPatients(HashMap<String, Vec<PatientId>>);
 
 impl PatientLookup for ExportPatients {
-    fn identifiers(
-        &mut self,
-        id: &str,
-    ) -> std::result::Result<Option<Vec<(String, String)>>, String> {
+    fn identifiers(&mut self, id: &str) -> std::result::Result<Option<Vec<PatientId>>, String> {
         Ok(self.0.get(id).cloned())
     }
 }
@@ -260,21 +304,18 @@ impl PatientLookup for ExportPatients {
 /// only; one cache serves every mapping of the run.
 #[derive(Default)]
 pub struct PatientCache {
-    patients: HashMap<String, Option<Vec<(String, String)>>>,
+    patients: HashMap<String, Option<Vec<PatientId>>>,
     /// Resources references led to (`Type/id`), included by the server or read.
     references: HashMap<String, Option<Arc<Value>>>,
 }
 
 struct EndpointPatients<'a> {
     client: &'a Client,
-    cache: &'a mut HashMap<String, Option<Vec<(String, String)>>>,
+    cache: &'a mut HashMap<String, Option<Vec<PatientId>>>,
 }
 
 impl PatientLookup for EndpointPatients<'_> {
-    fn identifiers(
-        &mut self,
-        id: &str,
-    ) -> std::result::Result<Option<Vec<(String, String)>>, String> {
+    fn identifiers(&mut self, id: &str) -> std::result::Result<Option<Vec<PatientId>>, String> {
         if let Some(v) = self.cache.get(id) {
             return Ok(v.clone());
         }

@@ -958,6 +958,14 @@ pub fn compile(
                     errors.push(format!("{file}:{line}: column `{name}`: {e}"));
                 }
             }
+            for p in &f.patient_identifiers {
+                if p.system.is_some() == p.id_type.is_some() {
+                    errors.push(format!(
+                        "{file}:{line}: patient identifier `{}`: give its `system` or its `type`, one of them",
+                        p.column
+                    ));
+                }
+            }
             let header = f.header();
             for (i, h) in header.iter().enumerate() {
                 if header[..i].contains(h) {

@@ -106,7 +106,13 @@ fn default_subject() -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PatientIdentifierSpec {
-    pub system: String,
+    /// The identifier's `system` (a hospital's MRN naming system).
+    #[serde(default)]
+    pub system: Option<String>,
+    /// Or its `type`: a code of `type.coding`, as `system|code` or a bare code (`MR`, the
+    /// HL7 v2-0203 medical record number, as US Core and mCODE patients carry it).
+    #[serde(default, rename = "type")]
+    pub id_type: Option<String>,
     pub column: String,
 }
 
