@@ -126,8 +126,10 @@ impl Capabilities {
             c.unreadable = Some("the metadata is not a CapabilityStatement".into());
             return c;
         }
-        let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
-        c.fhir_version = text(v.get("fhirVersion"));
+        c.fhir_version = v
+            .get("fhirVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         c.software = v.get("software").map(|s| {
             let name = s.get("name").and_then(Value::as_str).unwrap_or("unnamed");
             match s.get("version").and_then(Value::as_str) {
