@@ -63,6 +63,21 @@ pub(crate) fn pull(
     (out.status.code(), v, text(&out))
 }
 
+/// `registrar import fhir-bulk` of an export folder with the FHIR mappings.
+pub(crate) fn bulk_import(db: &TestDb, key: &Path, export: &Path) -> std::process::Output {
+    let mut args = vec![
+        "--key-file".to_string(),
+        key.to_str().unwrap().into(),
+        "import".into(),
+        "fhir-bulk".into(),
+    ];
+    args.extend(mapping_args());
+    args.push("--".into());
+    args.push(export.to_str().unwrap().into());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    db.registrar(&refs)
+}
+
 pub(crate) fn mapping_outcome<'a>(v: &'a Value, resource_type: &str) -> &'a Value {
     v["mappings"]
         .as_array()
@@ -131,17 +146,7 @@ fn endpoint_pulls_page_incrementally_with_updates_and_deletions() {
 
     // The same cohort as a bulk import of the same export.
     let bulk = TestDb::new();
-    let mut args = vec![
-        "--key-file".to_string(),
-        key.to_str().unwrap().into(),
-        "import".into(),
-        "fhir-bulk".into(),
-    ];
-    args.extend(mapping_args());
-    args.push("--".into());
-    args.push(src.join("fhir").to_str().unwrap().into());
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = bulk.registrar(&refs);
+    let out = bulk_import(&bulk, &key, &src.join("fhir"));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let rows = cohort_rows(&db);
     assert_eq!(rows.len(), 40);
@@ -677,17 +682,7 @@ fn results_do_not_depend_on_the_page_size_and_no_fact_outlives_its_rejected_pati
         results.push((count, table_counts(&db), cohort_rows(&db)));
     }
     let bulk = TestDb::new();
-    let mut args = vec![
-        "--key-file".to_string(),
-        key.to_str().unwrap().into(),
-        "import".into(),
-        "fhir-bulk".into(),
-    ];
-    args.extend(mapping_args());
-    args.push("--".into());
-    args.push(export.to_str().unwrap().into());
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = bulk.registrar(&refs);
+    let out = bulk_import(&bulk, &key, &export);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert_eq!(
         bulk.count("SELECT count(*) FROM registry.reject WHERE reason_code = 'person_without_row'"),

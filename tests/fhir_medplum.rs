@@ -2,7 +2,7 @@
 //! router (tests/support/medplum/), which keeps no type-level `_history`, writes no next
 //! links of its own, and is shown here with offset and HAPI-style `_getpages` paging.
 
-use crate::fhir::{cohort_rows, mapping_args, mapping_outcome, of_types, pull, rows_in, TYPES};
+use crate::fhir::{bulk_import, cohort_rows, mapping_outcome, of_types, pull, rows_in, TYPES};
 use crate::support::medplum_server::{MedplumServer, Paging};
 use crate::support::{new_key, synth, text, TestDb};
 use serde_json::{json, Value};
@@ -10,17 +10,7 @@ use serde_json::{json, Value};
 /// The same cohort from a bulk import of the same export (the reference).
 fn bulk_cohort(key: &std::path::Path, export: &std::path::Path) -> Vec<String> {
     let bulk = TestDb::new();
-    let mut args = vec![
-        "--key-file".to_string(),
-        key.to_str().unwrap().into(),
-        "import".into(),
-        "fhir-bulk".into(),
-    ];
-    args.extend(mapping_args());
-    args.push("--".into());
-    args.push(export.to_str().unwrap().into());
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = bulk.registrar(&refs);
+    let out = bulk_import(&bulk, key, export);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     cohort_rows(&bulk)
 }

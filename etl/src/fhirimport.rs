@@ -757,7 +757,8 @@ pub fn pull_endpoint(
                     ) else {
                         continue;
                     };
-                    cache.insert(format!("{t}/{id}"), Some(Arc::new(inc.clone())));
+                    let key = format!("{t}/{id}");
+                    cache.insert(key, Some(Arc::new(inc)));
                 }
             }
             let mut rows = Vec::with_capacity(page.entries.len());

@@ -440,16 +440,11 @@ struct RecordHasher<'a> {
 impl RecordHasher<'_> {
     /// The keyed hash of a row's record (its first 128 bits), if the source has records.
     fn hash(&self, r: &RowResult) -> Option<RecordKey> {
-        let digest = |data: &[u8]| -> RecordKey {
-            let d = self.keys.current.keyed_digest(ROW_KEY_PURPOSE, data);
-            d[..16].try_into().expect("16 bytes")
-        };
-        debug_assert_eq!(digest(b"k"), record_key(self.keys, "k"));
         match r {
-            RowResult::Deleted { key, .. } => Some(digest(key.as_bytes())),
+            RowResult::Deleted { key, .. } => Some(record_key(self.keys, key)),
             RowResult::Gone { record, .. } => Some(*record),
             RowResult::Row(row) if row.key.is_some() => {
-                Some(digest(row.key.as_deref().unwrap_or("").as_bytes()))
+                Some(record_key(self.keys, row.key.as_deref().unwrap_or("")))
             }
             RowResult::Row(row) if self.keyed_by_mapping => {
                 if self
@@ -465,7 +460,7 @@ impl RecordHasher<'_> {
                     k.push('\u{1f}');
                     k.push_str(row.fields[i].trim());
                 }
-                Some(digest(k.as_bytes()))
+                Some(record_key(self.keys, &k))
             }
             _ => None,
         }
