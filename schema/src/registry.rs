@@ -283,7 +283,7 @@ pub fn columns() -> Vec<crate::introspect::ColumnInfo> {
     );
     v.extend(
         cols!(fhir_watermark: endpoint_hash, resource_type, mapping_name, last_updated,
-        run_id, updated_at),
+        run_id, updated_at, swept_at),
     );
     v.extend(cols!(record_set: source_file_id, source_name, version_key, entries, records));
     v.extend(
