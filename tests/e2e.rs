@@ -26,6 +26,7 @@ mod quality;
 mod research;
 mod roles;
 mod schema_conformance;
+mod smart;
 mod synth;
 mod synth_dicom;
 mod vocab;

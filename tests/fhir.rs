@@ -230,6 +230,8 @@ fn endpoint_auth_uses_a_token_that_never_appears_in_output() {
         t.contains("401") && t.contains("authentication refused"),
         "{t}"
     );
+    // Refused once, not once per type.
+    assert!(t.contains("4 other resource types not pulled"), "{t}");
 
     let tf = dir.path().join("token");
     std::fs::write(&tf, format!("{token}\n")).unwrap();

@@ -30,6 +30,12 @@
 //! token_file = "/etc/registrar/fhir.token"   # or token_env = "VAR"; optional
 //! mappings = ["mappings/fhir/patient.toml", "mappings/fhir/observation.toml"]
 //! id_sweep_days = 7                 # optional: servers without type-level _history
+//! # Instead of a token: SMART Backend Services (a signed JWT assertion per token)
+//! # [source.smart]
+//! # client_id = "registrar-nightly"
+//! # key_file = "/etc/registrar/smart.pem"          # RSA (RS384) or EC P-384 (ES384), mode 0600
+//! # scope = "system/*.read"                        # optional
+//! # token_url = "https://auth.hospital.example/token"  # optional: from .well-known/smart-configuration
 //!
 //! [[source]]
 //! name = "fhir-exports"
@@ -162,11 +168,23 @@ pub struct FhirConfig {
     /// The bearer token, in a file (mode 0600) or an environment variable.
     pub token_file: Option<PathBuf>,
     pub token_env: Option<String>,
+    /// SMART Backend Services (`[source.smart]`): tokens through a signed assertion.
+    pub smart: Option<crate::fhirimport::SmartSpec>,
     /// Resources per page.
     pub count: Option<u32>,
     /// Days between id sweeps of a type whose deletions the server cannot list (no
     /// type-level `_history`, as on Medplum): default 7, 0 every night.
     pub id_sweep_days: Option<u32>,
+}
+
+impl FhirConfig {
+    pub fn auth(&self) -> crate::fhirimport::AuthSpec {
+        crate::fhirimport::AuthSpec {
+            token_file: self.token_file.clone(),
+            token_env: self.token_env.clone(),
+            smart: self.smart.clone(),
+        }
+    }
 }
 
 /// `kind = "fhir-bulk"`.
@@ -248,14 +266,13 @@ impl SourceConfig {
                     .unwrap_or(crate::sources::DEFAULT_MAX_CELL_BYTES),
             }),
             SourceConfig::Fhir(f) => {
-                let token =
-                    crate::fhirimport::read_token(f.token_file.as_deref(), f.token_env.as_deref())?;
+                let auth = f.auth().resolve()?;
                 SourceKind::FhirEndpoint(EndpointSource {
                     endpoint: f.endpoint.clone(),
                     mappings: f.mappings.clone(),
                     options: registrar_fhir::client::ClientOptions {
                         count: f.count.unwrap_or(200).clamp(1, 10_000),
-                        bearer_token: token,
+                        auth,
                         ..Default::default()
                     },
                     full: false,
@@ -340,12 +357,20 @@ impl Config {
                     if let Some(t) = f.token_file.as_mut() {
                         abs(t);
                     }
+                    if let Some(s) = f.smart.as_mut() {
+                        abs(&mut s.key_file);
+                    }
                     if f.mappings.is_empty() {
                         bail!("{}: source {} needs `mappings`", path.display(), f.name);
                     }
-                    if f.token_file.is_some() && f.token_env.is_some() {
+                    let given = [
+                        f.token_file.is_some(),
+                        f.token_env.is_some(),
+                        f.smart.is_some(),
+                    ];
+                    if given.iter().filter(|g| **g).count() > 1 {
                         bail!(
-                            "{}: source {}: give token_file or token_env, not both",
+                            "{}: source {}: give one of token_file, token_env and [source.smart], not several",
                             path.display(),
                             f.name
                         );
@@ -469,9 +494,7 @@ pub fn check(path: &Path, cli_url: Option<&str>, cli_data_dir: Option<&Path>) ->
                 if let Err(err) = url::Url::parse(&f.endpoint) {
                     problems.push(format!("source {name}: endpoint: {err}"));
                 }
-                if let Err(e) =
-                    crate::fhirimport::read_token(f.token_file.as_deref(), f.token_env.as_deref())
-                {
+                if let Err(e) = f.auth().resolve() {
                     problems.push(format!("source {name}: {e:#}"));
                 }
                 (

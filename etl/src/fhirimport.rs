@@ -31,8 +31,73 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// How an endpoint source authenticates, as configured (`token_file`, `token_env` or a
+/// `smart` table; at most one).
+#[derive(Debug, Clone, Default)]
+pub struct AuthSpec {
+    pub token_file: Option<std::path::PathBuf>,
+    pub token_env: Option<String>,
+    pub smart: Option<SmartSpec>,
+}
+
+/// SMART Backend Services settings of an endpoint source.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmartSpec {
+    /// The client id the server registered.
+    pub client_id: String,
+    /// The private key (PEM, PKCS#8 or PKCS#1; RSA signs RS384, EC P-384 signs ES384), mode 0600.
+    pub key_file: std::path::PathBuf,
+    /// Scopes requested (default `system/*.read`).
+    pub scope: Option<String>,
+    /// The token endpoint (default: from the server's `.well-known/smart-configuration`).
+    pub token_url: Option<String>,
+    /// The key id the server registered (default: the key's RFC 7638 thumbprint, which
+    /// `registrar smart-key jwks` prints).
+    pub kid: Option<String>,
+}
+
+impl AuthSpec {
+    /// The client's authentication: tokens and keys are read here (and checked: mode 0600,
+    /// usable key), so a misconfigured source fails before the run starts.
+    pub fn resolve(&self) -> Result<registrar_fhir::client::Auth> {
+        use registrar_fhir::client::Auth;
+        let given = [
+            self.token_file.is_some(),
+            self.token_env.is_some(),
+            self.smart.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() > 1 {
+            bail!("give one of a token file, a token variable or SMART settings, not several");
+        }
+        if let Some(s) = &self.smart {
+            let mut key = registrar_fhir::smart::SigningKey::load(&s.key_file)?;
+            if let Some(kid) = &s.kid {
+                key = key.with_kid(kid.clone());
+            }
+            let auth =
+                registrar_fhir::smart::SmartAuth::new(registrar_fhir::smart::SmartOptions {
+                    client_id: s.client_id.clone(),
+                    key,
+                    scope: s
+                        .scope
+                        .clone()
+                        .unwrap_or_else(|| registrar_fhir::smart::DEFAULT_SCOPE.to_string()),
+                    token_url: s.token_url.clone(),
+                })?;
+            return Ok(Auth::Smart(std::sync::Arc::new(auth)));
+        }
+        Ok(
+            match read_token(self.token_file.as_deref(), self.token_env.as_deref())? {
+                Some(t) => Auth::Bearer(t),
+                None => Auth::None,
+            },
+        )
+    }
+}
+
 /// The bearer token from a file (which must not be readable by others) or a variable.
-pub fn read_token(file: Option<&std::path::Path>, var: Option<&str>) -> Result<Option<String>> {
+fn read_token(file: Option<&std::path::Path>, var: Option<&str>) -> Result<Option<String>> {
     if let Some(f) = file {
         use std::os::unix::fs::PermissionsExt;
         let meta =
@@ -637,6 +702,17 @@ struct SearchEnd {
     ids: Option<std::collections::HashSet<String>>,
 }
 
+/// Whether an error is the server's (or its token endpoint's) refusal of the credentials.
+pub fn is_auth_refusal(err: &anyhow::Error) -> bool {
+    use registrar_fhir::client::FetchError;
+    err.chain().any(|e| {
+        matches!(
+            e.downcast_ref::<FetchError>(),
+            Some(FetchError::Unauthorized { .. } | FetchError::TokenRefused { .. })
+        )
+    })
+}
+
 /// Pull one mapping's resource type from an endpoint into `out`, which keeps what was
 /// committed also when the pull fails part-way.
 pub fn pull_endpoint(
@@ -680,6 +756,7 @@ pub fn pull_endpoint(
         "server_software": pull.capabilities.software,
         "fhir_version": pull.capabilities.fhir_version,
         "capability_statement": pull.capabilities.unreadable.is_none(),
+        "auth": fhir.auth_summary()["method"],
         "history_type": out.history_type,
         "include": includes,
         "incremental": since.is_some(),

@@ -144,6 +144,8 @@ pub struct SourceOutcome {
     pub fhir: Vec<FhirOutcome>,
     /// FHIR endpoints: what the server's CapabilityStatement said (software, version).
     pub capabilities: Option<registrar_fhir::client::Capabilities>,
+    /// FHIR endpoints: how the pull authenticated (method, SMART client id and tokens).
+    pub auth: Option<serde_json::Value>,
     /// DICOM: the pseudonymisation and the index.
     pub dicom: Option<serde_json::Value>,
 }
@@ -263,7 +265,9 @@ pub fn run(ctx: &mut ImportContext<'_>, s: &Source, out: &mut SourceOutcome) -> 
                 sweep_days: e.sweep_days,
             };
             ctx.person_rows = Some(Default::default());
-            for c in crate::fhirimport::patient_first(&compiled) {
+            let order = crate::fhirimport::patient_first(&compiled);
+            let total = order.len();
+            for (i, c) in order.into_iter().enumerate() {
                 let mut f = FhirOutcome::default();
                 let r = crate::fhirimport::pull_endpoint(ctx, c, &pull, &mut patients, &mut f);
                 ctx.audit_fhir = None;
@@ -274,9 +278,16 @@ pub fn run(ctx: &mut ImportContext<'_>, s: &Source, out: &mut SourceOutcome) -> 
                 out.fhir.push(f);
                 if let Err(err) = r {
                     failures.push(format!("{}: {err:#}", c.name()));
+                    // Refused credentials are refused for every type: asking again for
+                    // each would only repeat the refusal (and may lock the client out).
+                    if crate::fhirimport::is_auth_refusal(&err) && i + 1 < total {
+                        failures.push(format!("{} other resource types not pulled", total - i - 1));
+                        break;
+                    }
                 }
             }
             ctx.person_rows = None;
+            out.auth = Some(fhir.auth_summary());
             if !failures.is_empty() {
                 bail!("{}", failures.join("; "));
             }

@@ -19,8 +19,29 @@ pub struct ClientOptions {
     pub backoff: Duration,
     /// Longest wait between retries, whatever Retry-After says.
     pub max_backoff: Duration,
-    /// Bearer token sent on every request to the server's origin (never logged).
-    pub bearer_token: Option<String>,
+    /// How requests authenticate (credentials go to the server's origin only, never logged).
+    pub auth: Auth,
+}
+
+/// How a client authenticates.
+#[derive(Clone, Default)]
+pub enum Auth {
+    #[default]
+    None,
+    /// A fixed bearer token.
+    Bearer(String),
+    /// SMART Backend Services: tokens from the token endpoint, signed assertions.
+    Smart(std::sync::Arc<crate::smart::SmartAuth>),
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::None => f.write_str("None"),
+            Auth::Bearer(_) => f.write_str("Bearer(<redacted>)"),
+            Auth::Smart(s) => write!(f, "Smart({s:?})"),
+        }
+    }
 }
 
 impl Default for ClientOptions {
@@ -31,7 +52,7 @@ impl Default for ClientOptions {
             max_retries: 5,
             backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(60),
-            bearer_token: None,
+            auth: Auth::None,
         }
     }
 }
@@ -41,6 +62,12 @@ impl Default for ClientOptions {
 pub enum FetchError {
     #[error("{url}: HTTP {status} (authentication refused: check the token)")]
     Unauthorized { url: String, status: u16 },
+    #[error("token endpoint {url}: HTTP {status}{error} (check the client id, the registered key and the scope)")]
+    TokenRefused {
+        url: String,
+        status: u16,
+        error: String,
+    },
     #[error("{url}: HTTP {status}{body}")]
     Status {
         url: String,
@@ -294,9 +321,61 @@ impl Client {
         &self.base
     }
 
+    /// How the client authenticates, for reports and the audit log (no secret in it):
+    /// the method, and for SMART the client id, the signature algorithm and the number of
+    /// tokens fetched so far.
+    pub fn auth_summary(&self) -> Value {
+        match &self.opts.auth {
+            Auth::None => serde_json::json!({"method": "none"}),
+            Auth::Bearer(_) => serde_json::json!({"method": "bearer_token"}),
+            Auth::Smart(s) => serde_json::json!({
+                "method": "smart_backend_services",
+                "client_id": s.client_id(),
+                "alg": s.alg().as_str(),
+                "tokens_fetched": s.tokens_fetched.load(std::sync::atomic::Ordering::Relaxed),
+            }),
+        }
+    }
+
     /// GET a URL of this server and parse the JSON body, retrying transient failures.
     /// Returns the body, its size and the server's `Date` header.
     pub fn get_json(&self, url: &Url) -> Result<(Value, u64, Option<String>), FetchError> {
+        self.get(url, true)
+    }
+
+    /// The Authorization header value, if the client authenticates.
+    fn authorization(&self) -> Result<Option<String>, FetchError> {
+        Ok(match &self.opts.auth {
+            Auth::None => None,
+            Auth::Bearer(t) => Some(format!("Bearer {t}")),
+            Auth::Smart(s) => {
+                let token_url = s.token_url(|| {
+                    let u = self
+                        .base
+                        .join(".well-known/smart-configuration")
+                        .map_err(|e| FetchError::Invalid(e.to_string()))?;
+                    self.get(&u, false).map(|(v, _, _)| v).map_err(|e| {
+                        FetchError::Invalid(format!(
+                            "no token URL configured and the server's smart-configuration could not be read: {e}"
+                        ))
+                    })
+                })?;
+                let t = s.bearer(
+                    &self.agent,
+                    &token_url,
+                    self.opts.max_retries,
+                    self.opts.backoff,
+                )?;
+                Some(format!("Bearer {t}"))
+            }
+        })
+    }
+
+    fn get(
+        &self,
+        url: &Url,
+        authenticated: bool,
+    ) -> Result<(Value, u64, Option<String>), FetchError> {
         if !same_origin(url, &self.base) {
             return Err(FetchError::OriginMismatch {
                 url: strip_credentials(url),
@@ -305,11 +384,15 @@ impl Client {
         }
         let shown = strip_credentials(url);
         let mut attempt = 0u32;
+        // A SMART token the server refuses before its expiry is fetched again, once.
+        let mut renewed = false;
         loop {
             attempt += 1;
             let mut req = self.agent.get(url.as_str());
-            if let Some(t) = &self.opts.bearer_token {
-                req = req.header("Authorization", &format!("Bearer {t}"));
+            if authenticated {
+                if let Some(h) = self.authorization()? {
+                    req = req.header("Authorization", &h);
+                }
             }
             let (reason, wait) = match req.call() {
                 Ok(mut resp) => {
@@ -343,6 +426,15 @@ impl Client {
                                 Err(e) => (format!("reading the body failed: {e}"), None),
                             }
                         }
+                        401 if authenticated && !renewed => match &self.opts.auth {
+                            Auth::Smart(s) => {
+                                s.invalidate();
+                                renewed = true;
+                                attempt -= 1;
+                                continue;
+                            }
+                            _ => return Err(FetchError::Unauthorized { url: shown, status }),
+                        },
                         401 | 403 => return Err(FetchError::Unauthorized { url: shown, status }),
                         429 | 500 | 502 | 503 | 504 => (format!("HTTP {status}"), after),
                         _ => {
@@ -405,7 +497,11 @@ impl Client {
             .map_err(|e| FetchError::Invalid(e.to_string()))?;
         match self.get_json(&url) {
             Ok((v, _, _)) => Ok(Capabilities::from_statement(&v)),
-            Err(e @ (FetchError::Unauthorized { .. } | FetchError::GaveUp { .. })) => Err(e),
+            Err(
+                e @ (FetchError::Unauthorized { .. }
+                | FetchError::TokenRefused { .. }
+                | FetchError::GaveUp { .. }),
+            ) => Err(e),
             Err(e) => Ok(Capabilities::unknown(e.to_string())),
         }
     }

@@ -15,6 +15,8 @@
 //!   `_lastUpdated`, bearer-token auth, timeouts, retries with `Retry-After` and exponential
 //!   backoff on 429 and 5xx and on dropped connections, and refuses next links that loop or
 //!   leave the server's origin (the token is never sent elsewhere, never logged).
+//! - [`smart`]: SMART Backend Services, access tokens for a client id through assertions
+//!   signed with its RS384 or ES384 key, kept and renewed before they expire.
 //!
 //! fhir-sdk's generated models take long to compile; keeping them in this crate means they
 //! are compiled once, not on every change to the importer.
@@ -23,5 +25,6 @@ pub mod client;
 pub mod ndjson;
 pub mod path;
 pub mod resource;
+pub mod smart;
 
 pub use resource::{parse_resource, Resource, ResourceError};

@@ -337,57 +337,76 @@ fn serve(
             &json!({"resourceType": "Bundle", "type": "searchset",
                     "link": [{"relation": "next", "url": "http://elsewhere.invalid/fhir/Patient?page=2"}], "entry": []}),
         ),
-        None => {
-            // Forward as HTTP/1.0 (no chunking, close at the end), rewrite URLs back.
-            let u = url::Url::parse(upstream).unwrap();
-            let Ok(mut up) = TcpStream::connect((u.host_str().unwrap(), u.port().unwrap())) else {
-                return;
-            };
-            let mut headers = String::new();
-            for h in head.split("\r\n\r\n").next().unwrap().lines().skip(1) {
-                let lower = h.to_ascii_lowercase();
-                if lower.starts_with("host:")
-                    || lower.starts_with("connection:")
-                    || lower.starts_with("accept-encoding:")
-                {
-                    continue;
-                }
-                headers.push_str(h);
-                headers.push_str("\r\n");
-            }
-            let method = line.split(' ').next().unwrap_or("GET");
-            let _ = up.write_all(
-                format!(
-                    "{method} {target} HTTP/1.0\r\nHost: {}\r\n{headers}\r\n",
-                    u.authority()
-                )
-                .as_bytes(),
-            );
-            let mut resp = Vec::new();
-            let _ = up.read_to_end(&mut resp);
-            let Some(split) = resp.windows(4).position(|w| w == b"\r\n\r\n") else {
-                return;
-            };
-            let up_root = upstream.trim_end_matches("/fhir");
-            let my_root = me.trim_end_matches("/fhir");
-            let body = String::from_utf8_lossy(&resp[split + 4..]).replace(up_root, my_root);
-            let mut out_head = String::new();
-            for (i, h) in String::from_utf8_lossy(&resp[..split]).lines().enumerate() {
-                let lower = h.to_ascii_lowercase();
-                if i > 0
-                    && (lower.starts_with("content-length:") || lower.starts_with("connection:"))
-                {
-                    continue;
-                }
-                out_head.push_str(h);
-                out_head.push_str("\r\n");
-            }
-            out_head.push_str(&format!(
-                "Content-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            ));
-            let _ = conn.write_all(out_head.as_bytes());
-            let _ = conn.write_all(body.as_bytes());
-        }
+        None => forward(conn, &head, upstream, me, UpstreamAuth::Keep),
     }
+}
+
+/// How a proxy forwards a request's Authorization header.
+pub enum UpstreamAuth<'a> {
+    /// As the client sent it.
+    Keep,
+    /// Replaced by this bearer token, or removed.
+    Replace(Option<&'a str>),
+}
+
+/// Forward a request (its head only: GET requests) to `upstream` as HTTP/1.0 (no chunking,
+/// close at the end), and its answer back with the upstream's URLs rewritten to `me`'s.
+pub fn forward(mut conn: TcpStream, head: &str, upstream: &str, me: &str, auth: UpstreamAuth) {
+    let line = head.lines().next().unwrap_or("");
+    let target = line.split(' ').nth(1).unwrap_or("/");
+    let u = url::Url::parse(upstream).unwrap();
+    let Ok(mut up) = TcpStream::connect((u.host_str().unwrap(), u.port().unwrap())) else {
+        return;
+    };
+    let replace = match auth {
+        UpstreamAuth::Replace(t) => Some(t),
+        UpstreamAuth::Keep => None,
+    };
+    let mut headers = String::new();
+    for h in head.split("\r\n\r\n").next().unwrap().lines().skip(1) {
+        let lower = h.to_ascii_lowercase();
+        if lower.starts_with("host:")
+            || lower.starts_with("connection:")
+            || lower.starts_with("accept-encoding:")
+            || (replace.is_some() && lower.starts_with("authorization:"))
+        {
+            continue;
+        }
+        headers.push_str(h);
+        headers.push_str("\r\n");
+    }
+    if let Some(Some(t)) = replace {
+        headers.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    let method = line.split(' ').next().unwrap_or("GET");
+    let _ = up.write_all(
+        format!(
+            "{method} {target} HTTP/1.0\r\nHost: {}\r\n{headers}\r\n",
+            u.authority()
+        )
+        .as_bytes(),
+    );
+    let mut resp = Vec::new();
+    let _ = up.read_to_end(&mut resp);
+    let Some(split) = resp.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return;
+    };
+    let up_root = upstream.trim_end_matches("/fhir");
+    let my_root = me.trim_end_matches("/fhir");
+    let body = String::from_utf8_lossy(&resp[split + 4..]).replace(up_root, my_root);
+    let mut out_head = String::new();
+    for (i, h) in String::from_utf8_lossy(&resp[..split]).lines().enumerate() {
+        let lower = h.to_ascii_lowercase();
+        if i > 0 && (lower.starts_with("content-length:") || lower.starts_with("connection:")) {
+            continue;
+        }
+        out_head.push_str(h);
+        out_head.push_str("\r\n");
+    }
+    out_head.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    ));
+    let _ = conn.write_all(out_head.as_bytes());
+    let _ = conn.write_all(body.as_bytes());
 }

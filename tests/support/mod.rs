@@ -323,6 +323,7 @@ pub fn registry_keys(key: &std::path::Path) -> registrar_etl::privacy::keys::Key
 }
 pub mod fhir_server;
 pub mod medplum_server;
+pub mod smart_gate;
 
 /// What the registry holds, without what differs between two runs that loaded the same
 /// data (row ids, person ids, run and file ids): every cdm row as JSON with its person's

@@ -106,8 +106,30 @@ pub struct FhirArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "token_env")]
     pub token_file: Option<PathBuf>,
     /// The environment variable holding the bearer token.
-    #[arg(long, value_name = "VAR")]
+    #[arg(long, value_name = "VAR", conflicts_with = "smart_client_id")]
     pub token_env: Option<String>,
+    /// SMART Backend Services: the client id the server registered. Tokens are then fetched
+    /// with assertions signed by --smart-key (and renewed before they expire).
+    #[arg(
+        long,
+        value_name = "ID",
+        requires = "smart_key",
+        conflicts_with = "token_file"
+    )]
+    pub smart_client_id: Option<String>,
+    /// SMART: the private key, PEM (RSA signs RS384, EC P-384 signs ES384), mode 0600;
+    /// `registrar smart-key new` makes one and prints the JWK Set to register.
+    #[arg(long, value_name = "FILE", requires = "smart_client_id")]
+    pub smart_key: Option<PathBuf>,
+    /// SMART: the scopes to request.
+    #[arg(long, value_name = "SCOPES", default_value = registrar_fhir::smart::DEFAULT_SCOPE, requires = "smart_client_id")]
+    pub smart_scope: String,
+    /// SMART: the token endpoint (default: the server's .well-known/smart-configuration).
+    #[arg(long, value_name = "URL", requires = "smart_client_id")]
+    pub smart_token_url: Option<String>,
+    /// SMART: the key id the server registered (default: the key's thumbprint).
+    #[arg(long, value_name = "KID", requires = "smart_client_id")]
+    pub smart_kid: Option<String>,
     /// Ignore the watermarks and pull everything again (unchanged resources cost nothing);
     /// what the server no longer holds is removed, as by an id sweep.
     #[arg(long)]
@@ -223,8 +245,21 @@ pub fn import_command(g: &GlobalOpts, cmd: ImportCommand) -> Result<ExitCode> {
             ("import xlsx", s, a.dates)
         }
         ImportCommand::Fhir(a) => {
-            let token =
-                crate::fhirimport::read_token(a.token_file.as_deref(), a.token_env.as_deref())?;
+            let auth = crate::fhirimport::AuthSpec {
+                token_file: a.token_file.clone(),
+                token_env: a.token_env.clone(),
+                smart: match (&a.smart_client_id, &a.smart_key) {
+                    (Some(id), Some(key)) => Some(crate::fhirimport::SmartSpec {
+                        client_id: id.clone(),
+                        key_file: key.clone(),
+                        scope: Some(a.smart_scope.clone()),
+                        token_url: a.smart_token_url.clone(),
+                        kid: a.smart_kid.clone(),
+                    }),
+                    _ => None,
+                },
+            }
+            .resolve()?;
             let name = a.source.clone().unwrap_or_else(|| "fhir".into());
             let source = Source {
                 name,
@@ -236,7 +271,7 @@ pub fn import_command(g: &GlobalOpts, cmd: ImportCommand) -> Result<ExitCode> {
                         timeout: std::time::Duration::from_secs(a.timeout.max(1)),
                         max_retries: a.retries,
                         backoff: std::time::Duration::from_millis(a.backoff_ms),
-                        bearer_token: token,
+                        auth,
                         ..Default::default()
                     },
                     full: a.full,
@@ -385,6 +420,18 @@ fn run_import(
                     println!("  incomplete: {m} of {n} announced resources were not received");
                 }
             }
+        }
+        if let Some(a) = out
+            .auth
+            .as_ref()
+            .filter(|a| a["method"] == "smart_backend_services")
+        {
+            println!(
+                "authenticated by SMART Backend Services as client {} ({}): {} token(s) fetched",
+                a["client_id"].as_str().unwrap_or(""),
+                a["alg"].as_str().unwrap_or(""),
+                a["tokens_fetched"]
+            );
         }
         let c = &out.counts;
         println!(

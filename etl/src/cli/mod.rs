@@ -4,7 +4,7 @@
 use crate::db::{self, DbOptions};
 use crate::privacy::keys::KeyOpts;
 use crate::{runs, status, vocab};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -160,6 +160,26 @@ pub enum Command {
     /// pseudonyms, so they never change once declared; declarations are audited.
     #[command(subcommand)]
     Identifiers(IdentifiersCommand),
+    /// Keys for SMART Backend Services: the FHIR endpoint authenticates registrar by a JWT
+    /// assertion signed with a private key whose public half (a JWK Set) the server holds.
+    #[command(subcommand)]
+    SmartKey(SmartKeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SmartKeyCommand {
+    /// Make an EC P-384 key (signs ES384), written with mode 0600 (never over an existing
+    /// file), and print its JWK Set to register with the server's client id. RSA keys
+    /// (RS384) made elsewhere work too: `openssl genpkey -algorithm RSA -out KEY`.
+    New {
+        /// The key file to create.
+        file: PathBuf,
+    },
+    /// Print the JWK Set (public key only, with its `kid`) of a key file.
+    Jwks {
+        /// The key file (PEM, mode 0600).
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -557,6 +577,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Audit(cmd) => privacy::audit_command(g, cmd),
         Command::Limits(args) => limits_command(g, &args),
         Command::Identifiers(cmd) => identifiers_command(g, cmd),
+        Command::SmartKey(cmd) => smart_key_command(cmd),
     }
 }
 
@@ -786,5 +807,34 @@ fn synth_command(g: &GlobalOpts, args: &registrar_synth::SynthArgs) -> Result<Ex
         }
         println!("truth: {}", opts.out.join("truth.jsonl").display());
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn smart_key_command(cmd: SmartKeyCommand) -> Result<ExitCode> {
+    use registrar_fhir::smart::SigningKey;
+    let file = match cmd {
+        SmartKeyCommand::New { file } => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let pem = SigningKey::generate_es384_pem()?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&file)
+                .with_context(|| format!("key file {}", file.display()))?;
+            f.write_all(pem.as_bytes())
+                .and_then(|_| f.sync_all())
+                .with_context(|| format!("key file {}", file.display()))?;
+            eprintln!(
+                "wrote {} (ES384, mode 0600); register this JWK Set with the client id:",
+                file.display()
+            );
+            file
+        }
+        SmartKeyCommand::Jwks { file } => file,
+    };
+    let key = SigningKey::load(&file)?;
+    println!("{}", serde_json::to_string_pretty(&key.jwks())?);
     Ok(ExitCode::SUCCESS)
 }
