@@ -184,6 +184,14 @@ fn mcode_patient() -> Vec<Value> {
         o[value.0] = value.1;
         o
     };
+    let cds = |id: &str, date: &str, status: &str| {
+        json!({"resourceType": "Observation", "id": id, "meta": mcode("mcode-cancer-disease-status"),
+            "extension": [{"url": "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-evidence-type",
+                "valueCodeableConcept": snomed("363679005")}],
+            "status": "final", "code": loinc("97509-4"), "subject": subject.clone(),
+            "focus": [{"reference": "Condition/mcode-pcc-1"}],
+            "effectiveDateTime": date, "valueCodeableConcept": snomed(status)})
+    };
     vec![
         json!({"resourceType": "Patient", "id": "mcode-pt-1", "meta": mcode("mcode-cancer-patient"),
             "identifier": [{"use": "usual",
@@ -254,6 +262,14 @@ fn mcode_patient() -> Vec<Value> {
         json!({"resourceType": "Procedure", "id": "mcode-surgery-1", "meta": mcode("mcode-cancer-related-surgical-procedure"),
             "status": "completed", "code": snomed("392021009"), "subject": subject.clone(),
             "performedDateTime": "2024-08-20"}),
+        json!({"resourceType": "Procedure", "id": "mcode-rt-1", "meta": mcode("mcode-radiotherapy-course-summary"),
+            "extension": [{"url": "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-procedure-intent",
+                "valueCodeableConcept": snomed("373808002")}],
+            "status": "completed", "category": snomed("108290001"), "code": snomed("1217123003"),
+            "subject": subject.clone(), "performedPeriod": {"start": "2024-09-16", "end": "2024-10-11"}}),
+        // CancerDiseaseStatus: stable after surgery, then no evidence of disease.
+        cds("mcode-cds-1", "2024-12-02", "359746009"),
+        cds("mcode-cds-2", "2025-06-02", "281900007"),
         json!({"resourceType": "Medication", "id": "mcode-med-paclitaxel",
             "code": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "56946"}]}}),
         json!({"resourceType": "MedicationRequest", "id": "mcode-mr-1", "meta": mcode("mcode-cancer-related-medication-request"),
@@ -292,6 +308,7 @@ fn an_mcode_endpoint_feeds_the_research_views_with_the_shipped_mappings() {
         "cancer_related_surgical_procedure",
         "cancer_related_medication_request",
         "cancer_related_medication_administration",
+        "cancer_disease_status",
     ] {
         args.push(
             crate::support::repo_file(&format!("mappings/mcode/{m}.toml"))
@@ -337,6 +354,32 @@ fn an_mcode_endpoint_feeds_the_research_views_with_the_shipped_mappings() {
         agents,
         ["paclitaxel", "trastuzumab"],
         "contained and referenced Medications"
+    );
+    // Dates are shifted per person: compared as days from the diagnosis.
+    let statuses: Vec<String> = db
+        .client()
+        .query(
+            "SELECT (s.status_date - d.diagnosis_date)::text || ' ' || s.status
+               FROM research.disease_status s JOIN research.diagnosis d USING (person_id) ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(statuses, ["276 stable", "458 no_evidence_of_disease"]);
+    let rt = db
+        .client()
+        .query_one(
+            "SELECT (r.start_date - d.diagnosis_date)::text || ' ' || (r.end_date - r.start_date)::text
+               FROM research.radiotherapy r JOIN research.diagnosis d USING (person_id)",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        rt.get::<_, String>(0),
+        "199 25",
+        "the radiotherapy course summary"
     );
     let rs = db
         .client()

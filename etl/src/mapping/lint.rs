@@ -69,6 +69,8 @@ pub const ROLE_VIEWS: &[(&str, &[&str])] = &[
         &["surgery", "recurrence", "modeling_cohort"],
     ),
     ("recurrence", &["recurrence_event", "recurrence"]),
+    ("disease_status_assessment", &["disease_status"]),
+    ("disease_status", &["disease_status"]),
     ("radiotherapy", &["radiotherapy"]),
     ("rt_total_dose", &["radiotherapy"]),
     ("rt_structure_roi", &["rt_structure_set"]),
