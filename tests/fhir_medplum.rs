@@ -200,6 +200,9 @@ fn mcode_patient() -> Vec<Value> {
             "name": [{"family": "Anyperson", "given": ["Jenny"]}],
             "gender": "female", "birthDate": "1965-06-11"}),
         json!({"resourceType": "Condition", "id": "mcode-pcc-1", "meta": mcode("mcode-primary-cancer-condition"),
+            "extension": [{"url": "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-histology-morphology-behavior",
+                "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct", "code": "82711006"},
+                    {"system": "http://terminology.hl7.org/CodeSystem/icd-o-3", "code": "8500/3"}]}}],
             "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
             "verificationStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "confirmed"}]},
             "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-category", "code": "problem-list-item"}]}],
@@ -331,6 +334,7 @@ fn an_mcode_endpoint_feeds_the_research_views_with_the_shipped_mappings() {
         .unwrap();
     let m: Value = serde_json::from_str(&row.get::<_, String>(0)).unwrap();
     assert_eq!(m["laterality"], "left", "{m:#}");
+    assert_eq!(m["histology_icdo3"], "8500/3", "{m:#}");
     assert_eq!(m["ct"], "T2", "{m:#}");
     assert_eq!(m["cn"], "N1", "{m:#}");
     assert_eq!(m["cm"], "M0", "{m:#}");
