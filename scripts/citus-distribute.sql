@@ -104,4 +104,4 @@ SELECT create_distributed_table('mart.' || m, 'person_id', colocate_with => 'cdm
   FROM unnest(ARRAY['diagnosis', 'tumour_fact', 'systemic_therapy', 'surgery', 'first_treatment',
                     'breast_cancer_patient', 'receptor_status', 'subtype', 'neoadjuvant_treatment',
                     'pathologic_response', 'recurrence_event', 'recurrence', 'radiotherapy',
-                    'modeling_cohort', 'rt_structure_set']) AS m;
+                    'modeling_cohort', 'rt_structure_set', 'disease_status']) AS m;
