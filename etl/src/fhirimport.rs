@@ -694,12 +694,234 @@ impl Resolver for EndpointRefs<'_> {
     }
 }
 
-/// What the fetching thread hands back after the last page.
-struct SearchEnd {
+/// What the fetching thread hands back after a type's last page.
+#[derive(Default)]
+pub struct SearchEnd {
     server_date: Option<String>,
     announced: Option<u64>,
     /// Every id received (kept for full pulls: they are the sweep).
     ids: Option<std::collections::HashSet<String>>,
+    /// Retries of the search's requests.
+    retries: u64,
+}
+
+/// What one type's search asks, decided before any page of the pull is fetched.
+#[derive(Debug, Clone)]
+pub struct SearchPlan {
+    resource_type: String,
+    since: Option<String>,
+    includes: Vec<String>,
+    keep_ids: bool,
+}
+
+/// A message of the fetcher about the type with that index: a page, or the search's end.
+pub enum Fetched {
+    Page(Result<registrar_fhir::client::Page, registrar_fhir::client::FetchError>),
+    End(SearchEnd),
+}
+
+/// How far the fetcher may run ahead of the loader: response bytes fetched and not yet
+/// taken (a page larger than this still goes, alone), and pages.
+const AHEAD_BYTES: u64 = 64 << 20;
+const AHEAD_PAGES: usize = 32;
+
+/// The bytes fetched and not yet taken by the loader, and whether the loader is gone.
+#[derive(Default)]
+struct Ahead {
+    state: std::sync::Mutex<(u64, bool)>,
+    taken: std::sync::Condvar,
+}
+
+impl Ahead {
+    /// Wait until `bytes` more fit (false: the loader is gone).
+    fn reserve(&self, bytes: u64) -> bool {
+        let mut s = self.state.lock().expect("ahead lock");
+        while !s.1 && s.0 > 0 && s.0 + bytes > AHEAD_BYTES {
+            s = self.taken.wait(s).expect("ahead lock");
+        }
+        s.0 += bytes;
+        !s.1
+    }
+
+    fn release(&self, bytes: u64) {
+        let mut s = self.state.lock().expect("ahead lock");
+        s.0 = s.0.saturating_sub(bytes);
+        self.taken.notify_all();
+    }
+
+    fn close(&self) {
+        self.state.lock().expect("ahead lock").1 = true;
+        self.taken.notify_all();
+    }
+}
+
+/// The pages of every type of an endpoint pull. One thread ([`fetch_all`]) fetches them in
+/// the order the types load, ahead of the loader by up to 64 MiB of responses, so the
+/// server is never kept waiting by a page that loads slowly, nor by a type's last pages.
+pub struct PageStream {
+    rx: std::sync::mpsc::Receiver<(usize, Fetched)>,
+    ahead: std::sync::Arc<Ahead>,
+}
+
+/// The fetcher's end of a [`PageStream`].
+pub struct PageSink {
+    tx: std::sync::mpsc::SyncSender<(usize, Fetched)>,
+    ahead: std::sync::Arc<Ahead>,
+}
+
+impl PageSink {
+    /// Hand a message over; false when the loader is gone.
+    fn send(&self, idx: usize, m: Fetched) -> bool {
+        if let Fetched::Page(Ok(p)) = &m {
+            if !self.ahead.reserve(p.bytes) {
+                return false;
+            }
+        }
+        self.tx.send((idx, m)).is_ok()
+    }
+}
+
+/// A stream of pages and the sink its fetcher writes to.
+pub fn page_stream() -> (PageSink, PageStream) {
+    let (tx, rx) = std::sync::mpsc::sync_channel(AHEAD_PAGES);
+    let ahead = std::sync::Arc::new(Ahead::default());
+    (
+        PageSink {
+            tx,
+            ahead: ahead.clone(),
+        },
+        PageStream { rx, ahead },
+    )
+}
+
+impl PageStream {
+    /// The next message of type `idx`; messages of earlier types (one that stopped loading
+    /// on an error) are passed over. None: the fetcher is gone.
+    fn next(&self, idx: usize) -> Option<Fetched> {
+        loop {
+            let (i, m) = self.rx.recv().ok()?;
+            if let Fetched::Page(Ok(p)) = &m {
+                self.ahead.release(p.bytes);
+            }
+            if i == idx {
+                return Some(m);
+            }
+        }
+    }
+}
+
+impl Drop for PageStream {
+    fn drop(&mut self) {
+        // A fetcher waiting for room stops.
+        self.ahead.close();
+    }
+}
+
+/// Fetch every planned type's pages, in order, into `sink` (see [`PageStream`]); a type
+/// whose plan is None (it failed before) is not asked. Stops when the loader is gone.
+pub fn fetch_all(fhir: &Client, plans: &[Option<SearchPlan>], sink: PageSink) {
+    use registrar_fhir::client::retries_on_this_thread;
+    let tx = &sink;
+    for (i, plan) in plans.iter().enumerate() {
+        let Some(plan) = plan else { continue };
+        let r0 = retries_on_this_thread();
+        let params: Vec<(&str, &str)> = plan
+            .includes
+            .iter()
+            .map(|v| ("_include", v.as_str()))
+            .collect();
+        let mut search = match fhir.search_with(&plan.resource_type, plan.since.as_deref(), &params)
+        {
+            Ok(s) => s,
+            Err(e) => {
+                if !tx.send(i, Fetched::Page(Err(e)))
+                    || !tx.send(i, Fetched::End(SearchEnd::default()))
+                {
+                    return;
+                }
+                continue;
+            }
+        };
+        loop {
+            // Only the paging here, so the server is never kept waiting; the model check
+            // and everything else happen on the loading side.
+            match search.next_page() {
+                Ok(Some(p)) => {
+                    if !tx.send(i, Fetched::Page(Ok(p))) {
+                        return; // the loader stopped
+                    }
+                }
+                Ok(None) => {
+                    // Complete, or announced more than it gave: the type fails loudly.
+                    if let Err(e) = search.finish() {
+                        if !tx.send(i, Fetched::Page(Err(e))) {
+                            return;
+                        }
+                    }
+                    break;
+                }
+                Err(e) => {
+                    if !tx.send(i, Fetched::Page(Err(e))) {
+                        return;
+                    }
+                    break;
+                }
+            }
+        }
+        let end = SearchEnd {
+            server_date: search.server_date.clone(),
+            announced: search.total,
+            ids: plan.keep_ids.then(|| std::mem::take(search.ids_mut())),
+            retries: retries_on_this_thread() - r0,
+        };
+        if !tx.send(i, Fetched::End(end)) {
+            return;
+        }
+    }
+}
+
+/// One type of an endpoint pull, prepared before the pull's pages are fetched: its columns,
+/// its stored watermark and what its search asks.
+pub struct PreparedType {
+    cols: FhirColumns,
+    stored: Option<crate::ledger::Watermark>,
+    since: Option<String>,
+    includes: Vec<String>,
+}
+
+impl PreparedType {
+    pub fn new(ctx: &mut ImportContext<'_>, c: &Compiled, pull: &Pull<'_>) -> Result<Self> {
+        let cols = FhirColumns::new(c)?;
+        let server = pull.fhir.base().as_str().to_string();
+        let endpoint_hash = ctx.keys.current.locator_hash(&format!("fhir:{server}"));
+        let stored = Ledger::new(ctx.run_id()).watermark(
+            ctx.client,
+            &endpoint_hash,
+            &cols.resource_type,
+            &cols.mapping_name,
+        )?;
+        let since = if pull.full {
+            None
+        } else {
+            stored.as_ref().map(|w| w.last_updated.clone())
+        };
+        let includes = include_params(&cols, pull.capabilities);
+        Ok(PreparedType {
+            cols,
+            stored,
+            since,
+            includes,
+        })
+    }
+
+    pub fn plan(&self) -> SearchPlan {
+        SearchPlan {
+            resource_type: self.cols.resource_type.clone(),
+            since: self.since.clone(),
+            includes: self.includes.clone(),
+            keep_ids: self.since.is_none(),
+        }
+    }
 }
 
 /// Whether an error is the server's (or its token endpoint's) refusal of the credentials.
@@ -714,16 +936,25 @@ pub fn is_auth_refusal(err: &anyhow::Error) -> bool {
 }
 
 /// Pull one mapping's resource type from an endpoint into `out`, which keeps what was
-/// committed also when the pull fails part-way.
+/// committed also when the pull fails part-way. Its pages come from `stream` (type `idx`).
+#[allow(clippy::too_many_arguments)]
 pub fn pull_endpoint(
     ctx: &mut ImportContext<'_>,
     c: &Compiled,
+    prepared: PreparedType,
     pull: &Pull<'_>,
     patients: &mut PatientCache,
     out: &mut FhirOutcome,
+    stream: &PageStream,
+    idx: usize,
 ) -> Result<()> {
     let fhir = pull.fhir;
-    let cols = FhirColumns::new(c)?;
+    let PreparedType {
+        cols,
+        stored,
+        since,
+        includes,
+    } = prepared;
     let server = fhir.base().as_str().to_string();
     let keys = ctx.keys;
     let k: &Pseudonymiser = &keys.current;
@@ -736,22 +967,8 @@ pub fn pull_endpoint(
     out.resource_type = cols.resource_type.clone();
     out.history_type = pull.capabilities.history_type(&cols.resource_type);
     let ledger = Ledger::new(ctx.run_id());
-    let stored = ledger.watermark(
-        ctx.client,
-        &endpoint_hash,
-        &cols.resource_type,
-        &cols.mapping_name,
-    )?;
     out.watermark_before = stored.as_ref().map(|w| w.last_updated.clone());
-    let since = if pull.full {
-        None
-    } else {
-        stored.as_ref().map(|w| w.last_updated.clone())
-    };
-    let retries_before = fhir.retries.load(std::sync::atomic::Ordering::Relaxed);
-    let includes = include_params(&cols, pull.capabilities);
-    let params: Vec<(&str, &str)> = includes.iter().map(|i| ("_include", i.as_str())).collect();
-    let mut search = fhir.search_with(&cols.resource_type, since.as_deref(), &params)?;
+    let retries_before = registrar_fhir::client::retries_on_this_thread();
     ctx.audit_fhir = Some(serde_json::json!({
         "server_software": pull.capabilities.software,
         "fhir_version": pull.capabilities.fhir_version,
@@ -761,7 +978,6 @@ pub fn pull_endpoint(
         "include": includes,
         "incremental": since.is_some(),
     }));
-    let keep_ids = since.is_none();
     let mut newest: Option<String> = None;
     let mut page_no = 0u64;
     let refs_cache = std::mem::take(&mut patients.references);
@@ -778,50 +994,20 @@ pub fn pull_endpoint(
     // and WAL is flushed in order, so if it survives a crash, so did every page before it;
     // if it does not, the pull is repeated (rows replace themselves). Reset after the pages.
     ctx.client.batch_execute("SET synchronous_commit = off")?;
-    // A second thread fetches the next pages while this one loads: the pull runs at the pace
-    // of the slower of the two, not of their sum.
-    let end = std::thread::scope(|scope| -> Result<SearchEnd> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<
-            std::result::Result<registrar_fhir::client::Page, registrar_fhir::client::FetchError>,
-        >(2);
-        let search = &mut search;
-        let fetcher = scope.spawn(move || {
-            loop {
-                // Only the paging here, so the server is never kept waiting; the model
-                // check and everything else happen on the loading side.
-                match search.next_page() {
-                    Ok(Some(p)) => {
-                        if tx.send(Ok(p)).is_err() {
-                            break; // the loader stopped
-                        }
-                    }
-                    Ok(None) => {
-                        // Complete, or announced more than it gave: the type fails loudly.
-                        if let Err(e) = search.finish() {
-                            let _ = tx.send(Err(e));
-                        }
-                        break;
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        break;
-                    }
-                }
-            }
-            SearchEnd {
-                server_date: search.server_date.clone(),
-                announced: search.total,
-                ids: keep_ids.then(|| std::mem::take(search.ids_mut())),
-            }
-        });
+    // The pages come from the pull's fetching thread (fetch_all): the pull runs at the pace
+    // of the slower of fetching and loading, not of their sum.
+    let end = (|| -> Result<SearchEnd> {
         let mut failed = None;
-        for fetched in rx {
-            let page = match fetched {
-                Ok(p) => p,
-                Err(e) => {
+        let end = loop {
+            let page = match stream.next(idx) {
+                None => anyhow::bail!("the FHIR fetching thread stopped"),
+                Some(Fetched::End(end)) => break end,
+                // The search stopped; its end follows.
+                Some(Fetched::Page(Err(e))) => {
                     failed = Some(e);
-                    break;
+                    continue;
                 }
+                Some(Fetched::Page(Ok(p))) => p,
             };
             page_no += 1;
             out.bytes += page.bytes;
@@ -887,9 +1073,9 @@ pub fn pull_endpoint(
                 },
             )?;
             out.units.push(o);
-        }
-        let end = fetcher.join().expect("the FHIR fetcher panicked");
+        };
         out.announced = end.announced;
+        out.retries = end.retries;
         if let Some(e) = failed {
             if let registrar_fhir::client::FetchError::Incomplete { missing, .. } = &e {
                 out.missing = Some(*missing);
@@ -897,7 +1083,7 @@ pub fn pull_endpoint(
             return Err(e.into());
         }
         Ok(end)
-    });
+    })();
     ctx.client.batch_execute("RESET synchronous_commit")?;
     patients.references = refs_cache.into_inner();
     let end = end?;
@@ -1017,7 +1203,7 @@ pub fn pull_endpoint(
         )?;
     }
     out.watermark_after = after;
-    out.retries = fhir.retries.load(std::sync::atomic::Ordering::Relaxed) - retries_before;
+    out.retries += registrar_fhir::client::retries_on_this_thread() - retries_before;
     ctx.audit_fhir = None;
     Ok(())
 }
@@ -1281,6 +1467,56 @@ pub fn import_bulk(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_type_that_stopped_loading_leaves_nothing_for_the_next() {
+        let (tx, stream) = page_stream();
+        let end = |retries| {
+            Fetched::End(SearchEnd {
+                retries,
+                ..SearchEnd::default()
+            })
+        };
+        // Type 0 stopped after its first message: its end and a failure are still queued.
+        assert!(tx.send(
+            0,
+            Fetched::Page(Err(registrar_fhir::client::FetchError::Invalid("x".into())))
+        ));
+        assert!(tx.send(0, end(7)));
+        assert!(tx.send(1, end(3)));
+        drop(tx);
+        match stream.next(1) {
+            Some(Fetched::End(e)) => assert_eq!(e.retries, 3),
+            _ => panic!("type 1's end expected"),
+        }
+        assert!(stream.next(2).is_none(), "the fetcher is gone");
+    }
+
+    #[test]
+    fn the_fetcher_waits_for_room_and_stops_when_the_loader_is_gone() {
+        let page = |bytes| {
+            Fetched::Page(Ok(registrar_fhir::client::Page {
+                url: String::new(),
+                entries: Vec::new(),
+                included: Vec::new(),
+                bytes,
+            }))
+        };
+        let (tx, stream) = page_stream();
+        // A page larger than the budget goes alone; the next waits for it to be taken.
+        assert!(tx.send(0, page(AHEAD_BYTES + 1)));
+        let waiting = std::thread::spawn(move || tx.send(0, page(1)));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!waiting.is_finished(), "the second page did not wait");
+        assert!(matches!(stream.next(0), Some(Fetched::Page(Ok(_)))));
+        assert!(waiting.join().unwrap(), "room was made");
+        let (tx, stream) = page_stream();
+        assert!(tx.send(0, page(AHEAD_BYTES)));
+        let waiting = std::thread::spawn(move || tx.send(0, page(1)));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        drop(stream);
+        assert!(!waiting.join().unwrap(), "the loader is gone");
+    }
 
     #[test]
     fn patient_references_and_watermarks() {

@@ -267,25 +267,54 @@ pub fn run(ctx: &mut ImportContext<'_>, s: &Source, out: &mut SourceOutcome) -> 
             ctx.person_rows = Some(Default::default());
             let order = crate::fhirimport::patient_first(&compiled);
             let total = order.len();
-            for (i, c) in order.into_iter().enumerate() {
-                let mut f = FhirOutcome::default();
-                let r = crate::fhirimport::pull_endpoint(ctx, c, &pull, &mut patients, &mut f);
-                ctx.audit_fhir = None;
-                // What was committed counts, also when the type failed part-way.
-                for u in &f.units {
-                    out.add_unit(u.clone());
-                }
-                out.fhir.push(f);
-                if let Err(err) = r {
-                    failures.push(format!("{}: {err:#}", c.name()));
-                    // Refused credentials are refused for every type: asking again for
-                    // each would only repeat the refusal (and may lock the client out).
-                    if crate::fhirimport::is_auth_refusal(&err) && i + 1 < total {
-                        failures.push(format!("{} other resource types not pulled", total - i - 1));
-                        break;
+            // Each type's watermark and search first; then one thread fetches every type's
+            // pages in order while this one loads them.
+            let prepared: Vec<Result<crate::fhirimport::PreparedType>> = order
+                .iter()
+                .map(|c| crate::fhirimport::PreparedType::new(ctx, c, &pull))
+                .collect();
+            let plans: Vec<Option<crate::fhirimport::SearchPlan>> = prepared
+                .iter()
+                .map(|p| p.as_ref().ok().map(|p| p.plan()))
+                .collect();
+            std::thread::scope(|scope| {
+                let (sink, stream) = crate::fhirimport::page_stream();
+                let (fhir, plans) = (&fhir, &plans);
+                scope.spawn(move || crate::fhirimport::fetch_all(fhir, plans, sink));
+                for (i, (c, p)) in order.into_iter().zip(prepared).enumerate() {
+                    let mut f = FhirOutcome::default();
+                    let r = p.and_then(|p| {
+                        crate::fhirimport::pull_endpoint(
+                            ctx,
+                            c,
+                            p,
+                            &pull,
+                            &mut patients,
+                            &mut f,
+                            &stream,
+                            i,
+                        )
+                    });
+                    ctx.audit_fhir = None;
+                    // What was committed counts, also when the type failed part-way.
+                    for u in &f.units {
+                        out.add_unit(u.clone());
+                    }
+                    out.fhir.push(f);
+                    if let Err(err) = r {
+                        failures.push(format!("{}: {err:#}", c.name()));
+                        // Refused credentials are refused for every type: asking again for
+                        // each would only repeat the refusal (and may lock the client out).
+                        if crate::fhirimport::is_auth_refusal(&err) && i + 1 < total {
+                            failures
+                                .push(format!("{} other resource types not pulled", total - i - 1));
+                            break;
+                        }
                     }
                 }
-            }
+                // The fetcher stops at its next page once nobody reads them.
+                drop(stream);
+            });
             ctx.person_rows = None;
             out.auth = Some(fhir.auth_summary());
             if !failures.is_empty() {

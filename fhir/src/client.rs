@@ -23,6 +23,16 @@ pub struct ClientOptions {
     pub auth: Auth,
 }
 
+thread_local! {
+    static THREAD_RETRIES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Retries made by requests of the calling thread so far (of every client): a thread's
+/// difference over a piece of work is that work's retries, also while other threads request.
+pub fn retries_on_this_thread() -> u64 {
+    THREAD_RETRIES.with(|r| r.get())
+}
+
 /// How a client authenticates.
 #[derive(Clone, Default)]
 pub enum Auth {
@@ -464,6 +474,7 @@ impl Client {
             }
             self.retries
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            THREAD_RETRIES.with(|r| r.set(r.get() + 1));
             let backoff = self
                 .opts
                 .backoff
