@@ -4,6 +4,7 @@
 
 mod support;
 
+mod citus_sql;
 mod cli;
 mod dicom;
 mod embedded;

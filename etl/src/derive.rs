@@ -277,16 +277,20 @@ pub fn rebuild(client: &mut postgres::Client) -> Result<Derived> {
                          OR m.meas_event_field_concept_id = {FIELD_CONDITION_OCCURRENCE_ID}
                             AND m.measurement_event_id <> d.condition_occurrence_id
                             AND NOT EXISTS (SELECT 1 FROM cdm.condition_occurrence c
-                                             WHERE c.condition_occurrence_id = m.measurement_event_id))"
+                                             WHERE c.person_id = m.person_id
+                                               AND c.condition_occurrence_id = m.measurement_event_id))"
             ),
             &[],
         )
         .context("could not link tumour facts to their diagnosis")? as i64;
     // First-occurrence episodes: drop the ones whose diagnosis is gone or changed, add the
     // missing ones.
+    // (episode_event has no person_id: local to a Citus coordinator, so it is read apart
+    // from the distributed tables, here and below.)
     let stale = format!(
-        "SELECT e.episode_id FROM cdm.episode e
-           LEFT JOIN cdm.episode_event ee ON ee.episode_id = e.episode_id
+        "WITH ee AS MATERIALIZED (SELECT episode_id, event_id FROM cdm.episode_event)
+         SELECT e.episode_id FROM cdm.episode e
+           LEFT JOIN ee ON ee.episode_id = e.episode_id
            LEFT JOIN research.diagnosis d ON d.person_id = e.person_id
           WHERE e.episode_concept_id = {DISEASE_FIRST_OCCURRENCE}
             AND e.episode_type_concept_id = {PERIOD_TYPE_ALGORITHM}
@@ -300,31 +304,42 @@ pub fn rebuild(client: &mut postgres::Client) -> Result<Derived> {
          DELETE FROM cdm.episode WHERE episode_id IN (SELECT episode_id FROM stale_episode);"
     ))
     .context("could not remove changed first-occurrence episodes")?;
-    let first_occurrence_episodes = tx
-        .execute(
+    // The missing episodes: found among the distributed tables, numbered here, then written
+    // to episode (distributed) and episode_event (local) each by a statement of its own.
+    tx.batch_execute(&format!(
+        "CREATE TEMP TABLE new_episode ON COMMIT DROP AS
+         SELECT d.person_id, d.diagnosis_date, d.diagnosis_concept_id, d.condition_occurrence_id,
+                NULL::bigint AS episode_id
+           FROM research.diagnosis d
+          WHERE NOT EXISTS (SELECT 1 FROM cdm.episode e
+                             WHERE e.person_id = d.person_id
+                               AND e.episode_concept_id = {DISEASE_FIRST_OCCURRENCE}
+                               AND e.episode_type_concept_id = {PERIOD_TYPE_ALGORITHM});
+         UPDATE new_episode SET episode_id = nextval('registry.seq_episode_id');"
+    ))
+    .context("could not find the missing first-occurrence episodes")?;
+    let first_occurrence_episodes =
+        tx.execute(
             &format!(
-                "WITH missing AS (
-                     SELECT d.* FROM research.diagnosis d
-                      WHERE NOT EXISTS (SELECT 1 FROM cdm.episode e
-                                         WHERE e.person_id = d.person_id
-                                           AND e.episode_concept_id = {DISEASE_FIRST_OCCURRENCE}
-                                           AND e.episode_type_concept_id = {PERIOD_TYPE_ALGORITHM})
-                 ), ins AS (
-                     INSERT INTO cdm.episode (episode_id, person_id, episode_concept_id,
-                            episode_start_date, episode_number, episode_object_concept_id,
-                            episode_type_concept_id)
-                     SELECT nextval('registry.seq_episode_id'), person_id, {DISEASE_FIRST_OCCURRENCE},
-                            diagnosis_date, 1, diagnosis_concept_id, {PERIOD_TYPE_ALGORITHM}
-                       FROM missing
-                     RETURNING episode_id, person_id
-                 )
-                 INSERT INTO cdm.episode_event (episode_id, event_id, episode_event_field_concept_id)
-                 SELECT ins.episode_id, m.condition_occurrence_id, {FIELD_CONDITION_OCCURRENCE_ID}
-                   FROM ins JOIN missing m USING (person_id)"
+                "INSERT INTO cdm.episode (episode_id, person_id, episode_concept_id,
+                        episode_start_date, episode_number, episode_object_concept_id,
+                        episode_type_concept_id)
+                 SELECT episode_id, person_id, {DISEASE_FIRST_OCCURRENCE}, diagnosis_date, 1,
+                        diagnosis_concept_id, {PERIOD_TYPE_ALGORITHM}
+                   FROM new_episode"
             ),
             &[],
         )
         .context("could not write first-occurrence episodes")? as i64;
+    tx.execute(
+        &format!(
+            "INSERT INTO cdm.episode_event (episode_id, event_id, episode_event_field_concept_id)
+             SELECT episode_id, condition_occurrence_id, {FIELD_CONDITION_OCCURRENCE_ID}
+               FROM new_episode"
+        ),
+        &[],
+    )
+    .context("could not write first-occurrence episode events")?;
     tx.batch_execute("DELETE FROM cdm.observation_period")?;
     let n = tx
         .execute(

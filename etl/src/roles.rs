@@ -1,9 +1,11 @@
 //! `registrar roles apply`: the PostgreSQL roles of a registry.
 //!
 //! - `registrar_etl`: the importers; reads and writes `cdm` and `registry`.
-//! - `registrar_researcher`: SELECT on the `research` views only (and, when the registry is
-//!   configured so, on the `cdm` tables); never `registry` (person map, audit log, lineage,
-//!   rejects); writes nowhere.
+//! - `registrar_researcher`: SELECT on the `research` views and on the research marts behind
+//!   them (`mart.<view>`: the same rows; on Citus a view's shard queries run with the
+//!   caller's rights) and, when the registry is configured so, on the `cdm` tables; never
+//!   `registry` (person map, audit log, lineage, rejects) nor the marts' sources; writes
+//!   nowhere.
 //! - `registrar_auditor`: the privacy officer; reads the audit log, runs and source-file
 //!   ledger, nothing else.
 //! - `registrar_federation` (LOGIN): the coordinating centre; may execute
@@ -90,8 +92,9 @@ pub fn apply(client: &mut postgres::Client, opts: RoleOptions) -> Result<Vec<Str
         format!("GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA registry TO {ETL}"),
         format!("GRANT SELECT ON ALL TABLES IN SCHEMA research TO {ETL}"),
         format!("GRANT EXECUTE ON FUNCTION research.refresh_concept_sets() TO {ETL}"),
-        // The research marts: refreshed through one SECURITY DEFINER function; nobody else
-        // reads the mart schema (researchers read it through the research views).
+        // The research marts: refreshed through one SECURITY DEFINER function. Researchers
+        // may read the marts behind the research views (granted below: the same rows as
+        // the views), nothing else of the schema; nobody else reads it.
         format!("GRANT USAGE ON SCHEMA mart TO {ETL}"),
         format!("GRANT EXECUTE ON FUNCTION mart.refresh(boolean) TO {ETL}"),
         format!("GRANT SELECT ON mart.refresh_state TO {ETL}"),
@@ -153,7 +156,42 @@ pub fn apply(client: &mut postgres::Client, opts: RoleOptions) -> Result<Vec<Str
     for v in views {
         sql.push(format!("ALTER VIEW {v} SET (security_barrier = true)"));
     }
+    // The marts the research views read, each the rows of a view of its name: a research
+    // view's query runs on them with the researcher's own rights where the rows are
+    // distributed (Citus runs a view's shard queries as the calling role on the workers),
+    // so researchers read them; never cdm, whatever the database.
+    let marts: Vec<String> = client
+        .query(
+            "SELECT c.oid::regclass::text FROM pg_class c
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = 'mart' AND c.relkind IN ('r', 'p')
+                AND EXISTS (SELECT 1 FROM pg_views v
+                             WHERE v.schemaname = 'research' AND v.viewname = c.relname)
+              ORDER BY 1",
+            &[],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if !marts.is_empty() {
+        sql.push(format!("GRANT USAGE ON SCHEMA mart TO {RESEARCHER}"));
+        sql.push(format!(
+            "GRANT SELECT ON {} TO {RESEARCHER}",
+            marts.join(", ")
+        ));
+    }
     let mut tx = client.transaction()?;
+    // On Citus, a transaction that changes distributed tables' privileges and then functions
+    // must use one connection per worker.
+    let citus: bool = tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')",
+            &[],
+        )?
+        .get(0);
+    if citus {
+        tx.batch_execute("SET LOCAL citus.multi_shard_modify_mode TO 'sequential'")?;
+    }
     for s in &sql {
         tx.batch_execute(s)
             .with_context(|| format!("`{s}` failed"))?;

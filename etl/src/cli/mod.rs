@@ -71,9 +71,11 @@ pub enum Command {
     Vocab(VocabCommand),
     /// Run the main job on sample data in the embedded registry and show what it holds.
     ///
-    /// Migrates the registry (the embedded cluster unless DATABASE_URL is set) and prints its
-    /// status. As importers land, the demo grows into the whole nightly pipeline on
-    /// synthetic sample data.
+    /// Migrates the registry (the embedded cluster unless DATABASE_URL is set), makes a
+    /// synthetic hospital (CSV export, study workbook) and a second institution (FHIR bulk
+    /// export, DICOM RT sets) next to it with a demo key, and runs one nightly over all of
+    /// them: pseudonymised, mapped, loaded, research views refreshed, a report written.
+    /// Later runs find everything unchanged. Prints the registry's status and the report.
     Demo,
     /// Generate synthetic breast-cancer sources (HIS CSV export, study workbook, FHIR bulk
     /// export) with a truth file, deterministically from a seed.
