@@ -1,15 +1,34 @@
 -- Distributing a registry over a Citus cluster (distributed PostgreSQL).
 --
--- Run once on the Citus coordinator, after `registrar db migrate` and before loading data
--- (ARCHITECTURE.md, "Scale-out on Citus", explains the choices). The registry and federation
--- schemas stay local to the coordinator: they are small, and the audit log's hash chain and
--- advisory locks need one place.
+-- Run once on the Citus coordinator, after `registrar db migrate` and before loading data,
+-- naming the host and port the workers reach the coordinator on (ARCHITECTURE.md, "Scale-out
+-- on Citus", says how to bring a cluster up and explains the choices):
+--
+--   psql -v ON_ERROR_STOP=1 -v coordinator_host=10.0.0.1 -v coordinator_port=5432 \
+--        -f scripts/citus-distribute.sql "$(registrar db url)"
+--
+-- The registry and federation schemas stay local to the coordinator: they are small, and
+-- the audit log's hash chain and advisory locks need one place.
 --
 -- tests/schema_conformance.rs checks that every cdm table is handled here, so a new table
--- cannot be added without deciding how it is distributed.
+-- cannot be added without deciding how it is distributed; tests/citus_sql.rs checks
+-- registrar's queries against this distribution.
 
 CREATE EXTENSION IF NOT EXISTS citus;
+-- The coordinator in Citus's metadata: tables kept local to it (section 3) need it there.
+SELECT citus_set_coordinator_host(:'coordinator_host', :coordinator_port);
 SET citus.shard_count = 32;
+-- registrar's transactions write and then read the same distributed tables (a unit's load
+-- then its bookkeeping; a mart refresh deletes a mart's rows, rebuilds them and reads them
+-- for the next mart). Citus refuses to read placements that the transaction modified over
+-- several connections ("modified over multiple connections"), or after it read some locally
+-- on the coordinator, which holds a placement of every reference table ("a local execution
+-- has accessed a placement"). So: one connection per worker for multi-shard writes, and the
+-- coordinator reaches its own placements like any node's.
+DO $$ BEGIN
+    EXECUTE format('ALTER DATABASE %I SET citus.multi_shard_modify_mode TO sequential', current_database());
+    EXECUTE format('ALTER DATABASE %I SET citus.enable_local_execution TO off', current_database());
+END $$;
 
 -- 1. Vocabulary and small shared tables: reference tables, replicated to every worker, so
 --    joins from any shard to a concept are local.

@@ -225,6 +225,17 @@ fn drug_era_sql() -> String {
 
 /// Rebuild `cdm_source`, `observation_period`, `condition_era` and `drug_era`.
 pub fn rebuild(client: &mut postgres::Client) -> Result<Derived> {
+    // Fresh statistics for what was just loaded: the research marts below (and a
+    // researcher's first query) are planned on them. Outside the transaction: statistics
+    // need none, and on Citus an ANALYZE (run on every shard at once) cannot follow the
+    // transaction's first writes.
+    client
+        .batch_execute(
+            "ANALYZE cdm.person, cdm.condition_occurrence, cdm.measurement, cdm.observation,
+                     cdm.drug_exposure, cdm.procedure_occurrence, cdm.episode, cdm.episode_event,
+                     cdm.death",
+        )
+        .context("could not analyze the cdm tables")?;
     let mut tx = client.transaction()?;
     tx.batch_execute(&format!(
         "DELETE FROM cdm.cdm_source;
@@ -251,16 +262,9 @@ pub fn rebuild(client: &mut postgres::Client) -> Result<Derived> {
             None => format!("SELECT person_id, {start}, {start} FROM cdm.{t}"),
         })
         .collect();
-    // Fresh statistics for what was just loaded: the research views below (and a
-    // researcher's first query) are planned on them. The views' concept sets follow the
-    // vocabulary, however it was loaded.
-    tx.batch_execute(
-        "SELECT research.refresh_concept_sets();
-         ANALYZE cdm.person, cdm.condition_occurrence, cdm.measurement, cdm.observation,
-                 cdm.drug_exposure, cdm.procedure_occurrence, cdm.episode, cdm.episode_event,
-                 cdm.death",
-    )
-    .context("could not analyze the cdm tables")?;
+    // The views' concept sets follow the vocabulary, however it was loaded.
+    tx.batch_execute("SELECT research.refresh_concept_sets()")
+        .context("could not refresh the research concept sets")?;
     // The research marts of the persons whose facts changed (the episodes below read the
     // diagnosis mart), in this transaction: researchers see them change with the rest.
     let marts = crate::marts::refresh(&mut tx, crate::marts::Scope::Changed)?;
@@ -298,48 +302,78 @@ pub fn rebuild(client: &mut postgres::Client) -> Result<Derived> {
                  OR e.episode_start_date <> d.diagnosis_date
                  OR e.episode_object_concept_id <> d.diagnosis_concept_id)"
     );
-    tx.batch_execute(&format!(
-        "CREATE TEMP TABLE stale_episode ON COMMIT DROP AS {stale};
-         DELETE FROM cdm.episode_event WHERE episode_id IN (SELECT episode_id FROM stale_episode);
-         DELETE FROM cdm.episode WHERE episode_id IN (SELECT episode_id FROM stale_episode);"
-    ))
-    .context("could not remove changed first-occurrence episodes")?;
+    // The ids travel through here, not a temporary table: on Citus, episode_event is read
+    // over a connection of its own, which sees no temporary table of this session.
+    let stale: Vec<i64> = tx
+        .query(&format!("SELECT episode_id::bigint FROM ({stale}) s"), &[])
+        .context("could not find changed first-occurrence episodes")?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if !stale.is_empty() {
+        tx.execute(
+            "DELETE FROM cdm.episode_event WHERE episode_id = ANY($1::bigint[])",
+            &[&stale],
+        )
+        .and_then(|_| {
+            tx.execute(
+                "DELETE FROM cdm.episode WHERE episode_id = ANY($1::bigint[])",
+                &[&stale],
+            )
+        })
+        .context("could not remove changed first-occurrence episodes")?;
+    }
     // The missing episodes: found among the distributed tables, numbered here, then written
     // to episode (distributed) and episode_event (local) each by a statement of its own.
-    tx.batch_execute(&format!(
-        "CREATE TEMP TABLE new_episode ON COMMIT DROP AS
-         SELECT d.person_id, d.diagnosis_date, d.diagnosis_concept_id, d.condition_occurrence_id,
-                NULL::bigint AS episode_id
-           FROM research.diagnosis d
-          WHERE NOT EXISTS (SELECT 1 FROM cdm.episode e
-                             WHERE e.person_id = d.person_id
-                               AND e.episode_concept_id = {DISEASE_FIRST_OCCURRENCE}
-                               AND e.episode_type_concept_id = {PERIOD_TYPE_ALGORITHM});
-         UPDATE new_episode SET episode_id = nextval('registry.seq_episode_id');"
-    ))
-    .context("could not find the missing first-occurrence episodes")?;
-    let first_occurrence_episodes =
-        tx.execute(
+    let missing = tx
+        .query(
             &format!(
-                "INSERT INTO cdm.episode (episode_id, person_id, episode_concept_id,
-                        episode_start_date, episode_number, episode_object_concept_id,
-                        episode_type_concept_id)
-                 SELECT episode_id, person_id, {DISEASE_FIRST_OCCURRENCE}, diagnosis_date, 1,
-                        diagnosis_concept_id, {PERIOD_TYPE_ALGORITHM}
-                   FROM new_episode"
+                "SELECT d.person_id::bigint, d.diagnosis_date, d.diagnosis_concept_id::bigint,
+                        d.condition_occurrence_id::bigint
+                   FROM research.diagnosis d
+                  WHERE NOT EXISTS (SELECT 1 FROM cdm.episode e
+                                     WHERE e.person_id = d.person_id
+                                       AND e.episode_concept_id = {DISEASE_FIRST_OCCURRENCE}
+                                       AND e.episode_type_concept_id = {PERIOD_TYPE_ALGORITHM})"
             ),
             &[],
         )
-        .context("could not write first-occurrence episodes")? as i64;
-    tx.execute(
-        &format!(
-            "INSERT INTO cdm.episode_event (episode_id, event_id, episode_event_field_concept_id)
-             SELECT episode_id, condition_occurrence_id, {FIELD_CONDITION_OCCURRENCE_ID}
-               FROM new_episode"
-        ),
-        &[],
-    )
-    .context("could not write first-occurrence episode events")?;
+        .context("could not find the missing first-occurrence episodes")?;
+    let mut first_occurrence_episodes = 0i64;
+    if !missing.is_empty() {
+        let ids: Vec<i64> = tx
+            .query(
+                "SELECT nextval('registry.seq_episode_id') FROM generate_series(1, $1::int)",
+                &[&(missing.len() as i32)],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let col = |i: usize| -> Vec<i64> { missing.iter().map(|r| r.get(i)).collect() };
+        let dates: Vec<chrono::NaiveDate> = missing.iter().map(|r| r.get(1)).collect();
+        let (persons, concepts, conditions) = (col(0), col(2), col(3));
+        first_occurrence_episodes = tx
+            .execute(
+                &format!(
+                    "INSERT INTO cdm.episode (episode_id, person_id, episode_concept_id,
+                            episode_start_date, episode_number, episode_object_concept_id,
+                            episode_type_concept_id)
+                     SELECT e, p, {DISEASE_FIRST_OCCURRENCE}, d, 1, c, {PERIOD_TYPE_ALGORITHM}
+                       FROM unnest($1::bigint[], $2::bigint[], $3::date[], $4::bigint[]) AS n(e, p, d, c)"
+                ),
+                &[&ids, &persons, &dates, &concepts],
+            )
+            .context("could not write first-occurrence episodes")? as i64;
+        tx.execute(
+            &format!(
+                "INSERT INTO cdm.episode_event (episode_id, event_id, episode_event_field_concept_id)
+                 SELECT e, o, {FIELD_CONDITION_OCCURRENCE_ID}
+                   FROM unnest($1::bigint[], $2::bigint[]) AS n(e, o)"
+            ),
+            &[&ids, &conditions],
+        )
+        .context("could not write first-occurrence episode events")?;
+    }
     tx.batch_execute("DELETE FROM cdm.observation_period")?;
     let n = tx
         .execute(

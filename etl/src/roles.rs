@@ -180,6 +180,46 @@ pub fn apply(client: &mut postgres::Client, opts: RoleOptions) -> Result<Vec<Str
             marts.join(", ")
         ));
     }
+    // `ON ALL TABLES IN SCHEMA` becomes the schema's tables by name: on Citus it would also
+    // reach the coordinator's shard placements (its copies of the reference tables), which
+    // Citus refuses to change along with the distributed tables.
+    let mut tables = std::collections::BTreeMap::<String, Vec<String>>::new();
+    for r in client.query(
+        "SELECT n.nspname::text, c.oid::regclass::text FROM pg_class c
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+            AND n.nspname IN ('cdm', 'registry', 'research', 'mart', 'federation', 'public')
+          ORDER BY 2",
+        &[],
+    )? {
+        tables.entry(r.get(0)).or_default().push(r.get(1));
+    }
+    let all_tables = regex_lite::Regex::new(r"ON ALL TABLES IN SCHEMA ([a-z_, ]+?) (TO|FROM) ")
+        .expect("a valid pattern");
+    let sql: Vec<String> = sql
+        .into_iter()
+        .filter_map(|s| {
+            let Some(c) = all_tables.captures(&s) else {
+                return Some(s);
+            };
+            let list: Vec<&str> = c[1]
+                .split(',')
+                .flat_map(|n| tables.get(n.trim()).into_iter().flatten())
+                .map(String::as_str)
+                .collect();
+            if list.is_empty() {
+                return None;
+            }
+            let whole = c.get(0).expect("the match").range();
+            Some(format!(
+                "{}ON {} {} {}",
+                &s[..whole.start],
+                list.join(", "),
+                &c[2],
+                &s[whole.end..]
+            ))
+        })
+        .collect();
     let mut tx = client.transaction()?;
     // On Citus, a transaction that changes distributed tables' privileges and then functions
     // must use one connection per worker.
@@ -190,7 +230,12 @@ pub fn apply(client: &mut postgres::Client, opts: RoleOptions) -> Result<Vec<Str
         )?
         .get(0);
     if citus {
-        tx.batch_execute("SET LOCAL citus.multi_shard_modify_mode TO 'sequential'")?;
+        // (and with local execution, which Citus needs for changes to functions and to the
+        // coordinator's own tables, whatever the database's default)
+        tx.batch_execute(
+            "SET LOCAL citus.multi_shard_modify_mode TO 'sequential';
+             SET LOCAL citus.enable_local_execution TO on",
+        )?;
     }
     for s in &sql {
         tx.batch_execute(s)
