@@ -244,11 +244,12 @@ fn mcode_patient() -> Vec<Value> {
             snomed("399504009"),
             ("valueCodeableConcept", ajcc("cT2")),
         ),
+        // mCODE STU3's own binding: SNOMED CT's AJCC qualifier value (cN1).
         obs(
             "mcode-cn-1",
             "mcode-tnm-regional-nodes-category",
             snomed("399534004"),
-            ("valueCodeableConcept", ajcc("cN1")),
+            ("valueCodeableConcept", snomed("1229973008")),
         ),
         obs(
             "mcode-cm-1",
