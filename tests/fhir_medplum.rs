@@ -281,6 +281,15 @@ fn mcode_patient() -> Vec<Value> {
             "contained": [{"resourceType": "Medication", "id": "med1",
                 "code": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "224905"}]}}],
             "medicationReference": {"reference": "#med1"}}),
+        // A second patient with only the overall HER2 interpretation (negative).
+        json!({"resourceType": "Patient", "id": "mcode-pt-2", "meta": mcode("mcode-cancer-patient"),
+            "identifier": [{"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]},
+                "system": "http://hospital.example.org", "value": "m456"}],
+            "gender": "female", "birthDate": "1970-02-03"}),
+        json!({"resourceType": "Observation", "id": "mcode-her2-2", "meta": mcode("mcode-tumor-marker-test"),
+            "status": "final", "category": lab.clone(), "code": loinc("48676-1"),
+            "subject": {"reference": "Patient/mcode-pt-2"}, "effectiveDateTime": "2024-05-06",
+            "valueCodeableConcept": snomed("260385009")}),
         json!({"resourceType": "MedicationAdministration", "id": "mcode-ma-1", "meta": mcode("mcode-cancer-related-medication-administration"),
             "status": "completed", "subject": subject.clone(), "effectiveDateTime": "2024-03-25",
             "medicationReference": {"reference": "Medication/mcode-med-paclitaxel"}}),
@@ -389,10 +398,15 @@ fn an_mcode_endpoint_feeds_the_research_views_with_the_shipped_mappings() {
     let rs = db
         .client()
         .query_one(
-            "SELECT er_positive, pr_positive FROM research.receptor_status",
+            "SELECT er_positive, pr_positive FROM research.receptor_status WHERE her2_ihc IS NOT NULL",
             &[],
         )
         .unwrap();
+    // The overall interpretation alone gives the HER2 status.
+    assert_eq!(
+        db.count("SELECT count(*) FROM research.receptor_status WHERE her2_ihc IS NULL AND her2_status = 'negative'"),
+        1
+    );
     assert_eq!(
         (rs.get::<_, Option<bool>>(0), rs.get::<_, Option<bool>>(1)),
         (Some(true), Some(false))

@@ -52,6 +52,7 @@ pub const ROLE_VIEWS: &[(&str, &[&str])] = &[
     ("her2_ihc", RECEPTOR),
     ("her2_ihc_score", RECEPTOR),
     ("her2_ish", RECEPTOR),
+    ("her2_overall", RECEPTOR),
     ("ki67_pct", RECEPTOR),
     ("result", RECEPTOR),
     (
