@@ -27,17 +27,20 @@ fn data_quality_checks_catch_each_injected_failure() {
     assert_eq!(code, Some(0), "a clean synthetic import passes: {ids:?}");
     assert!(ids.is_empty(), "{ids:?}");
 
+    // Facts by concept (the checks read the research views' concept roles, not source
+    // codes): ER % (registrar local 2000000101), Nottingham grade (2000000110), pathological
+    // T0 (1635740).
     db.client()
         .batch_execute(
             "WITH p AS (SELECT person_id FROM cdm.person ORDER BY person_id LIMIT 1)
              INSERT INTO cdm.measurement (measurement_id, person_id, measurement_concept_id, measurement_date, measurement_type_concept_id, measurement_source_value, value_as_number)
              SELECT -1, person_id, 0, date '1901-01-01', 32817, 'HB', 12 FROM p
-             UNION ALL SELECT -2, person_id, 0, date '2020-01-01', 32817, 'ER_PCT', 150 FROM p
-             UNION ALL SELECT -3, person_id, 0, date '2020-01-01', 32817, 'GRADE', 5 FROM p;
+             UNION ALL SELECT -2, person_id, 2000000101, date '2020-01-01', 32817, 'ER %', 150 FROM p
+             UNION ALL SELECT -3, person_id, 2000000110, date '2020-01-01', 32817, 'grade', 5 FROM p;
              INSERT INTO cdm.person (person_id, gender_concept_id, year_of_birth, race_concept_id, ethnicity_concept_id)
              VALUES (-10, 8532, 1849, 0, 0), (-11, 8532, 1960, 0, 0);
              INSERT INTO cdm.measurement (measurement_id, person_id, measurement_concept_id, measurement_date, measurement_type_concept_id, measurement_source_value, value_as_number, value_source_value)
-             VALUES (-4, -11, 0, '2020-01-01', 32817, 'ER_PCT', 50, NULL), (-5, -11, 0, '2020-05-01', 32817, 'ypT', NULL, 'T0');
+             VALUES (-4, -11, 2000000101, '2020-01-01', 32817, 'ER %', 50, NULL), (-5, -11, 1635740, '2020-05-01', 32817, 'ypT', NULL, 'T0');
              INSERT INTO cdm.observation (observation_id, person_id, observation_concept_id, observation_date, observation_type_concept_id)
              VALUES (-6, -999, 0, '2020-01-01', 32817);
              INSERT INTO cdm.episode_event (episode_id, event_id, episode_event_field_concept_id) VALUES (-7, 1, 0);

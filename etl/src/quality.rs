@@ -60,6 +60,14 @@ fn union_events(date_alias: &str) -> String {
         .join(" UNION ALL ")
 }
 
+// What the checks read, by the research views' concept roles (research.concept_role), never
+// by a source's own codes: any mapping, or another ETL's cdm, is checked alike. Each is read
+// as a list (not correlated with the fact: the concept sets stay on a Citus coordinator).
+const PERCENT: &str = "measurement_concept_id IN (SELECT concept_id FROM research.concept_set WHERE role IN ('er_pct', 'pr_pct', 'ki67_pct'))";
+const GRADE: &str = "measurement_concept_id IN (SELECT concept_id FROM research.concept_set WHERE role = 'grade_measurement')";
+const RECEPTOR: &str = "measurement_concept_id IN (SELECT concept_id FROM research.concept_set WHERE role IN ('er_status', 'er_pct', 'er_allred', 'pr_status', 'pr_pct', 'pr_allred', 'her2_ihc', 'her2_ish', 'her2_overall'))";
+const PATHOLOGICAL: &str = "measurement_concept_id IN (SELECT concept_id FROM research.concept_set WHERE role IN ('pathological_t', 'pathological_n'))";
+
 /// Every check registrar runs.
 pub fn checks() -> Vec<Check> {
     let events = union_events("d");
@@ -117,8 +125,8 @@ pub fn checks() -> Vec<Check> {
             description: "ER, PR or Ki-67 percentages outside 0-100",
             severity: Severity::Fatal,
             threshold_pct: 0.0,
-            numerator: "SELECT count(*) FROM cdm.measurement WHERE measurement_source_value IN ('ER_PCT','PR_PCT','KI67_PCT') AND (value_as_number < 0 OR value_as_number > 100)".into(),
-            denominator: "SELECT count(*) FROM cdm.measurement WHERE measurement_source_value IN ('ER_PCT','PR_PCT','KI67_PCT')".into(),
+            numerator: format!("SELECT count(*) FROM cdm.measurement WHERE {PERCENT} AND (value_as_number < 0 OR value_as_number > 100)"),
+            denominator: format!("SELECT count(*) FROM cdm.measurement WHERE {PERCENT}"),
         },
         Check {
             id: "plausibility.grade_range",
@@ -126,8 +134,8 @@ pub fn checks() -> Vec<Check> {
             description: "histological grade other than 1, 2 or 3",
             severity: Severity::Fatal,
             threshold_pct: 0.0,
-            numerator: "SELECT count(*) FROM cdm.measurement WHERE measurement_source_value = 'GRADE' AND value_as_number NOT IN (1, 2, 3)".into(),
-            denominator: "SELECT count(*) FROM cdm.measurement WHERE measurement_source_value = 'GRADE'".into(),
+            numerator: format!("SELECT count(*) FROM cdm.measurement WHERE {GRADE} AND value_as_number NOT IN (1, 2, 3)"),
+            denominator: format!("SELECT count(*) FROM cdm.measurement WHERE {GRADE}"),
         },
         Check {
             id: "plausibility.observation_period_order",
@@ -144,17 +152,17 @@ pub fn checks() -> Vec<Check> {
             description: "persons with receptor results but no breast cancer diagnosis",
             severity: Severity::Fatal,
             threshold_pct: 0.0,
-            numerator: "SELECT count(DISTINCT m.person_id) FROM cdm.measurement m WHERE m.measurement_source_value IN ('ER_PCT','PR_PCT','HER2_IHC','HER2_ISH') AND NOT EXISTS (SELECT 1 FROM cdm.condition_occurrence c WHERE c.person_id = m.person_id AND (c.condition_concept_id = 4112853 OR c.condition_source_value LIKE 'C50%'))".into(),
-            denominator: "SELECT count(DISTINCT person_id) FROM cdm.measurement WHERE measurement_source_value IN ('ER_PCT','PR_PCT','HER2_IHC','HER2_ISH')".into(),
+            numerator: format!("SELECT count(DISTINCT m.person_id) FROM cdm.measurement m WHERE m.{RECEPTOR} AND NOT EXISTS (SELECT 1 FROM research.diagnosis d WHERE d.person_id = m.person_id)"),
+            denominator: format!("SELECT count(DISTINCT person_id) FROM cdm.measurement WHERE {RECEPTOR}"),
         },
         Check {
             id: "completeness.pcr_without_surgery",
             category: "completeness",
-            description: "persons with a post-neoadjuvant ypT/ypN but no breast surgery",
+            description: "persons with a pathological T or N (pT, ypT) but no breast surgery",
             severity: Severity::Fatal,
             threshold_pct: 0.0,
-            numerator: "SELECT count(DISTINCT m.person_id) FROM cdm.measurement m WHERE m.measurement_source_value IN ('ypT','ypN') AND NOT EXISTS (SELECT 1 FROM cdm.procedure_occurrence s WHERE s.person_id = m.person_id AND s.procedure_source_value LIKE 'CHIR-%')".into(),
-            denominator: "SELECT count(DISTINCT person_id) FROM cdm.measurement WHERE measurement_source_value IN ('ypT','ypN')".into(),
+            numerator: format!("SELECT count(DISTINCT m.person_id) FROM cdm.measurement m WHERE m.{PATHOLOGICAL} AND NOT EXISTS (SELECT 1 FROM research.surgery s WHERE s.person_id = m.person_id)"),
+            denominator: format!("SELECT count(DISTINCT person_id) FROM cdm.measurement WHERE {PATHOLOGICAL}"),
         },
         Check {
             id: "completeness.person_without_diagnosis",
@@ -162,7 +170,7 @@ pub fn checks() -> Vec<Check> {
             description: "persons without a breast cancer diagnosis",
             severity: Severity::Warning,
             threshold_pct: 5.0,
-            numerator: "SELECT count(*) FROM cdm.person p WHERE NOT EXISTS (SELECT 1 FROM cdm.condition_occurrence c WHERE c.person_id = p.person_id AND (c.condition_concept_id = 4112853 OR c.condition_source_value LIKE 'C50%'))".into(),
+            numerator: "SELECT count(*) FROM cdm.person p WHERE NOT EXISTS (SELECT 1 FROM research.diagnosis d WHERE d.person_id = p.person_id)".into(),
             denominator: "SELECT count(*) FROM cdm.person".into(),
         },
         Check {
