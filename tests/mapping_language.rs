@@ -626,4 +626,35 @@ condition_type_concept_id = { const = 32879 }
     let (ok, t) = run(&["mapping", "check", bad.to_str().unwrap()]);
     assert!(!ok, "{t}");
     assert!(t.contains("unknown identifier type `uk-nhs` (the registry knows niss, mrn, study-subject, ca-sin, us-ssn"), "{t}");
+    // Re-identification by recomputation knows the declared types too.
+    let lookup = |ty: &str, id: &str| {
+        let out = db.registrar(&[
+            "--json",
+            "--key-file",
+            k.to_str().unwrap(),
+            "pseudonym",
+            "lookup",
+            "--type",
+            ty,
+            "--identifier",
+            id,
+            "--why",
+            "test of a declared type",
+        ]);
+        (out.status.success(), text(&out), out.stdout)
+    };
+    let (ok, t, stdout) = lookup("us-ssn", "123 45 6789");
+    assert!(ok, "{t}");
+    let v: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
+    assert_eq!(
+        v["person_id"].as_i64(),
+        Some(db.count("SELECT min(person_id)::bigint FROM cdm.condition_occurrence")),
+        "{t}"
+    );
+    let (ok, t, _) = lookup("uk-nhs", "943 476 5919");
+    assert!(!ok, "{t}");
+    assert!(
+        t.contains("unknown identifier type `uk-nhs` (the registry knows niss, mrn, study-subject, ca-sin, us-ssn") && !t.contains("5919"),
+        "{t}"
+    );
 }

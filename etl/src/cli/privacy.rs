@@ -47,31 +47,14 @@ pub enum PseudonymCommand {
         /// process list and shell history).
         #[arg(long)]
         identifier: String,
-        /// Identifier type.
-        #[arg(long = "type", value_enum)]
-        id_type: IdType,
+        /// Identifier type: `niss`, `mrn`, `study-subject`, or a type the registry declared
+        /// (`registrar identifiers declare`; `registrar identifiers list` shows them).
+        #[arg(long = "type")]
+        id_type: String,
         /// Why the lookup is needed (recorded in the audit log; no identifying values).
         #[arg(long)]
         why: String,
     },
-}
-
-/// Identifier types on the command line.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum IdType {
-    Niss,
-    Mrn,
-    StudySubject,
-}
-
-impl From<IdType> for IdentifierType {
-    fn from(t: IdType) -> Self {
-        match t {
-            IdType::Niss => IdentifierType::Niss,
-            IdType::Mrn => IdentifierType::Mrn,
-            IdType::StudySubject => IdentifierType::StudySubject,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -260,10 +243,22 @@ pub fn pseudonym_command(g: &GlobalOpts, cmd: PseudonymCommand) -> Result<ExitCo
     } else {
         identifier
     };
-    let ty: IdentifierType = id_type.into();
     let target = g.db().resolve()?;
     let mut c = target.client()?;
     let mut tx = c.transaction()?;
+    // The registry's declared types, beside the built-in ones.
+    let declared = crate::privacy::identifiers::load(&mut tx)?;
+    let Ok(ty) = id_type.parse::<IdentifierType>() else {
+        let names: Vec<&str> = IdentifierType::ALL
+            .iter()
+            .chain(&declared)
+            .map(|t| t.as_str())
+            .collect();
+        bail!(
+            "unknown identifier type `{id_type}` (the registry knows {}; declare another with `registrar identifiers declare`)",
+            names.join(", ")
+        );
+    };
     let (pseudonym, person_id) = persons::lookup_person(&mut tx, &keys, ty, &identifier)?;
     audit::append(
         &mut tx,
