@@ -884,6 +884,8 @@ pub fn fetch_all(fhir: &Client, plans: &[Option<SearchPlan>], sink: PageSink) {
 /// its stored watermark and what its search asks.
 pub struct PreparedType {
     cols: FhirColumns,
+    /// The endpoint's keyed locator (its watermarks are kept under it).
+    endpoint_hash: String,
     stored: Option<crate::ledger::Watermark>,
     since: Option<String>,
     includes: Vec<String>,
@@ -908,6 +910,7 @@ impl PreparedType {
         let includes = include_params(&cols, pull.capabilities);
         Ok(PreparedType {
             cols,
+            endpoint_hash,
             stored,
             since,
             includes,
@@ -951,6 +954,7 @@ pub fn pull_endpoint(
     let fhir = pull.fhir;
     let PreparedType {
         cols,
+        endpoint_hash,
         stored,
         since,
         includes,
@@ -958,7 +962,6 @@ pub fn pull_endpoint(
     let server = fhir.base().as_str().to_string();
     let keys = ctx.keys;
     let k: &Pseudonymiser = &keys.current;
-    let endpoint_hash = k.locator_hash(&format!("fhir:{server}"));
     let locator = k.locator_hash(&format!(
         "fhir:{server}|{}|{}",
         cols.mapping_name, cols.resource_type

@@ -75,6 +75,33 @@ pub fn apply(client: &mut postgres::Client, opts: RoleOptions) -> Result<Vec<Str
     }
     let db: String = client.query_one("SELECT current_database()", &[])?.get(0);
     let db = crate::db::quote_ident(&db);
+    // Tables are named, not `ON ALL TABLES IN SCHEMA`: on Citus that would also reach the
+    // coordinator's shard placements (its copies of the reference tables), which Citus
+    // refuses to change along with the distributed tables.
+    let mut tables = std::collections::BTreeMap::<String, Vec<String>>::new();
+    for r in client.query(
+        "SELECT n.nspname::text, c.oid::regclass::text FROM pg_class c
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+            AND n.nspname IN ('cdm', 'registry', 'research', 'mart', 'federation', 'public')
+          ORDER BY 2",
+        &[],
+    )? {
+        tables.entry(r.get(0)).or_default().push(r.get(1));
+    }
+    let all = |schemas: &[&str]| -> Result<String> {
+        let list: Vec<&str> = schemas
+            .iter()
+            .flat_map(|n| tables.get(*n).into_iter().flatten())
+            .map(String::as_str)
+            .collect();
+        anyhow::ensure!(
+            !list.is_empty(),
+            "schema {} holds no table: is the registry migrated?",
+            schemas.join(", ")
+        );
+        Ok(list.join(", "))
+    };
     let mut sql = vec![
         format!("REVOKE CONNECT, TEMPORARY ON DATABASE {db} FROM PUBLIC"),
         format!("GRANT CONNECT ON DATABASE {db} TO {ETL}, {RESEARCHER}, {AUDITOR}, {FEDERATION}"),
@@ -85,12 +112,12 @@ pub fn apply(client: &mut postgres::Client, opts: RoleOptions) -> Result<Vec<Str
         format!("ALTER FUNCTION {AUDIT_APPEND} OWNER TO {AUDIT_OWNER}"),
         // ETL
         format!("GRANT USAGE ON SCHEMA cdm, registry, research TO {ETL}"),
-        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA cdm TO {ETL}"),
-        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA registry TO {ETL}"),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {ETL}", all(&["cdm"])?),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {ETL}", all(&["registry"])?),
         format!("REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON registry.audit_log FROM {ETL}"),
         format!("GRANT EXECUTE ON FUNCTION {AUDIT_APPEND} TO {ETL}"),
         format!("GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA registry TO {ETL}"),
-        format!("GRANT SELECT ON ALL TABLES IN SCHEMA research TO {ETL}"),
+        format!("GRANT SELECT ON {} TO {ETL}", all(&["research"])?),
         format!("GRANT EXECUTE ON FUNCTION research.refresh_concept_sets() TO {ETL}"),
         // The research marts: refreshed through one SECURITY DEFINER function. Researchers
         // may read the marts behind the research views (granted below: the same rows as
@@ -98,17 +125,17 @@ pub fn apply(client: &mut postgres::Client, opts: RoleOptions) -> Result<Vec<Str
         format!("GRANT USAGE ON SCHEMA mart TO {ETL}"),
         format!("GRANT EXECUTE ON FUNCTION mart.refresh(boolean) TO {ETL}"),
         format!("GRANT SELECT ON mart.refresh_state TO {ETL}"),
-        format!("REVOKE ALL ON ALL TABLES IN SCHEMA mart FROM {RESEARCHER}, {AUDITOR}, {FEDERATION_DEFINER}, {FEDERATION}"),
+        format!("REVOKE ALL ON {} FROM {RESEARCHER}, {AUDITOR}, {FEDERATION_DEFINER}, {FEDERATION}", all(&["mart"])?),
         format!("REVOKE ALL ON SCHEMA mart FROM {RESEARCHER}, {AUDITOR}, {FEDERATION_DEFINER}, {FEDERATION}"),
         // Researcher: the curated views, nothing of registry, no writes.
-        format!("REVOKE ALL ON ALL TABLES IN SCHEMA registry FROM {RESEARCHER}"),
+        format!("REVOKE ALL ON {} FROM {RESEARCHER}", all(&["registry"])?),
         format!("REVOKE ALL ON SCHEMA registry FROM {RESEARCHER}"),
-        format!("REVOKE ALL ON ALL TABLES IN SCHEMA cdm FROM {RESEARCHER}"),
-        format!("REVOKE ALL ON ALL TABLES IN SCHEMA research FROM {RESEARCHER}"),
+        format!("REVOKE ALL ON {} FROM {RESEARCHER}", all(&["cdm"])?),
+        format!("REVOKE ALL ON {} FROM {RESEARCHER}", all(&["research"])?),
         format!("GRANT USAGE ON SCHEMA research TO {RESEARCHER}"),
-        format!("GRANT SELECT ON ALL TABLES IN SCHEMA research TO {RESEARCHER}"),
+        format!("GRANT SELECT ON {} TO {RESEARCHER}", all(&["research"])?),
         // Auditor: the audit log and the run ledger.
-        format!("REVOKE ALL ON ALL TABLES IN SCHEMA registry FROM {AUDITOR}"),
+        format!("REVOKE ALL ON {} FROM {AUDITOR}", all(&["registry"])?),
         format!("GRANT USAGE ON SCHEMA registry TO {AUDITOR}"),
         format!("GRANT SELECT ON registry.audit_log, registry.import_run, registry.source_file, registry.audit_origin, registry.identifier_type TO {AUDITOR}"),
         // The privacy officer's checkpoints are audited too (under the officer's own login).
@@ -116,7 +143,7 @@ pub fn apply(client: &mut postgres::Client, opts: RoleOptions) -> Result<Vec<Str
         // Federation: the definer owns the SECURITY DEFINER functions, which serve the
         // published releases: it reads those and nothing live; the login role can call the
         // API only.
-        format!("REVOKE ALL ON ALL TABLES IN SCHEMA cdm, registry, research FROM {FEDERATION_DEFINER}"),
+        format!("REVOKE ALL ON {} FROM {FEDERATION_DEFINER}", all(&["cdm", "registry", "research"])?),
         format!("REVOKE ALL ON ALL FUNCTIONS IN SCHEMA registry FROM {FEDERATION_DEFINER}"),
         format!("REVOKE ALL ON SCHEMA cdm, registry, research FROM {FEDERATION_DEFINER}"),
         format!("GRANT USAGE ON SCHEMA federation TO {FEDERATION_DEFINER}"),
@@ -128,7 +155,7 @@ pub fn apply(client: &mut postgres::Client, opts: RoleOptions) -> Result<Vec<Str
         format!("ALTER FUNCTION federation.schema_version() OWNER TO {FEDERATION_DEFINER}"),
         format!("ALTER FUNCTION federation.cohort_summary(text) OWNER TO {FEDERATION_DEFINER}"),
         format!("ALTER FUNCTION federation.release_info() OWNER TO {FEDERATION_DEFINER}"),
-        format!("REVOKE ALL ON ALL TABLES IN SCHEMA cdm, registry, research, federation, public FROM {FEDERATION}"),
+        format!("REVOKE ALL ON {} FROM {FEDERATION}", all(&["cdm", "registry", "research", "federation", "public"])?),
         format!("REVOKE ALL ON ALL FUNCTIONS IN SCHEMA registry, federation FROM {FEDERATION}"),
         format!("REVOKE ALL ON SCHEMA cdm, registry, research FROM {FEDERATION}"),
         format!("GRANT USAGE ON SCHEMA federation TO {FEDERATION}"),
@@ -137,7 +164,8 @@ pub fn apply(client: &mut postgres::Client, opts: RoleOptions) -> Result<Vec<Str
     if opts.researcher_reads_cdm {
         sql.push(format!("GRANT USAGE ON SCHEMA cdm TO {RESEARCHER}"));
         sql.push(format!(
-            "GRANT SELECT ON ALL TABLES IN SCHEMA cdm TO {RESEARCHER}"
+            "GRANT SELECT ON {} TO {RESEARCHER}",
+            all(&["cdm"])?
         ));
     } else {
         sql.push(format!("REVOKE ALL ON SCHEMA cdm FROM {RESEARCHER}"));
@@ -180,46 +208,6 @@ pub fn apply(client: &mut postgres::Client, opts: RoleOptions) -> Result<Vec<Str
             marts.join(", ")
         ));
     }
-    // `ON ALL TABLES IN SCHEMA` becomes the schema's tables by name: on Citus it would also
-    // reach the coordinator's shard placements (its copies of the reference tables), which
-    // Citus refuses to change along with the distributed tables.
-    let mut tables = std::collections::BTreeMap::<String, Vec<String>>::new();
-    for r in client.query(
-        "SELECT n.nspname::text, c.oid::regclass::text FROM pg_class c
-           JOIN pg_namespace n ON n.oid = c.relnamespace
-          WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
-            AND n.nspname IN ('cdm', 'registry', 'research', 'mart', 'federation', 'public')
-          ORDER BY 2",
-        &[],
-    )? {
-        tables.entry(r.get(0)).or_default().push(r.get(1));
-    }
-    let all_tables = regex_lite::Regex::new(r"ON ALL TABLES IN SCHEMA ([a-z_, ]+?) (TO|FROM) ")
-        .expect("a valid pattern");
-    let sql: Vec<String> = sql
-        .into_iter()
-        .filter_map(|s| {
-            let Some(c) = all_tables.captures(&s) else {
-                return Some(s);
-            };
-            let list: Vec<&str> = c[1]
-                .split(',')
-                .flat_map(|n| tables.get(n.trim()).into_iter().flatten())
-                .map(String::as_str)
-                .collect();
-            if list.is_empty() {
-                return None;
-            }
-            let whole = c.get(0).expect("the match").range();
-            Some(format!(
-                "{}ON {} {} {}",
-                &s[..whole.start],
-                list.join(", "),
-                &c[2],
-                &s[whole.end..]
-            ))
-        })
-        .collect();
     let mut tx = client.transaction()?;
     // On Citus, a transaction that changes distributed tables' privileges and then functions
     // must use one connection per worker.
