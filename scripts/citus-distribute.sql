@@ -119,8 +119,5 @@ SELECT citus_add_local_table_to_metadata('cdm.cost');
 --    materialized view local to the coordinator (a few hundred rows), which Citus ships to the
 --    workers as an intermediate result when a refresh joins it.
 SELECT create_reference_table('mart.refresh_scope');
-SELECT create_distributed_table('mart.' || m, 'person_id', colocate_with => 'cdm.person')
-  FROM unnest(ARRAY['diagnosis', 'tumour_fact', 'systemic_therapy', 'surgery', 'first_treatment',
-                    'breast_cancer_patient', 'receptor_status', 'subtype', 'neoadjuvant_treatment',
-                    'pathologic_response', 'recurrence_event', 'recurrence', 'radiotherapy',
-                    'modeling_cohort', 'rt_structure_set', 'disease_status']) AS m;
+SELECT create_distributed_table('mart.' || name, 'person_id', colocate_with => 'cdm.person')
+  FROM mart.catalog ORDER BY position;

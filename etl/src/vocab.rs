@@ -153,6 +153,9 @@ pub mod local {
     pub const DICOM_SERIES: i32 = 2_000_000_502;
     /// "RT structure set region of interest": one ROI of an indexed RT Structure Set.
     pub const RT_STRUCTURE_ROI: i32 = 2_000_000_501;
+    /// "Delineation agreement of two observers of one RT structure": one observer pair of an
+    /// indexed structure (Dice, surface distances; `research.delineation_agreement`).
+    pub const DELINEATION_AGREEMENT: i32 = 2_000_000_503;
 }
 
 /// The first concept id of registrar's local concepts (OMOP reserves 2,000,000,000 and

@@ -44,6 +44,37 @@ const TEXT_VALUE: Tag = Tag(0x0040, 0xA160);
 /// the name never leaves.
 const ROI_INTERPRETER: Tag = Tag(0x3006, 0x00A6);
 const TRAILING_PADDING: Tag = Tag(0xFFFC, 0xFFFC);
+const STRUCTURE_SET_DATE: Tag = Tag(0x3006, 0x0008);
+const RT_STRUCTURE_SET_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.481.3";
+
+/// Where the guideline era of an RT Structure Set is written: a private block of group
+/// `0x0013` whose creator is [`GUIDELINE_ERA_CREATOR`], element `0x01` of the block (CS,
+/// `BEFORE` or `AFTER`). It is decided on the true Structure Set Date, before any date is
+/// shifted, against [`DicomProfile::guideline_era_start`](super::DicomProfile), and reveals
+/// only which side of that day the contours were drawn on. `registrar dicom index` reads it
+/// ([`guideline_era`]).
+pub const GUIDELINE_ERA: (u16, u8) = (0x0013, 0x01);
+/// The private creator of the guideline-era block.
+pub const GUIDELINE_ERA_CREATOR: &str = "REGISTRAR ERA";
+
+/// The guideline era an object carries ([`GUIDELINE_ERA`]): `Some(true)` before the era start,
+/// `Some(false)` on or after it, `None` when the object has none.
+pub fn guideline_era(obj: &InMemDicomObject) -> Option<bool> {
+    let (group, offset) = GUIDELINE_ERA;
+    let slot = (0x10u16..=0xFF).find(|&e| {
+        obj.get(Tag(group, e))
+            .and_then(raw)
+            .is_some_and(|b| trim(b) == GUIDELINE_ERA_CREATOR.as_bytes())
+    })?;
+    let v = obj
+        .get(Tag(group, (slot << 8) | u16::from(offset)))
+        .and_then(raw)?;
+    match trim(v) {
+        b"BEFORE" => Some(true),
+        b"AFTER" => Some(false),
+        _ => None,
+    }
+}
 const TIMEZONE_OFFSET: Tag = Tag(0x0008, 0x0201);
 
 /// Whether an element holds dates (DA) or date-times (DT): by its tag in the dictionary,
@@ -659,6 +690,25 @@ fn decode_text(obj: &InMemDicomObject, b: &[u8]) -> String {
     charset.decode(b).unwrap_or_else(|_| latin1(b))
 }
 
+/// Writes the guideline era ([`GUIDELINE_ERA`]) into the first free creator slot of the group
+/// (a kept private block of another creator is not touched).
+fn mark_era(out: &mut InMemDicomObject, before: bool) {
+    let (group, offset) = GUIDELINE_ERA;
+    let Some(slot) = (0x10u16..=0xFF).find(|&e| {
+        out.get(Tag(group, e))
+            .and_then(raw)
+            .is_none_or(|b| trim(b) == GUIDELINE_ERA_CREATOR.as_bytes())
+    }) else {
+        return;
+    };
+    out.put(text_elem(Tag(group, slot), VR::LO, GUIDELINE_ERA_CREATOR));
+    out.put(text_elem(
+        Tag(group, (slot << 8) | u16::from(offset)),
+        VR::CS,
+        if before { "BEFORE" } else { "AFTER" },
+    ));
+}
+
 impl DicomPseudonymiser {
     /// A pseudonymiser for the given key (domain pseudonymiser), date policy and profile.
     pub fn new(
@@ -852,8 +902,17 @@ impl DicomPseudonymiser {
             person: person.clone(),
         };
         let pixel_tail = parsed.pixel_tail;
+        // The guideline era, from the true date (read before any date is shifted).
+        let before_era = (sop_class == RT_STRUCTURE_SET_STORAGE)
+            .then(|| first_text(&parsed.dataset, STRUCTURE_SET_DATE))
+            .flatten()
+            .and_then(|d| NaiveDate::parse_from_str(d.get(..8)?, "%Y%m%d").ok())
+            .map(|d| d < self.profile.profile.guideline_era_start);
         let mut out = walk.dataset(parsed.dataset, true);
         self.mark(&mut out, dates);
+        if let Some(before) = before_era {
+            mark_era(&mut out, before);
+        }
 
         // Path components are UIDs of digits and dots; anything else (a kept "well-known"
         // value that is not a UID, say) is replaced by its pseudonymous UID.

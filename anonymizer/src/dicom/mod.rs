@@ -75,8 +75,8 @@ mod write;
 
 pub use batch::{BatchError, BatchFailure, BatchOptions, BatchSummary, FileRecord, FileStatus};
 pub use deid::{
-    DicomPseudonymiser, Outcome, Prepared, Quarantine, QuarantineReason, RuleCounts, SkipReason,
-    DUMMY_TEXT, WELL_KNOWN_UID_ROOT,
+    guideline_era, DicomPseudonymiser, Outcome, Prepared, Quarantine, QuarantineReason, RuleCounts,
+    SkipReason, DUMMY_TEXT, GUIDELINE_ERA, GUIDELINE_ERA_CREATOR, WELL_KNOWN_UID_ROOT,
 };
 pub use profile::{BurnedInPolicy, DicomProfile, MethodCode, ProfileError, SafePrivate};
 pub use write::{write_file, WriteError, IMPLEMENTATION_CLASS_UID};

@@ -209,6 +209,17 @@ pub struct DicomProfile {
     /// `max-elements`, `max-file-bytes`): a file beyond them is quarantined (`too_deep`,
     /// `too_large`).
     pub limits: super::parse::Limits,
+    /// The first day of the era after the ESTRO consensus guidelines on breast target volume
+    /// delineation (Offersen et al., Radiother Oncol 2015;114:3-10): an RT Structure Set whose
+    /// true Structure Set Date falls before it is marked `BEFORE`, else `AFTER` (see
+    /// [`super::deid::GUIDELINE_ERA`]). Default 2016-01-01, the first day after the
+    /// publication year; a registry may set the publication date itself.
+    pub guideline_era_start: chrono::NaiveDate,
+}
+
+/// The default [`DicomProfile::guideline_era_start`].
+pub fn default_guideline_era_start() -> chrono::NaiveDate {
+    chrono::NaiveDate::from_ymd_opt(2016, 1, 1).expect("a date")
 }
 
 /// ROI Name, ROI Observation Label, Structure Set Label, RT Plan Label.
@@ -230,6 +241,7 @@ impl Default for DicomProfile {
             safe_private: Vec::new(),
             burned_in_annotation: BurnedInPolicy::Quarantine,
             limits: super::parse::Limits::default(),
+            guideline_era_start: default_guideline_era_start(),
         }
     }
 }

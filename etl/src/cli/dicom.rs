@@ -36,7 +36,11 @@ pub enum DicomCommand {
     /// One procedure_occurrence and one image_occurrence per series (person: the MRN
     /// pseudonym in Patient ID), and for RT Structure Sets one image_feature per ROI (name,
     /// TG-263 name, type, volume from the contours, ...; see the view
-    /// research.rt_structure_set); the ROI names without a TG-263 name are listed. The tree
+    /// research.rt_structure_set); the ROI names without a TG-263 name are listed. A
+    /// structure drawn by two or more observers of a patient is rasterised on the referenced
+    /// CT grid and each observer pair's agreement (Dice, Jaccard, HD95, Hausdorff, mean
+    /// surface distance) becomes an image_feature (research.delineation_agreement); the
+    /// structures that could not be measured are counted with the reason. The tree
     /// is one source file: an unchanged tree is skipped, a changed one replaces the rows of
     /// its earlier index. Series of a person unknown to the registry are rejected with a
     /// reason. Exit code 0: everything indexed or skipped; 1: some series rejected or files
@@ -166,6 +170,16 @@ fn index(g: &GlobalOpts, args: IndexArgs) -> Result<ExitCode> {
             outcome.rejected.len(),
             outcome.unreadable.len()
         );
+        if outcome.agreement_pairs > 0 || !outcome.agreement_unmeasured.is_empty() {
+            println!(
+                "inter-observer agreement: {} observer pairs measured",
+                outcome.agreement_pairs
+            );
+            for (reason, n) in &outcome.agreement_unmeasured {
+                let s = if *n == 1 { "" } else { "s" };
+                println!("  {n} structure{s} not measured: {reason}");
+            }
+        }
         for (folder, reason) in &outcome.rejected {
             println!("rejected {folder}: {reason}");
         }

@@ -75,6 +75,7 @@ pub const ROLE_VIEWS: &[(&str, &[&str])] = &[
     ("radiotherapy", &["radiotherapy"]),
     ("rt_total_dose", &["radiotherapy"]),
     ("rt_structure_roi", &["rt_structure_set"]),
+    ("delineation_agreement", &["delineation_agreement"]),
 ];
 const TUMOUR: &[&str] = &["tumour_fact", "breast_cancer_patient", "modeling_cohort"];
 const TUMOUR_YP: &[&str] = &[

@@ -20,6 +20,7 @@
 //! extent) and adds per-set noise; structure sets dated 2016 or later keep only
 //! [`rois::CONSENSUS_FACTOR`] of it (the ESTRO consensus effect).
 
+mod agreement;
 mod anatomy;
 mod enc;
 mod rois;
@@ -101,6 +102,9 @@ pub(crate) struct DicomTruth {
     pub national_number_in_other_ids: bool,
     pub structure_sets: Vec<StructureSetTruth>,
     pub plans: Vec<PlanTruth>,
+    /// The expected inter-observer agreement of every pair of the patient's structure sets on
+    /// every structure both drew ([`agreement`]).
+    pub agreement: Vec<agreement::AgreementTruth>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -373,6 +377,52 @@ fn contours(shape: &Shape, grid: &Grid) -> Vec<(usize, Vec<[f64; 2]>)> {
             ..*shape
         };
         out.extend(s.polygon(u, CONTOUR_POINTS).map(|p| (k, p)));
+    }
+    out
+}
+
+/// The expected agreement of every pair of structure sets on every structure both drew.
+fn expected_agreement(
+    grid: &Grid,
+    observers: &[Observer],
+    uids: &[String],
+    sets: &[Vec<DrawnRoi>],
+) -> Vec<agreement::AgreementTruth> {
+    let g = agreement::Geometry {
+        x0: grid.x0,
+        y0: grid.y0,
+        pixel: grid.pixel,
+        matrix: grid.matrix as usize,
+        z: &grid.z,
+    };
+    let r4 = |v: f64| (v * 10_000.0).round() / 10_000.0;
+    let mut out = Vec::new();
+    for a in 0..sets.len() {
+        for b in a + 1..sets.len() {
+            for ra in &sets[a] {
+                let Some(rb) = sets[b].iter().find(|r| r.tg263 == ra.tg263) else {
+                    continue;
+                };
+                let Some([dice, hd95, hd, msd, va, vb]) =
+                    agreement::measure(&g, &ra.contours, &rb.contours)
+                else {
+                    continue;
+                };
+                out.push(agreement::AgreementTruth {
+                    set_a: uids[a].clone(),
+                    set_b: uids[b].clone(),
+                    observer_a: observers[a].index,
+                    observer_b: observers[b].index,
+                    tg263: ra.tg263.clone(),
+                    dice: r4(dice),
+                    hd95_mm: r4(hd95),
+                    hd_max_mm: r4(hd),
+                    msd_mm: r4(msd),
+                    volume_a_cc: r4(va),
+                    volume_b_cc: r4(vb),
+                });
+            }
+        }
     }
     out
 }
@@ -655,6 +705,7 @@ impl Dicom {
         let mut clinical_rois: Vec<(RoiKind, i64)> = Vec::new();
         let mut clinical_ss_date = ct_date;
         let mut rs_uids: Vec<String> = Vec::new();
+        let mut all_drawn: Vec<Vec<DrawnRoi>> = Vec::with_capacity(observers.len());
         for (j, o) in observers.iter().enumerate() {
             let ss_date = if j == 0 {
                 plus(ct_date, r.range(1, 3))
@@ -852,7 +903,14 @@ impl Dicom {
                     .collect(),
             });
             rs_uids.push(ss_uid);
+            all_drawn.push(drawn);
         }
+        let agreement = if observers.len() > 1 {
+            expected_agreement(&grid, &observers, &rs_uids, &all_drawn)
+        } else {
+            Vec::new()
+        };
+        drop(all_drawn);
 
         // One plan and one dose per course.
         let mut plans = Vec::with_capacity(p.rt.len());
@@ -902,6 +960,7 @@ impl Dicom {
             national_number_in_other_ids: niss_in_other_ids,
             structure_sets: sets,
             plans,
+            agreement,
         }))
     }
 

@@ -29,6 +29,10 @@
 //! of their net area times that spacing: no half slabs at the ends, and nothing between
 //! planes further apart than the spacing (a gap is not filled).
 
+pub mod agreement;
+mod agreements;
+pub mod mask;
+
 use crate::import::{ImportContext, Unit, UnitOutcome};
 use crate::ledger::{
     FileIdentity, FileStatus, Ledger, RejectOutcome, RejectRow, Replace, UnitCounts, UnitKind,
@@ -49,7 +53,7 @@ use std::path::{Path, PathBuf};
 
 /// What the index writes, versioned: an index written by another version of this code is
 /// written again.
-const INDEX_VERSION: &str = "registrar-dicom-index-4";
+const INDEX_VERSION: &str = "registrar-dicom-index-5";
 /// OMOP type concept of the rows written here ("EHR").
 pub const TYPE_CONCEPT_EHR: i32 = 32817;
 /// First characters of the `alg_system` JSON of an ROI feature.
@@ -63,6 +67,12 @@ mod tag {
     pub const MODALITY: Tag = Tag(0x0008, 0x0060);
     pub const PATIENT_ID: Tag = Tag(0x0010, 0x0020);
     pub const STUDY_INSTANCE_UID: Tag = Tag(0x0020, 0x000D);
+    pub const IMAGE_POSITION_PATIENT: Tag = Tag(0x0020, 0x0032);
+    pub const IMAGE_ORIENTATION_PATIENT: Tag = Tag(0x0020, 0x0037);
+    pub const FRAME_OF_REFERENCE_UID: Tag = Tag(0x0020, 0x0052);
+    pub const ROWS: Tag = Tag(0x0028, 0x0010);
+    pub const COLUMNS: Tag = Tag(0x0028, 0x0011);
+    pub const PIXEL_SPACING: Tag = Tag(0x0028, 0x0030);
     pub const SERIES_INSTANCE_UID: Tag = Tag(0x0020, 0x000E);
     pub const STRUCTURE_SET_DATE: Tag = Tag(0x3006, 0x0008);
     pub const REFERENCED_FRAME_OF_REFERENCE_SEQUENCE: Tag = Tag(0x3006, 0x0010);
@@ -102,6 +112,11 @@ pub struct IndexOutcome {
     /// TG-263 name ([`normalise`] does not recognise them), sorted, each with its number of
     /// ROIs.
     pub roi_names_not_normalised: Vec<RoiNameCount>,
+    /// Observer pairs whose agreement was measured (one image feature each).
+    pub agreement_pairs: i64,
+    /// Structures drawn by two or more observers whose agreement was not measured: (reason,
+    /// structures).
+    pub agreement_unmeasured: Vec<(String, i64)>,
 }
 
 /// An ROI name and the number of ROIs that bear it.
@@ -155,6 +170,11 @@ pub struct RoiFacts {
     /// True when the TG-263 name's laterality comes from the other targets of the set (the
     /// name as typed has none; see [`lateralise_targets`]).
     pub side_from_set: bool,
+    /// `before` or `after` the ESTRO consensus guidelines, decided on the true Structure Set
+    /// Date at pseudonymisation (the file's guideline-era mark,
+    /// [`registrar_anonymizer::dicom::GUIDELINE_ERA`]); None when the file has no mark.
+    #[serde(default)]
+    pub guideline_era: Option<String>,
 }
 
 /// One series as read from the tree.
@@ -208,6 +228,28 @@ fn date(o: &InMemDicomObject, t: Tag) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(s.get(..8)?, "%Y%m%d").ok()
 }
 
+/// The geometry of a CT slice (None for other objects, or one without it).
+fn ct_slice(o: &InMemDicomObject) -> Option<mask::Slice> {
+    if text(o, tag::MODALITY).as_deref() != Some("CT") {
+        return None;
+    }
+    let floats = |t: Tag| o.element(t).ok().and_then(|e| e.to_multi_float64().ok());
+    let int = |t: Tag| o.element(t).ok().and_then(|e| e.to_int::<u32>().ok());
+    let p = floats(tag::IMAGE_POSITION_PATIENT)?;
+    let d = floats(tag::IMAGE_ORIENTATION_PATIENT)?;
+    let sp = floats(tag::PIXEL_SPACING)?;
+    if p.len() != 3 || d.len() != 6 || sp.len() != 2 {
+        return None;
+    }
+    Some(mask::Slice {
+        position: [p[0], p[1], p[2]],
+        orientation: [d[0], d[1], d[2], d[3], d[4], d[5]],
+        spacing: [sp[0], sp[1]],
+        rows: int(tag::ROWS)? as usize,
+        cols: int(tag::COLUMNS)? as usize,
+    })
+}
+
 /// Polygon area (shoelace), in the units of the coordinates squared.
 pub fn shoelace(xy: &[(f64, f64)]) -> f64 {
     let n = xy.len();
@@ -238,11 +280,7 @@ fn inside(p: (f64, f64), poly: &[(f64, f64)]) -> bool {
 }
 
 /// One closed planar contour of an ROI: its plane (z, mm) and its points (x, y, mm).
-#[derive(Debug, Clone)]
-struct Contour {
-    z: f64,
-    xy: Vec<(f64, f64)>,
-}
+use mask::Polygon as Contour;
 
 /// The net area of the contours of one plane, in mm²: a contour inside an odd number of the
 /// others (tested on its first vertex) is a hole and subtracted, one inside an even number
@@ -344,6 +382,8 @@ fn roi_contours(o: &InMemDicomObject) -> HashMap<i64, Vec<Contour>> {
 /// The ROIs of an RT Structure Set.
 fn structure_set_rois(o: &InMemDicomObject) -> Vec<RoiFacts> {
     let ss_date = date(o, tag::STRUCTURE_SET_DATE).map(|d| d.to_string());
+    let era = registrar_anonymizer::dicom::guideline_era(o)
+        .map(|before| if before { "before" } else { "after" }.to_string());
     let ss_uid = text(o, tag::SOP_INSTANCE_UID);
     let ct_series = items(o, tag::REFERENCED_FRAME_OF_REFERENCE_SEQUENCE)
         .iter()
@@ -396,6 +436,7 @@ fn structure_set_rois(o: &InMemDicomObject) -> Vec<RoiFacts> {
             structure_set_date: ss_date.clone(),
             structure_set_uid: ss_uid.clone(),
             side_from_set: false,
+            guideline_era: era.clone(),
         });
     }
     lateralise_targets(&mut out);
@@ -521,6 +562,8 @@ pub fn index_tree(ctx: &mut ImportContext<'_>, source: &str, dir: &Path) -> Resu
         return Ok(out);
     }
     let mut series: BTreeMap<String, Series> = BTreeMap::new();
+    let mut sets: Vec<agreements::SetRef> = Vec::new();
+    let mut ct: HashMap<String, Vec<mask::Slice>> = HashMap::new();
     for path in &files {
         let rel = path
             .strip_prefix(&canonical)
@@ -541,7 +584,7 @@ pub fn index_tree(ctx: &mut ImportContext<'_>, source: &str, dir: &Path) -> Resu
             out.unreadable.push(rel);
             continue;
         };
-        let s = series.entry(series_uid).or_insert_with(|| Series {
+        let s = series.entry(series_uid.clone()).or_insert_with(|| Series {
             folder: folder.clone(),
             ..Default::default()
         });
@@ -559,10 +602,26 @@ pub fn index_tree(ctx: &mut ImportContext<'_>, source: &str, dir: &Path) -> Resu
             s.problem = Some("files of the series name different patients".into());
         }
         if s.modality == "RTSTRUCT" {
-            s.rois.extend(structure_set_rois(o));
+            let rois = structure_set_rois(o);
+            sets.push(agreements::SetRef {
+                path: path.clone(),
+                patient_id: s.patient_id.clone(),
+                series_uid: series_uid.clone(),
+                frame_of_reference: items(o, tag::REFERENCED_FRAME_OF_REFERENCE_SEQUENCE)
+                    .iter()
+                    .find_map(|f| text(f, tag::FRAME_OF_REFERENCE_UID)),
+                rois: rois.clone(),
+            });
+            s.rois.extend(rois);
+        } else if let Some(g) = ct_slice(o) {
+            ct.entry(series_uid.clone()).or_default().push(g);
         }
     }
     out.series = series.len() as i64;
+    // Inter-observer agreement: the structure sets are read again, one patient's at a time.
+    let measured = agreements::measure_tree(&sets, &ct, source);
+    out.agreement_pairs = measured.pairs();
+    out.agreement_unmeasured = measured.unmeasured.clone();
 
     let ledger = Ledger::new(ctx.run_id());
     let key_id = ctx.keys.current.key_id().as_str().to_string();
@@ -706,6 +765,26 @@ pub fn index_tree(ctx: &mut ImportContext<'_>, source: &str, dir: &Path) -> Resu
             )?;
             out.image_features += 1;
         }
+        for facts in measured.by_series.get(uid).into_iter().flatten() {
+            put(
+                2,
+                &[
+                    ("person_id", Value::Int4(person_id)),
+                    ("image_occurrence_id", Value::Int4(image_id)),
+                    (
+                        "image_feature_concept_id",
+                        Value::Int4(local::DELINEATION_AGREEMENT),
+                    ),
+                    (
+                        "image_feature_type_concept_id",
+                        Value::Int4(TYPE_CONCEPT_EHR),
+                    ),
+                    ("alg_system", Value::Text(serde_json::to_string(facts)?)),
+                ],
+                &mut b,
+            )?;
+            out.image_features += 1;
+        }
     }
     out.roi_names_not_normalised = names_not_normalised(indexed_rois);
     let target = batch::Target {
@@ -771,6 +850,7 @@ mod tests {
             structure_set_date: None,
             structure_set_uid: None,
             side_from_set: false,
+            guideline_era: None,
         }
     }
 
