@@ -369,7 +369,7 @@ fn readme_agreement_query() -> String {
 fn delineation_agreement_matches_the_synthetic_truth() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
-    let mut opts = registrar_synth::SynthOptions::new(60, 23, src.clone());
+    let mut opts = registrar_synth::SynthOptions::new(40, 23, src.clone());
     opts.dicom_slices = 40;
     opts.dicom_matrix = 128;
     registrar_synth::generate(&opts, &|_| {}).expect("synth");
@@ -395,6 +395,10 @@ fn delineation_agreement_matches_the_synthetic_truth() {
     pseudonymise(&db, &key, &src.join("dicom"), &out);
     let v = index(&db, &key, &out);
     assert_eq!(v["status"], "loaded", "{v}");
+    eprintln!(
+        "index: {} agreement pairs ({}), {} dose-volume rows ({})",
+        v["agreement_pairs"], v["agreement_unmeasured"], v["dose_volumes"], v["dose_unmeasured"]
+    );
     let keys = registry_keys(&key);
     let mut c = db.client();
 
@@ -518,6 +522,64 @@ fn delineation_agreement_matches_the_synthetic_truth() {
     let (before, after) = (era_dice("before"), era_dice("after"));
     eprintln!("mean CTV Dice before {before:.3}, after {after:.3}");
     assert!(before < after, "before {before}, after {after}");
+
+    // Dose-volume metrics of the clinical structure set under each plan's dose, as the truth
+    // computed them (within 1%).
+    let (mut dvh_expected, mut dvh_found, mut worst_dvh) = (0, 0, 0.0_f64);
+    for t in truth.iter().filter(|t| t["dicom"].is_object()) {
+        let pseudonym = keys
+            .current
+            .person(IdentifierType::Mrn, t["patient_nr"].as_str().unwrap())
+            .unwrap();
+        for plan in t["dicom"]["plans"].as_array().unwrap() {
+            let rx = plan["total_dose_gy"].as_f64().unwrap();
+            for e in plan["dvh"].as_array().unwrap() {
+                dvh_expected += 1;
+                let rows = c
+                    .query(
+                        "SELECT d.dmean_gy, d.d95_gy, d.d2_gy, d.v95_pct
+                           FROM research.dose_volume d
+                           JOIN registry.person_map m ON m.person_id = d.person_id
+                          WHERE m.pseudonym = $1 AND d.tg263_name = $2 AND d.planned_on
+                            AND abs(d.prescription_gy - $3) < 1e-6",
+                        &[&pseudonym.as_str(), &e["tg263"].as_str().unwrap(), &rx],
+                    )
+                    .unwrap();
+                let f = |k: &str| e[k].as_f64().unwrap();
+                let off = |r: &postgres::Row| -> f64 {
+                    let rel = |got: f64, want: f64| (got - want).abs() / want.abs().max(1.0);
+                    let (dm, d95, d2, v95): (f64, f64, f64, f64) =
+                        (r.get(0), r.get(1), r.get(2), r.get(3));
+                    rel(dm, f("dmean_gy"))
+                        .max(rel(d95, f("d95_gy")))
+                        .max(rel(d2, f("d2_gy")))
+                        .max((v95 - f("v95_pct")).abs() / 100.0)
+                };
+                let Some(best) = rows.iter().map(off).min_by(f64::total_cmp) else {
+                    eprintln!("no dose-volume row for {e}");
+                    continue;
+                };
+                dvh_found += 1;
+                worst_dvh = worst_dvh.max(best);
+                assert!(best <= 0.01, "dose-volume off by {best} for {e}");
+            }
+        }
+    }
+    eprintln!("dose-volume: {dvh_found} of {dvh_expected} expected ROIs, largest relative difference {worst_dvh:.5}");
+    assert!(
+        dvh_expected >= 50 && dvh_found * 10 >= dvh_expected * 9,
+        "{dvh_found} of {dvh_expected}"
+    );
+    assert_eq!(
+        v["dose_volumes"].as_i64().unwrap(),
+        db.count("SELECT count(*) FROM research.dose_volume")
+    );
+    // Coverage: the clinical CTV gets most of the prescription, the organs far less.
+    let ctv_v95: f64 = c
+        .query_one("SELECT avg(v95_pct) FROM research.dose_volume WHERE planned_on AND tg263_name LIKE 'CTVp%' AND prescription_gy >= 40", &[])
+        .unwrap()
+        .get(0);
+    assert!(ctv_v95 > 80.0, "CTV V95% {ctv_v95}");
 
     // The README's question in one query runs and answers per institution and era.
     let rows = c.query(&readme_agreement_query(), &[]).unwrap();

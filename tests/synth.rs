@@ -20,6 +20,9 @@ use sha2::{Digest, Sha256};
 fn run(dir: &Path, patients: u64, seed: u64, dirt: f64) -> SynthReport {
     let mut opts = SynthOptions::new(patients, seed, dir);
     opts.dirt = dirt;
+    // A coarse CT grid: these tests read the CSV, FHIR and DICOM headers, not the geometry.
+    opts.dicom_slices = 16;
+    opts.dicom_matrix = 64;
     generate(&opts, &|_| {}).expect("synth runs")
 }
 
@@ -840,6 +843,7 @@ fn synth_institutions_with_disjoint_numbers_have_disjoint_patients() {
     let mut seen_niss = HashSet::new();
     for (i, first) in [1u64, 1001, 2001].into_iter().enumerate() {
         let mut opts = SynthOptions::new(30, 77, dir.path().join(format!("site{i}")));
+        opts.dicom = false;
         opts.first_patient_number = first;
         opts.institution = format!("Clinique fictive {i}");
         generate(&opts, &|_| {}).unwrap();

@@ -35,6 +35,9 @@ fn synth(patients: u64, seed: u64, dirt: f64, tweak: impl FnOnce(&mut SynthOptio
     let root = dir.path().join("out");
     let mut opts = SynthOptions::new(patients, seed, &root);
     opts.dirt = dirt;
+    // A coarse grid unless a test asks for another (the default is fine and large).
+    opts.dicom_slices = 16;
+    opts.dicom_matrix = 64;
     tweak(&mut opts);
     generate(&opts, &|_| {}).expect("synth runs");
     let summary: Value =

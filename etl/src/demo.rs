@@ -242,8 +242,10 @@ pub fn prepare(dir: &Path) -> Result<PathBuf> {
         let mut o = registrar_synth::SynthOptions::new(200, 2027, src_b.clone());
         o.first_patient_number = 100_001;
         o.dicom = true;
-        o.dicom_slices = 8;
-        o.dicom_matrix = 32;
+        // 3 mm pixels and slices: inter-observer surface distances to the millimetre, in a
+        // few hundred megabytes.
+        o.dicom_slices = 54;
+        o.dicom_matrix = 160;
         eprintln!(
             "registrar: generating a second institution of 200 patients (FHIR export, DICOM) in {}",
             src_b.display()

@@ -156,6 +156,8 @@ pub mod local {
     /// "Delineation agreement of two observers of one RT structure": one observer pair of an
     /// indexed structure (Dice, surface distances; `research.delineation_agreement`).
     pub const DELINEATION_AGREEMENT: i32 = 2_000_000_503;
+    /// "Dose-volume metrics of one RT structure under one RT dose" (`research.dose_volume`).
+    pub const DOSE_VOLUME: i32 = 2_000_000_504;
 }
 
 /// The first concept id of registrar's local concepts (OMOP reserves 2,000,000,000 and

@@ -40,7 +40,9 @@ pub enum DicomCommand {
     /// structure drawn by two or more observers of a patient is rasterised on the referenced
     /// CT grid and each observer pair's agreement (Dice, Jaccard, HD95, Hausdorff, mean
     /// surface distance) becomes an image_feature (research.delineation_agreement); the
-    /// structures that could not be measured are counted with the reason. The tree
+    /// structures that could not be measured are counted with the reason. Under every RT
+    /// Dose, each ROI of the structure sets on its frame of reference gets Dmean, D95%, D2%
+    /// and V95% of the plan's prescription (research.dose_volume). The tree
     /// is one source file: an unchanged tree is skipped, a changed one replaces the rows of
     /// its earlier index. Series of a person unknown to the registry are rejected with a
     /// reason. Exit code 0: everything indexed or skipped; 1: some series rejected or files
@@ -178,6 +180,15 @@ fn index(g: &GlobalOpts, args: IndexArgs) -> Result<ExitCode> {
             for (reason, n) in &outcome.agreement_unmeasured {
                 let s = if *n == 1 { "" } else { "s" };
                 println!("  {n} structure{s} not measured: {reason}");
+            }
+        }
+        if outcome.dose_volumes > 0 || !outcome.dose_unmeasured.is_empty() {
+            println!(
+                "dose-volume metrics: {} structures under an RT Dose",
+                outcome.dose_volumes
+            );
+            for (reason, n) in &outcome.dose_unmeasured {
+                println!("  {n} not computed: {reason}");
             }
         }
         for (folder, reason) in &outcome.rejected {

@@ -278,6 +278,53 @@ pub fn place<'a>(grid: &Grid, contours: &'a [Polygon]) -> Result<Placed<'a>, usi
     })
 }
 
+/// Rows `i0..i0+ni` and columns `j0..j0+nj` of a grid's plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub i0: usize,
+    pub ni: usize,
+    pub j0: usize,
+    pub nj: usize,
+}
+
+/// Marks in `out` (row-major over `w`) the voxels of one plane whose centre is inside
+/// `contours` by the even-odd rule (half-open scan lines; see the module documentation).
+/// `xs` is scratch space.
+pub fn fill_plane(
+    grid: &Grid,
+    contours: &[&Polygon],
+    w: Window,
+    out: &mut [bool],
+    xs: &mut Vec<f64>,
+) {
+    for ii in 0..w.ni {
+        let y = grid.y0 + (w.i0 + ii) as f64 * grid.dy;
+        xs.clear();
+        for c in contours {
+            let n = c.xy.len();
+            for e in 0..n {
+                let ((x0, y0), (x1, y1)) = (c.xy[e], c.xy[(e + 1) % n]);
+                if (y0 > y) != (y1 > y) {
+                    xs.push(x0 + (y - y0) * (x1 - x0) / (y1 - y0));
+                }
+            }
+        }
+        xs.sort_by(f64::total_cmp);
+        let row = ii * w.nj;
+        for pair in xs.chunks_exact(2) {
+            // Columns whose centre x satisfies pair[0] <= x < pair[1].
+            let lo = ((pair[0] - grid.x0) / grid.dx).ceil() - w.j0 as f64;
+            let hi = ((pair[1] - grid.x0) / grid.dx).ceil() - w.j0 as f64;
+            let lo = lo.clamp(0.0, w.nj as f64) as usize;
+            let hi = hi.clamp(0.0, w.nj as f64) as usize;
+            for b in &mut out[row + lo..row + hi] {
+                // Even-odd: a voxel covered twice (overlapping, not nested) is out.
+                *b = !*b;
+            }
+        }
+    }
+}
+
 /// A mask over a region of a grid (index `(k * ni + i) * nj + j`, relative to the region).
 #[derive(Debug, Clone)]
 pub struct Mask {
@@ -290,36 +337,24 @@ impl Mask {
     pub fn rasterise(grid: &Grid, placed: &Placed<'_>, region: Region) -> Mask {
         let mut bits = vec![false; region.len()];
         let mut xs: Vec<f64> = Vec::new();
+        let plane = region.ni * region.nj;
         for (k, cs) in &placed.slices {
             let Some(kk) = k.checked_sub(region.k0).filter(|kk| *kk < region.nk) else {
                 continue;
             };
-            for ii in 0..region.ni {
-                let y = grid.y0 + (region.i0 + ii) as f64 * grid.dy;
-                xs.clear();
-                for c in cs {
-                    let n = c.xy.len();
-                    for e in 0..n {
-                        let ((x0, y0), (x1, y1)) = (c.xy[e], c.xy[(e + 1) % n]);
-                        if (y0 > y) != (y1 > y) {
-                            xs.push(x0 + (y - y0) * (x1 - x0) / (y1 - y0));
-                        }
-                    }
-                }
-                xs.sort_by(f64::total_cmp);
-                let row = (kk * region.ni + ii) * region.nj;
-                for w in xs.chunks_exact(2) {
-                    // Columns whose centre x satisfies w[0] <= x < w[1].
-                    let lo = ((w[0] - grid.x0) / grid.dx).ceil() - region.j0 as f64;
-                    let hi = ((w[1] - grid.x0) / grid.dx).ceil() - region.j0 as f64;
-                    let lo = lo.clamp(0.0, region.nj as f64) as usize;
-                    let hi = hi.clamp(0.0, region.nj as f64) as usize;
-                    for b in &mut bits[row + lo..row + hi] {
-                        // Even-odd: a voxel covered twice (overlapping, not nested) is out.
-                        *b = !*b;
-                    }
-                }
-            }
+            let window = Window {
+                i0: region.i0,
+                ni: region.ni,
+                j0: region.j0,
+                nj: region.nj,
+            };
+            fill_plane(
+                grid,
+                cs,
+                window,
+                &mut bits[kk * plane..(kk + 1) * plane],
+                &mut xs,
+            );
         }
         Mask { region, bits }
     }

@@ -31,6 +31,8 @@
 
 pub mod agreement;
 mod agreements;
+pub mod dose;
+mod doses;
 pub mod mask;
 
 use crate::import::{ImportContext, Unit, UnitOutcome};
@@ -117,6 +119,10 @@ pub struct IndexOutcome {
     /// Structures drawn by two or more observers whose agreement was not measured: (reason,
     /// structures).
     pub agreement_unmeasured: Vec<(String, i64)>,
+    /// Dose-volume rows written (one image feature per structure and RT Dose).
+    pub dose_volumes: i64,
+    /// RT Doses or structures whose dose-volume metrics were not computed: (reason, count).
+    pub dose_unmeasured: Vec<(String, i64)>,
 }
 
 /// An ROI name and the number of ROIs that bear it.
@@ -200,23 +206,73 @@ fn text(o: &InMemDicomObject, t: Tag) -> Option<String> {
     (!s.is_empty()).then(|| s.to_string())
 }
 
+/// A data set as read, with its byte order (values other than DS and IS are the file's bytes).
+pub(crate) struct Read {
+    pub dataset: InMemDicomObject,
+    pub big_endian: bool,
+}
+
 /// Read a file with the pseudonymiser's reader: for a large image only its head (the pixel
 /// data that ends the file is never read), else the whole file.
-fn read_dicom(path: &Path) -> Option<InMemDicomObject> {
+fn read_head(path: &Path) -> Option<Read> {
     use registrar_anonymizer::dicom::parse;
-    use std::io::Read;
+    use std::io::Read as _;
     const HEAD: usize = 64 << 10;
     let mut f = std::fs::File::open(path).ok()?;
     let total = f.metadata().ok()?.len();
     let mut head = Vec::with_capacity(HEAD.min(total as usize));
     (&mut f).take(HEAD as u64).read_to_end(&mut head).ok()?;
-    if (head.len() as u64) < total {
-        if let Some(p) = parse::parse_head(&head, total) {
-            return Some(p.dataset);
+    let p = if (head.len() as u64) < total {
+        match parse::parse_head(&head, total) {
+            Some(p) => p,
+            None => {
+                f.read_to_end(&mut head).ok()?;
+                parse::parse(&head).ok()?
+            }
         }
-        f.read_to_end(&mut head).ok()?;
+    } else {
+        parse::parse(&head).ok()?
+    };
+    Some(Read {
+        big_endian: p.encoding == parse::Encoding::ExplicitBig,
+        dataset: p.dataset,
+    })
+}
+
+/// Read a whole file, pixel data included.
+pub(crate) fn read_whole(path: &Path) -> Option<Read> {
+    use registrar_anonymizer::dicom::parse;
+    let bytes = std::fs::read(path).ok()?;
+    let p = parse::parse(&bytes).ok()?;
+    Some(Read {
+        big_endian: p.encoding == parse::Encoding::ExplicitBig,
+        dataset: p.dataset,
+    })
+}
+
+fn read_dicom(path: &Path) -> Option<InMemDicomObject> {
+    read_head(path).map(|r| r.dataset)
+}
+
+/// A US value (the reader keeps the file's bytes).
+pub(crate) fn us(o: &InMemDicomObject, t: Tag, big_endian: bool) -> Option<u32> {
+    match o.element(t).ok()?.value() {
+        DicomValue::Primitive(PrimitiveValue::U8(b)) if b.len() >= 2 => {
+            let v = [b[0], b[1]];
+            Some(u32::from(if big_endian {
+                u16::from_be_bytes(v)
+            } else {
+                u16::from_le_bytes(v)
+            }))
+        }
+        DicomValue::Primitive(PrimitiveValue::U16(v)) => v.first().map(|x| u32::from(*x)),
+        _ => None,
     }
-    parse::parse(&head).ok().map(|p| p.dataset)
+}
+
+/// DS values as numbers.
+pub(crate) fn floats(o: &InMemDicomObject, t: Tag) -> Option<Vec<f64>> {
+    o.element(t).ok().and_then(|e| e.to_multi_float64().ok())
 }
 
 fn items(o: &InMemDicomObject, t: Tag) -> &[InMemDicomObject] {
@@ -229,15 +285,13 @@ fn date(o: &InMemDicomObject, t: Tag) -> Option<NaiveDate> {
 }
 
 /// The geometry of a CT slice (None for other objects, or one without it).
-fn ct_slice(o: &InMemDicomObject) -> Option<mask::Slice> {
+fn ct_slice(o: &InMemDicomObject, big_endian: bool) -> Option<mask::Slice> {
     if text(o, tag::MODALITY).as_deref() != Some("CT") {
         return None;
     }
-    let floats = |t: Tag| o.element(t).ok().and_then(|e| e.to_multi_float64().ok());
-    let int = |t: Tag| o.element(t).ok().and_then(|e| e.to_int::<u32>().ok());
-    let p = floats(tag::IMAGE_POSITION_PATIENT)?;
-    let d = floats(tag::IMAGE_ORIENTATION_PATIENT)?;
-    let sp = floats(tag::PIXEL_SPACING)?;
+    let p = floats(o, tag::IMAGE_POSITION_PATIENT)?;
+    let d = floats(o, tag::IMAGE_ORIENTATION_PATIENT)?;
+    let sp = floats(o, tag::PIXEL_SPACING)?;
     if p.len() != 3 || d.len() != 6 || sp.len() != 2 {
         return None;
     }
@@ -245,8 +299,8 @@ fn ct_slice(o: &InMemDicomObject) -> Option<mask::Slice> {
         position: [p[0], p[1], p[2]],
         orientation: [d[0], d[1], d[2], d[3], d[4], d[5]],
         spacing: [sp[0], sp[1]],
-        rows: int(tag::ROWS)? as usize,
-        cols: int(tag::COLUMNS)? as usize,
+        rows: us(o, tag::ROWS, big_endian)? as usize,
+        cols: us(o, tag::COLUMNS, big_endian)? as usize,
     })
 }
 
@@ -564,6 +618,8 @@ pub fn index_tree(ctx: &mut ImportContext<'_>, source: &str, dir: &Path) -> Resu
     let mut series: BTreeMap<String, Series> = BTreeMap::new();
     let mut sets: Vec<agreements::SetRef> = Vec::new();
     let mut ct: HashMap<String, Vec<mask::Slice>> = HashMap::new();
+    let mut plans: HashMap<String, doses::PlanFacts> = HashMap::new();
+    let mut doses: Vec<doses::DoseRef> = Vec::new();
     for path in &files {
         let rel = path
             .strip_prefix(&canonical)
@@ -575,11 +631,11 @@ pub fn index_tree(ctx: &mut ImportContext<'_>, source: &str, dir: &Path) -> Resu
             .and_then(|p| p.strip_prefix(&canonical).ok())
             .map(|p| p.display().to_string())
             .unwrap_or_default();
-        let Some(obj) = read_dicom(path) else {
+        let Some(read) = read_head(path) else {
             out.unreadable.push(rel);
             continue;
         };
-        let o: &InMemDicomObject = &obj;
+        let o: &InMemDicomObject = &read.dataset;
         let Some(series_uid) = text(o, tag::SERIES_INSTANCE_UID) else {
             out.unreadable.push(rel);
             continue;
@@ -613,7 +669,13 @@ pub fn index_tree(ctx: &mut ImportContext<'_>, source: &str, dir: &Path) -> Resu
                 rois: rois.clone(),
             });
             s.rois.extend(rois);
-        } else if let Some(g) = ct_slice(o) {
+        } else if s.modality == "RTPLAN" {
+            if let Some(uid) = text(o, tag::SOP_INSTANCE_UID) {
+                plans.insert(uid, doses::PlanFacts::read(o));
+            }
+        } else if s.modality == "RTDOSE" {
+            doses.push(doses::DoseRef::read(o, path, &s.patient_id, &series_uid));
+        } else if let Some(g) = ct_slice(o, read.big_endian) {
             ct.entry(series_uid.clone()).or_default().push(g);
         }
     }
@@ -622,6 +684,10 @@ pub fn index_tree(ctx: &mut ImportContext<'_>, source: &str, dir: &Path) -> Resu
     let measured = agreements::measure_tree(&sets, &ct, source);
     out.agreement_pairs = measured.pairs();
     out.agreement_unmeasured = measured.unmeasured.clone();
+    // Dose-volume metrics: one RT Dose (read whole) and its patient's structure sets at a time.
+    let dosed = doses::measure_tree(&doses, &plans, &sets, source);
+    out.dose_volumes = dosed.rows();
+    out.dose_unmeasured = dosed.unmeasured.clone();
 
     let ledger = Ledger::new(ctx.run_id());
     let key_id = ctx.keys.current.key_id().as_str().to_string();
@@ -760,6 +826,23 @@ pub fn index_tree(ctx: &mut ImportContext<'_>, source: &str, dir: &Path) -> Resu
                         Value::Int4(TYPE_CONCEPT_EHR),
                     ),
                     ("alg_system", Value::Text(serde_json::to_string(roi)?)),
+                ],
+                &mut b,
+            )?;
+            out.image_features += 1;
+        }
+        for facts in dosed.by_series.get(uid).into_iter().flatten() {
+            put(
+                2,
+                &[
+                    ("person_id", Value::Int4(person_id)),
+                    ("image_occurrence_id", Value::Int4(image_id)),
+                    ("image_feature_concept_id", Value::Int4(local::DOSE_VOLUME)),
+                    (
+                        "image_feature_type_concept_id",
+                        Value::Int4(TYPE_CONCEPT_EHR),
+                    ),
+                    ("alg_system", Value::Text(serde_json::to_string(facts)?)),
                 ],
                 &mut b,
             )?;

@@ -76,6 +76,7 @@ pub const ROLE_VIEWS: &[(&str, &[&str])] = &[
     ("rt_total_dose", &["radiotherapy"]),
     ("rt_structure_roi", &["rt_structure_set"]),
     ("delineation_agreement", &["delineation_agreement"]),
+    ("dose_volume", &["dose_volume"]),
 ];
 const TUMOUR: &[&str] = &["tumour_fact", "breast_cancer_patient", "modeling_cohort"];
 const TUMOUR_YP: &[&str] = &[

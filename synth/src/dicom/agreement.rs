@@ -10,8 +10,6 @@
 //! directions' distances pooled, with linear interpolation; the mean surface distance is the
 //! mean of the pooled distances.
 
-use std::collections::HashSet;
-
 use serde::Serialize;
 
 /// The CT grid as written.
@@ -43,6 +41,20 @@ pub(crate) struct AgreementTruth {
 
 type Voxel = (usize, usize, usize);
 
+/// The voxels inside, as a list and as a dense grid (slice, row, column).
+struct Inside {
+    list: Vec<Voxel>,
+    dense: Vec<bool>,
+    n: usize,
+    slices: usize,
+}
+
+impl Inside {
+    fn contains(&self, (k, i, j): Voxel) -> bool {
+        k < self.slices && i < self.n && j < self.n && self.dense[(k * self.n + i) * self.n + j]
+    }
+}
+
 fn inside(x: f64, y: f64, poly: &[[f64; 2]]) -> bool {
     let mut c = false;
     let mut j = poly.len() - 1;
@@ -57,8 +69,13 @@ fn inside(x: f64, y: f64, poly: &[[f64; 2]]) -> bool {
 }
 
 /// The voxels inside an ROI's contours (slice index, polygon).
-fn voxels(g: &Geometry<'_>, contours: &[(usize, Vec<[f64; 2]>)]) -> HashSet<Voxel> {
-    let mut out = HashSet::new();
+fn voxels(g: &Geometry<'_>, contours: &[(usize, Vec<[f64; 2]>)]) -> Inside {
+    let mut out = Inside {
+        list: Vec::new(),
+        dense: vec![false; g.z.len() * g.matrix * g.matrix],
+        n: g.matrix,
+        slices: g.z.len(),
+    };
     let mut slices: Vec<usize> = contours.iter().map(|(k, _)| *k).collect();
     slices.sort_unstable();
     slices.dedup();
@@ -83,7 +100,8 @@ fn voxels(g: &Geometry<'_>, contours: &[(usize, Vec<[f64; 2]>)]) -> HashSet<Voxe
             for j in j0..=j1 {
                 let x = g.x0 + j as f64 * g.pixel;
                 if on.iter().filter(|p| inside(x, y, p)).count() % 2 == 1 {
-                    out.insert((k, i, j));
+                    out.list.push((k, i, j));
+                    out.dense[(k * g.matrix + i) * g.matrix + j] = true;
                 }
             }
         }
@@ -92,9 +110,9 @@ fn voxels(g: &Geometry<'_>, contours: &[(usize, Vec<[f64; 2]>)]) -> HashSet<Voxe
 }
 
 /// Surface voxels as points (mm), grouped by slice.
-fn surface(g: &Geometry<'_>, v: &HashSet<Voxel>) -> Vec<Vec<[f64; 2]>> {
+fn surface(g: &Geometry<'_>, v: &Inside) -> Vec<Vec<[f64; 2]>> {
     let mut by_slice = vec![Vec::new(); g.z.len()];
-    for &(k, i, j) in v {
+    for &(k, i, j) in &v.list {
         let n = [
             (k.wrapping_sub(1), i, j),
             (k + 1, i, j),
@@ -103,7 +121,7 @@ fn surface(g: &Geometry<'_>, v: &HashSet<Voxel>) -> Vec<Vec<[f64; 2]>> {
             (k, i, j.wrapping_sub(1)),
             (k, i, j + 1),
         ];
-        if n.iter().any(|x| !v.contains(x)) {
+        if n.iter().any(|x| !v.contains(*x)) {
             by_slice[k].push([j as f64 * g.pixel, i as f64 * g.pixel]);
         }
     }
@@ -150,7 +168,7 @@ pub(crate) fn measure(
     b: &[(usize, Vec<[f64; 2]>)],
 ) -> Option<[f64; 6]> {
     let (va, vb) = (voxels(g, a), voxels(g, b));
-    if va.is_empty() || vb.is_empty() {
+    if va.list.is_empty() || vb.list.is_empty() {
         return None;
     }
     let (sa, sb) = (surface(g, &va), surface(g, &vb));
@@ -161,7 +179,7 @@ pub(crate) fn measure(
     let lo = rank.floor() as usize;
     let hi = (lo + 1).min(pooled.len() - 1);
     let hd95 = pooled[lo] + (rank - lo as f64) * (pooled[hi] - pooled[lo]);
-    let inter = va.intersection(&vb).count() as f64;
+    let inter = va.list.iter().filter(|v| vb.contains(**v)).count() as f64;
     let dz = if g.z.len() > 1 {
         g.z[1] - g.z[0]
     } else {
@@ -169,11 +187,68 @@ pub(crate) fn measure(
     };
     let cc = |n: usize| n as f64 * g.pixel * g.pixel * dz / 1000.0;
     Some([
-        2.0 * inter / (va.len() + vb.len()) as f64,
+        2.0 * inter / (va.list.len() + vb.list.len()) as f64,
         hd95,
         *pooled.last().expect("surfaces are not empty"),
         pooled.iter().sum::<f64>() / pooled.len() as f64,
-        cc(va.len()),
-        cc(vb.len()),
+        cc(va.list.len()),
+        cc(vb.list.len()),
+    ])
+}
+
+/// An RT Dose as written: stored values on a grid whose frames are the CT slices.
+pub(crate) struct DoseGeometry<'a> {
+    pub x0: f64,
+    pub y0: f64,
+    pub spacing: f64,
+    pub rows: usize,
+    pub cols: usize,
+    pub scaling: f64,
+    /// Frame by frame, row by row.
+    pub values: &'a [u16],
+}
+
+/// The expected dose-volume metrics of an ROI (slice index, polygon) whose planes are the
+/// dose's frames: the dose-grid points inside each plane's contours (ray casting, even-odd),
+/// each the same volume; Dmean, D95% and D2% (points by dose, rank floor((1 - x) n)) and
+/// V95% of `prescription_gy`. None when no point is inside.
+pub(crate) fn dvh(
+    d: &DoseGeometry<'_>,
+    contours: &[(usize, Vec<[f64; 2]>)],
+    prescription_gy: f64,
+) -> Option<[f64; 4]> {
+    let mut doses: Vec<f64> = Vec::new();
+    let mut slices: Vec<usize> = contours.iter().map(|(k, _)| *k).collect();
+    slices.sort_unstable();
+    slices.dedup();
+    for k in slices {
+        let on: Vec<&Vec<[f64; 2]>> = contours
+            .iter()
+            .filter(|(kk, _)| *kk == k)
+            .map(|(_, p)| p)
+            .collect();
+        for i in 0..d.rows {
+            let y = d.y0 + i as f64 * d.spacing;
+            for j in 0..d.cols {
+                let x = d.x0 + j as f64 * d.spacing;
+                if on.iter().filter(|p| inside(x, y, p)).count() % 2 == 1 {
+                    let v = d.values[(k * d.rows + i) * d.cols + j];
+                    doses.push(f64::from(v) * d.scaling);
+                }
+            }
+        }
+    }
+    if doses.is_empty() {
+        return None;
+    }
+    doses.sort_by(f64::total_cmp);
+    let n = doses.len();
+    let at = |x: f64| doses[(((1.0 - x) * n as f64).floor() as usize).min(n - 1)];
+    let cut = 0.95 * prescription_gy;
+    Some([
+        doses.iter().sum::<f64>() / n as f64,
+        at(0.95),
+        at(0.02),
+        100.0 * doses.iter().filter(|v| **v >= cut).count() as f64 / n as f64,
     ])
 }

@@ -55,10 +55,11 @@ pub const RT_DOSE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.481.2";
 /// Detached Study Management (retired), the SOP class RT Referenced Study Sequence names.
 const DETACHED_STUDY_MANAGEMENT: &str = "1.2.840.10008.3.1.2.3.1";
 
-/// Default number of CT slices.
-pub const DEFAULT_SLICES: u32 = 16;
-/// Default CT matrix (rows = columns).
-pub const DEFAULT_MATRIX: u32 = 64;
+/// Default number of CT slices: 64 over the 160 mm covered, 2.5 mm apart.
+pub const DEFAULT_SLICES: u32 = 64;
+/// Default CT matrix (rows = columns): 192 over the 480 mm field of view, 2.5 mm pixels, fine
+/// enough for millimetre surface distances between observers' contours.
+pub const DEFAULT_MATRIX: u32 = 192;
 /// Allowed CT slice counts.
 pub const SLICES_RANGE: std::ops::RangeInclusive<u32> = 4..=512;
 /// Allowed CT matrix sizes.
@@ -68,8 +69,8 @@ pub const MATRIX_RANGE: std::ops::RangeInclusive<u32> = 16..=1024;
 const FOV_MM: f64 = 480.0;
 /// Cranio-caudal coverage aimed at (mm).
 const COVERAGE_MM: f64 = 160.0;
-/// Rows and columns of the dose grid.
-const DOSE_GRID: usize = 16;
+/// Spacing of the dose grid (mm; the CT's pixel when that is coarser).
+const DOSE_SPACING_MM: f64 = 4.0;
 /// Dose grid scaling (Gy per stored unit).
 const DOSE_SCALING: f64 = 0.001;
 /// Points of a full contour ellipse (half ellipses get half as many arcs, plus one).
@@ -153,6 +154,18 @@ pub(crate) struct PlanTruth {
     pub fractions: u32,
     pub dose_file: String,
     pub dose_sop_instance_uid: String,
+    /// The expected dose-volume metrics of the clinical structure set's ROIs under the dose.
+    pub dvh: Vec<DvhTruth>,
+}
+
+/// One ROI's expected dose-volume metrics ([`agreement::dvh`]).
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct DvhTruth {
+    pub tg263: String,
+    pub dmean_gy: f64,
+    pub d95_gy: f64,
+    pub d2_gy: f64,
+    pub v95_pct: f64,
 }
 
 /// The DICOM writer of a run.
@@ -910,7 +923,6 @@ impl Dicom {
         } else {
             Vec::new()
         };
-        drop(all_drawn);
 
         // One plan and one dose per course.
         let mut plans = Vec::with_capacity(p.rt.len());
@@ -936,6 +948,7 @@ impl Dicom {
                     nodal,
                     structure_set_uid: &rs_uids[0],
                     clinical_rois: &clinical_rois,
+                    clinical: &all_drawn[0],
                 },
             )?;
             plans.push(truth);
@@ -983,6 +996,7 @@ impl Dicom {
             nodal,
             structure_set_uid,
             clinical_rois,
+            clinical,
         } = input;
         let uid = |tag: u64| dicom_uid(self.seed, number, tag);
         let boost = course.target == "TUMOUR_BED";
@@ -1170,25 +1184,25 @@ impl Dicom {
         self.write(&plan_rel, RT_PLAN_STORAGE, &plan_uid, &d, None)?;
         self.counts.rtplan += 1;
 
-        // RT Dose on a grid around the covered volumes, on the CT slice positions.
-        let (mut xmin, mut xmax, mut ymin, mut ymax) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-        for s in &covered {
-            xmin = xmin.min(s.cx - s.ax);
-            xmax = xmax.max(s.cx + s.ax);
-            ymin = ymin.min(s.cy - s.ay);
-            ymax = ymax.max(if s.half { s.cy } else { s.cy + s.ay });
-        }
-        let size = (xmax - xmin).max(ymax - ymin) + 40.0;
-        let spacing = (size / (DOSE_GRID as f64 - 1.0) * 2.0).ceil() / 2.0;
-        let half = (DOSE_GRID as f64 - 1.0) / 2.0 * spacing;
-        let ox = quantise((xmin + xmax) / 2.0 - half, 2);
-        let oy = quantise((ymin + ymax) / 2.0 - half, 2);
-        let mut values = Vec::with_capacity(2 * DOSE_GRID * DOSE_GRID * grid.z.len());
+        // RT Dose on a grid of DOSE_SPACING_MM over the body outline (so the organs at risk
+        // are inside it), on the CT slice positions.
+        let body = anat
+            .shape(RoiKind::External, anat.left)
+            .expect("the body outline exists");
+        let (xmin, xmax) = (body.cx - body.ax - 10.0, body.cx + body.ax + 10.0);
+        let (ymin, ymax) = (body.cy - body.ay - 10.0, body.cy + body.ay + 10.0);
+        let spacing = DOSE_SPACING_MM.max(grid.pixel);
+        let cols = ((xmax - xmin) / spacing).ceil() as usize + 1;
+        let rows = ((ymax - ymin) / spacing).ceil() as usize + 1;
+        let ox = quantise(xmin, 2);
+        let oy = quantise(ymin, 2);
+        let mut values = Vec::with_capacity(2 * rows * cols * grid.z.len());
+        let mut stored: Vec<u16> = Vec::with_capacity(rows * cols * grid.z.len());
         for k in 0..grid.z.len() {
             let u = grid.u(k);
-            for i in 0..DOSE_GRID {
+            for i in 0..rows {
                 let y = oy + i as f64 * spacing;
-                for j in 0..DOSE_GRID {
+                for j in 0..cols {
                     let x = ox + j as f64 * spacing;
                     let dist = covered
                         .iter()
@@ -1201,9 +1215,34 @@ impl Dicom {
                     };
                     let v = (gy / DOSE_SCALING).round().clamp(0.0, 65535.0) as u16;
                     values.extend_from_slice(&v.to_le_bytes());
+                    stored.push(v);
                 }
             }
         }
+        let dose_geometry = agreement::DoseGeometry {
+            x0: ox,
+            y0: oy,
+            spacing,
+            rows,
+            cols,
+            scaling: DOSE_SCALING,
+            values: &stored,
+        };
+        let dvh: Vec<DvhTruth> = clinical
+            .iter()
+            .filter_map(|roi| {
+                let [dmean, d95, d2, v95] =
+                    agreement::dvh(&dose_geometry, &roi.contours, total_gy)?;
+                let r4 = |v: f64| (v * 10_000.0).round() / 10_000.0;
+                Some(DvhTruth {
+                    tg263: roi.tg263.clone(),
+                    dmean_gy: r4(dmean),
+                    d95_gy: r4(d95),
+                    d2_gy: r4(d2),
+                    v95_pct: r4(v95),
+                })
+            })
+            .collect();
         let series = SeriesId {
             modality: "RTDOSE",
             uid: &dose_series,
@@ -1230,8 +1269,8 @@ impl Dicom {
         d.str(PHOTOMETRIC_INTERPRETATION, "MONOCHROME2");
         d.int(NUMBER_OF_FRAMES, grid.z.len() as i64);
         d.at(FRAME_INCREMENT_POINTER, GRID_FRAME_OFFSET_VECTOR);
-        d.us(ROWS, &[DOSE_GRID as u16]);
-        d.us(COLUMNS, &[DOSE_GRID as u16]);
+        d.us(ROWS, &[rows as u16]);
+        d.us(COLUMNS, &[cols as u16]);
         d.dec(PIXEL_SPACING, &[spacing, spacing], 2);
         d.us(BITS_ALLOCATED, &[16]);
         d.us(BITS_STORED, &[16]);
@@ -1262,6 +1301,7 @@ impl Dicom {
             fractions,
             dose_file: dose_rel,
             dose_sop_instance_uid: dose_uid,
+            dvh,
         })
     }
 
@@ -1319,6 +1359,8 @@ struct PlanInput<'a> {
     nodal: bool,
     structure_set_uid: &'a str,
     clinical_rois: &'a [(RoiKind, i64)],
+    /// The clinical structure set's ROIs as drawn.
+    clinical: &'a [DrawnRoi],
 }
 
 #[cfg(test)]
