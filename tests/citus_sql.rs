@@ -28,14 +28,27 @@ impl Layout {
                 .collect()
         };
         let mut distributed = names("create_distributed_table");
-        // The marts: `create_distributed_table('mart.' || m, ...) FROM unnest(ARRAY[...])`.
-        let i = script
-            .find("'mart.' || m")
-            .expect("the recipe distributes the marts");
-        let list = &script[i..];
-        let list = &list[list.find("ARRAY[").unwrap() + 6..list.find("])").unwrap()];
-        for m in list.split(',') {
-            distributed.insert(format!("mart.{}", m.trim().trim_matches('\'')));
+        // The marts: `create_distributed_table('mart.' || name, ...) FROM mart.catalog`, whose
+        // rows are the marts the migrations create from their `_src` views.
+        assert!(
+            script.contains("FROM mart.catalog"),
+            "the recipe distributes the marts of mart.catalog"
+        );
+        let mart = regex_lite::Regex::new(
+            r"CREATE TABLE (mart\.[a-z_]+) AS SELECT \* FROM mart\.[a-z_]+_src",
+        )
+        .unwrap();
+        let mut dir: Vec<_> = std::fs::read_dir(repo_file("migrations"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        dir.sort();
+        for m in dir {
+            if let Ok(sql) = std::fs::read_to_string(m.join("up.sql")) {
+                for c in mart.captures_iter(&sql) {
+                    distributed.insert(c[1].to_string());
+                }
+            }
         }
         distributed.remove("mart.");
         assert!(distributed.contains("cdm.person") && distributed.contains("mart.modeling_cohort"));

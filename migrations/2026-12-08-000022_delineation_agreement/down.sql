@@ -1,34 +1,3 @@
-DROP VIEW research.delineation_agreement;
-DROP TABLE mart.delineation_agreement;
-DROP VIEW mart.delineation_agreement_src;
-DELETE FROM research.concept_role WHERE role = 'delineation_agreement';
-DROP VIEW research.rt_structure_set;
-ALTER TABLE mart.rt_structure_set DROP COLUMN guideline_era;
-DROP VIEW mart.rt_structure_set_src;
-CREATE VIEW mart.rt_structure_set_src AS
-WITH f AS (
-    SELECT f.image_feature_id, f.person_id, f.image_occurrence_id, f.alg_system::jsonb AS a
-      FROM mart.refresh_scope sc
-      JOIN cdm.image_feature f ON f.person_id = sc.person_id
-      JOIN research.concept_set cs ON cs.role = 'rt_structure_roi' AND cs.concept_id = f.image_feature_concept_id
-)
-SELECT f.image_feature_id,
-       f.person_id,
-       o.image_series_uid                              AS structure_set_series_uid,
-       f.a ->> 'observer'                              AS observer,
-       (f.a ->> 'structure_set_date')::date            AS structure_set_date,
-       extract(year FROM (f.a ->> 'structure_set_date')::date)::int AS year,
-       (f.a ->> 'structure_set_date')::date < DATE '2016-01-01' AS before_2016,
-       f.a ->> 'roi_name'                              AS roi_name,
-       f.a ->> 'tg263'                                 AS tg263_name,
-       f.a ->> 'roi_type'                              AS roi_type,
-       (f.a ->> 'volume_cc')::numeric                  AS volume_cc,
-       (f.a ->> 'contour_slices')::int                 AS contour_slices,
-       f.a ->> 'referenced_ct_series'                  AS referenced_ct_series
-  FROM f
-  JOIN cdm.image_occurrence o ON o.image_occurrence_id = f.image_occurrence_id
-                           AND o.person_id = f.person_id;
-CREATE VIEW research.rt_structure_set WITH (security_barrier = true) AS SELECT * FROM mart.rt_structure_set;
 CREATE OR REPLACE FUNCTION mart.build(p_all boolean) RETURNS void
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -58,3 +27,34 @@ BEGIN
 END $$;
 REVOKE ALL ON FUNCTION mart.build(boolean) FROM PUBLIC;
 DROP TABLE mart.catalog;
+DROP VIEW research.delineation_agreement;
+DROP TABLE mart.delineation_agreement;
+DROP VIEW mart.delineation_agreement_src;
+DROP VIEW research.rt_structure_set;
+ALTER TABLE mart.rt_structure_set DROP COLUMN guideline_era;
+DROP VIEW mart.rt_structure_set_src;
+CREATE VIEW mart.rt_structure_set_src AS
+WITH f AS (
+    SELECT f.image_feature_id, f.person_id, f.image_occurrence_id, f.alg_system::jsonb AS a
+      FROM mart.refresh_scope sc
+      JOIN cdm.image_feature f ON f.person_id = sc.person_id
+      JOIN research.concept_set cs ON cs.role = 'rt_structure_roi' AND cs.concept_id = f.image_feature_concept_id
+)
+SELECT f.image_feature_id,
+       f.person_id,
+       o.image_series_uid                              AS structure_set_series_uid,
+       f.a ->> 'observer'                              AS observer,
+       (f.a ->> 'structure_set_date')::date            AS structure_set_date,
+       extract(year FROM (f.a ->> 'structure_set_date')::date)::int AS year,
+       (f.a ->> 'structure_set_date')::date < DATE '2016-01-01' AS before_2016,
+       f.a ->> 'roi_name'                              AS roi_name,
+       f.a ->> 'tg263'                                 AS tg263_name,
+       f.a ->> 'roi_type'                              AS roi_type,
+       (f.a ->> 'volume_cc')::numeric                  AS volume_cc,
+       (f.a ->> 'contour_slices')::int                 AS contour_slices,
+       f.a ->> 'referenced_ct_series'                  AS referenced_ct_series
+  FROM f
+  JOIN cdm.image_occurrence o ON o.image_occurrence_id = f.image_occurrence_id
+                           AND o.person_id = f.person_id;
+CREATE VIEW research.rt_structure_set WITH (security_barrier = true) AS SELECT * FROM mart.rt_structure_set;
+DELETE FROM research.concept_role WHERE role = 'delineation_agreement';
