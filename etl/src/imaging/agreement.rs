@@ -138,21 +138,20 @@ pub fn measure(grid: &Grid, drawings: &[&[Polygon]]) -> Result<Group, Unmeasured
             let union = volumes[a] + volumes[b] - inter;
             let mut ab = directed(a, b);
             let mut ba = directed(b, a);
-            mask::sort(&mut ab);
-            mask::sort(&mut ba);
             let mut pooled: Vec<f64> = ab.iter().chain(&ba).copied().collect();
-            mask::sort(&mut pooled);
+            let hd_max_mm = pooled.iter().copied().fold(0.0, f64::max);
+            let msd_mm = pooled.iter().sum::<f64>() / pooled.len() as f64;
             pairs.push(Pair {
                 a,
                 b,
                 dice: 2.0 * inter / (volumes[a] + volumes[b]),
                 jaccard: inter / union,
-                hd_max_mm: pooled.last().copied().unwrap_or(0.0),
-                hd95_mm: mask::percentile_linear(&pooled, 0.95),
+                hd_max_mm,
+                hd95_mm: mask::percentile_linear_unsorted(&mut pooled, 0.95),
                 hd95_plastimatch_mm: 0.5
-                    * (mask::percentile_plastimatch(&ab, 0.95)
-                        + mask::percentile_plastimatch(&ba, 0.95)),
-                msd_mm: pooled.iter().sum::<f64>() / pooled.len() as f64,
+                    * (mask::percentile_plastimatch_unsorted(&mut ab, 0.95)
+                        + mask::percentile_plastimatch_unsorted(&mut ba, 0.95)),
+                msd_mm,
                 volume_a_cc: volumes[a] / 1000.0,
                 volume_b_cc: volumes[b] / 1000.0,
             });

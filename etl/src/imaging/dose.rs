@@ -275,17 +275,23 @@ pub fn dvh(dose: &DoseGrid, contours: &[Polygon], prescription_gy: Option<f64>) 
     if s.is_empty() {
         return None;
     }
-    s.sort_by(f32::total_cmp);
     let n = s.len();
-    let at = |x: f64| f64::from(s[(((1.0 - x) * n as f64).floor() as usize).min(n - 1)]);
+    let dmean_gy = s.iter().map(|v| f64::from(*v)).sum::<f64>() / n as f64;
+    let v95_pct = prescription_gy.filter(|p| *p > 0.0).map(|p| {
+        let cut = (0.95 * p) as f32;
+        100.0 * s.iter().filter(|v| **v >= cut).count() as f64 / n as f64
+    });
+    // The doses of rank floor((1 - x) n), without sorting.
+    let mut at = |x: f64| {
+        let k = (((1.0 - x) * n as f64).floor() as usize).min(n - 1);
+        f64::from(*s.select_nth_unstable_by(k, f32::total_cmp).1)
+    };
+    let (d95_gy, d2_gy) = (at(0.95), at(0.02));
     Some(Dvh {
-        dmean_gy: s.iter().map(|v| f64::from(*v)).sum::<f64>() / n as f64,
-        d95_gy: at(0.95),
-        d2_gy: at(0.02),
-        v95_pct: prescription_gy.filter(|p| *p > 0.0).map(|p| {
-            let cut = (0.95 * p) as f32;
-            100.0 * s.iter().filter(|v| **v >= cut).count() as f64 / n as f64
-        }),
+        dmean_gy,
+        d95_gy,
+        d2_gy,
+        v95_pct,
         volume_cc: n as f64 * voxel / 1000.0,
         planes_outside_dose: outside,
     })

@@ -535,3 +535,35 @@ pub fn percentile_plastimatch(v: &[f64], q: f64) -> f64 {
 pub fn sort(v: &mut [f64]) {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(Ordering::Equal));
 }
+
+/// The value of 0-based rank `k` of `v` as if sorted (reorders `v`; linear time).
+pub fn nth(v: &mut [f64], k: usize) -> f64 {
+    let k = k.min(v.len() - 1);
+    *v.select_nth_unstable_by(k, |a, b| a.partial_cmp(b).unwrap_or(Ordering::Equal))
+        .1
+}
+
+/// [`percentile_linear`] without sorting (reorders `v`).
+pub fn percentile_linear_unsorted(v: &mut [f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let rank = q * (v.len() - 1) as f64;
+    let lo = rank.floor() as usize;
+    let a = nth(v, lo);
+    if lo + 1 >= v.len() {
+        return a;
+    }
+    // The next rank is the smallest value above position lo after the selection.
+    let b = v[lo + 1..].iter().copied().fold(f64::INFINITY, f64::min);
+    a + (rank - lo as f64) * (b - a)
+}
+
+/// [`percentile_plastimatch`] without sorting (reorders `v`).
+pub fn percentile_plastimatch_unsorted(v: &mut [f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let ordinal = (q * v.len() as f64 - 1.0).floor().max(0.0) as usize;
+    nth(v, ordinal)
+}
