@@ -27,14 +27,13 @@ use registrar_anonymizer::dicom::dicom_core::value::{PrimitiveValue, Value as Di
 use registrar_anonymizer::dicom::dicom_core::Tag;
 use registrar_anonymizer::dicom::dicom_object::InMemDicomObject;
 
+/// The RT Dose attributes (the geometry ones are the index's own, [`super::tag`]).
 mod tag {
     use super::Tag;
-    pub const IMAGE_POSITION_PATIENT: Tag = Tag(0x0020, 0x0032);
-    pub const IMAGE_ORIENTATION_PATIENT: Tag = Tag(0x0020, 0x0037);
+    pub use crate::imaging::tag::{
+        COLUMNS, IMAGE_ORIENTATION_PATIENT, IMAGE_POSITION_PATIENT, PIXEL_SPACING, ROWS,
+    };
     pub const NUMBER_OF_FRAMES: Tag = Tag(0x0028, 0x0008);
-    pub const ROWS: Tag = Tag(0x0028, 0x0010);
-    pub const COLUMNS: Tag = Tag(0x0028, 0x0011);
-    pub const PIXEL_SPACING: Tag = Tag(0x0028, 0x0030);
     pub const BITS_ALLOCATED: Tag = Tag(0x0028, 0x0100);
     pub const PIXEL_REPRESENTATION: Tag = Tag(0x0028, 0x0103);
     pub const DOSE_UNITS: Tag = Tag(0x3004, 0x0002);

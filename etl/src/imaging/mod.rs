@@ -811,58 +811,30 @@ pub fn index_tree(ctx: &mut ImportContext<'_>, source: &str, dir: &Path) -> Resu
         )?;
         out.image_occurrences += 1;
         indexed_rois.extend(&s.rois);
+        // The series' image features: its ROIs, the dose-volume rows of an RT Dose, the
+        // agreement pairs whose first set it is (concept, facts as JSON).
+        let mut features: Vec<(i32, String)> = Vec::new();
         for roi in &s.rois {
-            put(
-                2,
-                &[
-                    ("person_id", Value::Int4(person_id)),
-                    ("image_occurrence_id", Value::Int4(image_id)),
-                    (
-                        "image_feature_concept_id",
-                        Value::Int4(local::RT_STRUCTURE_ROI),
-                    ),
-                    (
-                        "image_feature_type_concept_id",
-                        Value::Int4(TYPE_CONCEPT_EHR),
-                    ),
-                    ("alg_system", Value::Text(serde_json::to_string(roi)?)),
-                ],
-                &mut b,
-            )?;
-            out.image_features += 1;
+            features.push((local::RT_STRUCTURE_ROI, serde_json::to_string(roi)?));
         }
         for facts in dosed.by_series.get(uid).into_iter().flatten() {
-            put(
-                2,
-                &[
-                    ("person_id", Value::Int4(person_id)),
-                    ("image_occurrence_id", Value::Int4(image_id)),
-                    ("image_feature_concept_id", Value::Int4(local::DOSE_VOLUME)),
-                    (
-                        "image_feature_type_concept_id",
-                        Value::Int4(TYPE_CONCEPT_EHR),
-                    ),
-                    ("alg_system", Value::Text(serde_json::to_string(facts)?)),
-                ],
-                &mut b,
-            )?;
-            out.image_features += 1;
+            features.push((local::DOSE_VOLUME, serde_json::to_string(facts)?));
         }
         for facts in measured.by_series.get(uid).into_iter().flatten() {
+            features.push((local::DELINEATION_AGREEMENT, serde_json::to_string(facts)?));
+        }
+        for (concept, json) in features {
             put(
                 2,
                 &[
                     ("person_id", Value::Int4(person_id)),
                     ("image_occurrence_id", Value::Int4(image_id)),
-                    (
-                        "image_feature_concept_id",
-                        Value::Int4(local::DELINEATION_AGREEMENT),
-                    ),
+                    ("image_feature_concept_id", Value::Int4(concept)),
                     (
                         "image_feature_type_concept_id",
                         Value::Int4(TYPE_CONCEPT_EHR),
                     ),
-                    ("alg_system", Value::Text(serde_json::to_string(facts)?)),
+                    ("alg_system", Value::Text(json)),
                 ],
                 &mut b,
             )?;
